@@ -1,0 +1,39 @@
+# meterwax — the verbs a developer needs. Each creates .venv itself when it is missing.
+#
+#   make demo   run the demo on the embedded default (file input, local lake, no broker)
+#   make test   lint, then the whole test suite against a real Kafka broker it starts itself
+#   make lint   ruff check + ruff format --check
+#
+# `make test` starts a private broker (scripts/kafka) unless METERWAX_KAFKA_BOOTSTRAP names
+# one already running (e.g. `docker compose up -d kafka` → 127.0.0.1:9092), and always stops
+# the broker it started, also when tests fail. Pass pytest arguments with PYTEST_ARGS="...".
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+PYTEST_ARGS ?=
+
+.PHONY: demo test lint bench clean
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	@touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/meterwax demo --lake demo-lake
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+test: lint
+	@PATH="$(CURDIR)/$(BIN):$$PATH" bash scripts/with-kafka $(BIN)/python -m pytest $(PYTEST_ARGS)
+
+bench: $(STAMP)
+	@PATH="$(CURDIR)/$(BIN):$$PATH" bash scripts/with-kafka $(BIN)/meterwax bench
+
+clean:
+	rm -rf $(VENV) demo-lake .pytest_cache .ruff_cache .hypothesis

@@ -1,0 +1,1 @@
+"""One module per ``meterwax`` command; ``flows/cli.py`` registers them."""

@@ -1,0 +1,71 @@
+"""``meterwax demo``: a synthetic stream through the real flow."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from meterwax.flows import config
+from meterwax.flows.commands.options import CONTEXT
+from meterwax.flows.commands.run import print_summary
+from meterwax.flows.demo import write_jsonl
+from meterwax.flows.file_source import FileSource
+from meterwax.flows.generator import Workload
+from meterwax.flows.metering import run_to_lake
+from meterwax.flows.render import text_table
+from meterwax.flows.usage import UsageFilter, tenant_totals
+from meterwax.sinks.lake import Lake
+
+_DEMO_EXAMPLES = """
+\b
+Examples:
+  meterwax demo
+  meterwax demo --lake /tmp/demo-lake --events 200000 --tenants 50
+"""
+
+
+@click.command(epilog=_DEMO_EXAMPLES, context_settings=CONTEXT)
+@click.option("--lake", default="./demo-lake", show_default=True, help="Lake directory to fill.")
+@click.option("--events", type=int, default=50_000, show_default=True, help="Messages to generate.")
+@click.option("--tenants", type=int, default=12, show_default=True, help="Distinct tenants.")
+@click.option("--seed", type=int, default=7, show_default=True, help="Generator seed.")
+def demo(lake: str, events: int, tenants: int, seed: int) -> None:
+    """Generate a realistic stream, meter it into a local lake, print usage per tenant.
+
+    The stream has several tenants and meters, 2% retried duplicates, 1% late events and
+    0.1% invalid messages, and runs through exactly the flow that `meterwax run` uses.
+    """
+    settings = config.load(config.RunSettings, lake=lake)
+    lake_root = Lake(settings.lake)
+    input_path = Path(lake_root.root) / "_input" / f"demo-{seed}-{events}.jsonl"
+    intents = write_jsonl(input_path, Workload(events=events, tenants=tenants, seed=seed))
+    click.echo(
+        f"generated {events:,} messages into {input_path}: "
+        + ", ".join(f"{count:,} {intent}" for intent, count in sorted(intents.items()))
+    )
+    source = FileSource([input_path], batch_size=settings.batch_size)
+    report = run_to_lake(
+        source,
+        source.partitions,
+        lake_root,
+        settings.rules(),
+        epoch_interval_us=settings.commit_interval,
+    )
+    print_summary(report, f"meterwax run: {input_path.name} → {lake_root.root}", "table")
+    rows = tenant_totals(lake_root, UsageFilter())
+    click.echo("\nusage per tenant and meter (on-time events; late ones await corrections):")
+    click.echo(
+        text_table(
+            ["tenant_id", "meter", "windows", "events", "quantity"],
+            [
+                [r["tenant_id"], r["meter"], r["windows"], r["event_count"], r["quantity"]]
+                for r in rows
+            ],
+        )
+    )
+    click.echo(
+        f"\nquery it: meterwax usage --lake {lake_root.root} --tenant {rows[0]['tenant_id']}"
+        if rows
+        else ""
+    )

@@ -1,0 +1,13 @@
+"""The exception tree: one root, so callers can catch everything meterwax raises on purpose."""
+
+
+class MeterwaxError(Exception):
+    """Root of every error meterwax raises deliberately."""
+
+
+class ConfigError(MeterwaxError):
+    """A setting, flag or environment variable has a value meterwax cannot use."""
+
+
+class LakeError(MeterwaxError):
+    """The lake is missing, unreadable, or was written with incompatible settings."""

@@ -1,0 +1,198 @@
+"""Raw message bytes → a validated :class:`Event`, a :class:`Heartbeat`, or a :class:`Rejection`.
+
+Decoding never raises on bad input: whatever the bytes, the caller gets a value, and a
+rejection carries a stable reason code and a detail that names the field and the value.
+
+JSON is read with orjson (fast). orjson reads numbers with a fraction as binary floats, which
+cannot represent most decimals, so when a quantity arrives as such a number the document is
+read again with the standard library and ``parse_float=Decimal``, which keeps the digits
+exactly as written. Integers beyond 64 bits and other documents orjson refuses take the same
+exact path.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+import orjson
+from pydantic import ValidationError
+from pydantic_core import PydanticCustomError
+
+from meterwax.operators.contract import (
+    UsageEvent,
+    cloudevent_to_native,
+    describe_error,
+    reason_for_error,
+    timestamp_to_micros,
+)
+from meterwax.operators.reasons import Reason
+
+DEFAULT_MAX_EVENT_BYTES = 64 * 1024
+"""Larger messages are quarantined as ``payload_too_large`` (the raw bytes are kept)."""
+
+HEARTBEAT_MARKER = "meterwax_control"
+"""A JSON object with ``{"meterwax_control": "heartbeat", "timestamp": …}`` is a heartbeat."""
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """A valid usage event. ``quantity_nanos`` = quantity × 10⁹; ``time_us`` is UTC epoch µs."""
+
+    tenant_id: str
+    id: str
+    meter: str
+    quantity_nanos: int
+    time_us: int
+    dimensions: dict[str, str] | None = None
+    source: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Heartbeat:
+    """A control record that says "this partition's event time has reached ``time_us``"."""
+
+    time_us: int
+
+
+@dataclass(frozen=True, slots=True)
+class Rejection:
+    """Why a message was not counted: a stable ``reason`` code and a human ``detail``."""
+
+    reason: Reason
+    detail: str
+
+
+Decoded = Event | Heartbeat | Rejection
+
+
+def decode(raw: bytes | None, *, max_bytes: int = DEFAULT_MAX_EVENT_BYTES) -> Decoded:
+    """Decode and validate one message. Never raises for bad input."""
+    if not raw:
+        return Rejection(Reason.EMPTY_PAYLOAD, "message has no payload (tombstone or empty value)")
+    if len(raw) > max_bytes:
+        return Rejection(
+            Reason.PAYLOAD_TOO_LARGE,
+            f"message is {len(raw)} bytes, the limit is {max_bytes} (max event size)",
+        )
+    document = _read_json(raw)
+    if isinstance(document, Rejection):
+        return document
+    if not isinstance(document, dict):
+        return Rejection(
+            Reason.NOT_AN_OBJECT, f"expected a JSON object, got a JSON {_json_kind(document)}"
+        )
+    if document.get(HEARTBEAT_MARKER) is not None:
+        return _heartbeat(document)
+    return validate(document)
+
+
+def validate(document: dict[str, Any]) -> Event | Rejection:
+    """Validate an already-parsed JSON object against the contract (native or CloudEvents)."""
+    is_cloudevent = "specversion" in document
+    try:
+        fields = cloudevent_to_native(document) if is_cloudevent else document
+        event = UsageEvent.model_validate(fields)
+    except PydanticCustomError as error:
+        return Rejection(Reason(error.type), error.message())
+    except ValidationError as error:
+        problems = error.errors(include_url=False)
+        detail = "; ".join(
+            describe_error(problem, cloudevent=is_cloudevent) for problem in problems
+        )
+        return Rejection(reason_for_error(problems[0]), detail)
+    return Event(
+        tenant_id=event.tenant_id,
+        id=event.id,
+        meter=event.meter,
+        quantity_nanos=event.quantity,
+        time_us=event.timestamp,
+        dimensions=event.dimensions or None,
+        source=event.source,
+    )
+
+
+def _read_json(raw: bytes) -> Any:
+    try:
+        document = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return _read_json_exactly(raw, check_unicode=True)
+    if _has_fractional_quantity(document):
+        # orjson accepted the bytes, so they are valid UTF-8 without lone surrogates.
+        return _read_json_exactly(raw, check_unicode=False)
+    return document
+
+
+def _read_json_exactly(raw: bytes, *, check_unicode: bool) -> Any:
+    """Parse with the standard library, keeping numbers with a fraction as exact Decimals."""
+    try:
+        text = raw.decode("utf-8")
+        document = json.loads(text, parse_float=Decimal)
+    except UnicodeDecodeError as error:
+        return Rejection(
+            Reason.MALFORMED_JSON,
+            f"payload is not valid UTF-8: {error.reason} at byte {error.start}",
+        )
+    except (ValueError, RecursionError) as error:
+        return Rejection(Reason.MALFORMED_JSON, f"payload is not valid JSON: {_short(str(error))}")
+    if check_unicode and _has_lone_surrogate(document):
+        return Rejection(
+            Reason.MALFORMED_JSON, "payload has a \\u escape that is not valid Unicode"
+        )
+    return document
+
+
+def _has_fractional_quantity(document: Any) -> bool:
+    if not isinstance(document, dict):
+        return False
+    if isinstance(document.get("quantity"), float):
+        return True
+    data = document.get("data")
+    return isinstance(data, dict) and (
+        isinstance(data.get("quantity"), float) or isinstance(data.get("value"), float)
+    )
+
+
+def _has_lone_surrogate(value: Any) -> bool:
+    """True if any string holds a lone UTF-16 surrogate (orjson rejects those; json does not)."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return True
+        return False
+    if isinstance(value, dict):
+        return any(_has_lone_surrogate(k) or _has_lone_surrogate(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_has_lone_surrogate(item) for item in value)
+    return False
+
+
+def _heartbeat(document: dict[str, Any]) -> Heartbeat | Rejection:
+    if document[HEARTBEAT_MARKER] != "heartbeat":
+        return Rejection(
+            Reason.INVALID_TYPE,
+            f"{HEARTBEAT_MARKER}: unknown control record {document[HEARTBEAT_MARKER]!r:.80}",
+        )
+    try:
+        return Heartbeat(timestamp_to_micros(document.get("timestamp")))
+    except PydanticCustomError as error:
+        return Rejection(Reason.INVALID_TIMESTAMP, f"heartbeat timestamp: {error.message()}")
+
+
+def _json_kind(value: Any) -> str:
+    if isinstance(value, list):
+        return "array"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, bool):
+        return "boolean"
+    if value is None:
+        return "null"
+    return "number"
+
+
+def _short(text: str, limit: int = 120) -> str:
+    return text if len(text) <= limit else text[: limit - 3] + "..."

@@ -1,0 +1,319 @@
+"""The per-source-partition processor: decode, classify, dedupe and window, in offset order.
+
+One :class:`PartitionMeter` owns one ordered input log (a Kafka partition or a file). It reads
+each message once, in offset order, and decides from the input alone (never the wall clock)
+what becomes of it:
+
+====================  ==================================================================
+outcome               rule (checked in this order)
+====================  ==================================================================
+quarantine            the message does not decode or fails the event contract
+heartbeat             a control record: advances the partition's event time, nothing else
+future_timestamp      event time > clock + max_future; the clock is the Kafka timestamp of
+                      the message when there is one, else the partition watermark
+duplicate             its (tenant_id, id) was seen within the dedupe horizon
+too_late              event time < watermark − correction horizon
+late                  its window has already closed → late-event channel (corrections)
+counted               otherwise → ledger, and into its open window
+====================  ==================================================================
+
+The watermark is ``max event time seen − allowed lateness`` and a window closes the moment
+the watermark reaches its end. At end of input every open window is closed and the partition
+is marked closed through the window of its latest event, so anything that arrives later for
+those windows is late, never silently merged into a window that was already written.
+
+Because every decision depends only on the messages and their order, the outputs are the same
+whatever the batch sizes, epoch boundaries, worker count, crash points or downtime (G5).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+
+from meterwax.operators.decode import DEFAULT_MAX_EVENT_BYTES, Event, Heartbeat, Rejection, decode
+from meterwax.operators.dedupe import (
+    NOT_FOUND,
+    DedupeIndex,
+    DedupeSnapshot,
+    alive_from,
+    bucket_of,
+    dedupe_key,
+)
+from meterwax.operators.reasons import Reason
+from meterwax.operators.records import (
+    LateRow,
+    LedgerRow,
+    PartitionOutput,
+    QuarantineRow,
+    SourceBatch,
+    SourcePartition,
+    WindowRow,
+    closed_at,
+    flushed_after,
+)
+from meterwax.operators.windows import ClosedWindow, OpenWindows, window_start
+
+MINUTE_US = 60_000_000
+DAY_US = 86_400_000_000
+
+
+@dataclass(frozen=True, slots=True)
+class MeteringRules:
+    """What the main flow counts, and when. All durations are microseconds.
+
+    Changing ``window_us`` for an existing lake is refused elsewhere: windows of two lengths
+    cannot be reconciled against one ledger.
+    """
+
+    window_us: int = MINUTE_US
+    allowed_lateness_us: int = 30_000_000
+    dedupe_horizon_us: int = DAY_US
+    correction_horizon_us: int | None = 35 * DAY_US
+    """Events further behind the watermark are quarantined as ``too_late``; None: no limit."""
+    max_future_us: int | None = 5 * MINUTE_US
+    """Events further ahead of the partition clock are quarantined; None: no limit."""
+    max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES
+
+    def __post_init__(self) -> None:
+        if self.window_us <= 0:
+            msg = f"window must be positive, got {self.window_us} µs"
+            raise ValueError(msg)
+        for name in ("allowed_lateness_us", "dedupe_horizon_us"):
+            if getattr(self, name) < 0:
+                msg = f"{name} must not be negative, got {getattr(self, name)}"
+                raise ValueError(msg)
+
+
+@dataclass(frozen=True, slots=True)
+class PartitionState:
+    """Everything a :class:`PartitionMeter` needs to resume exactly where it stopped."""
+
+    where: SourcePartition
+    max_event_us: int | None
+    closed_until_us: int | None
+    next_offset: int
+    dedupe: DedupeSnapshot
+    windows: dict[int, dict[tuple[str, str], list[int]]]
+
+
+class PartitionMeter:
+    """Turns one partition's messages, in offset order, into rows for every table."""
+
+    def __init__(
+        self, where: SourcePartition, rules: MeteringRules, state: PartitionState | None = None
+    ) -> None:
+        self.where = where
+        self.rules = rules
+        if state is None:
+            self._max_event_us: int | None = None
+            self._closed_until_us: int | None = None
+            self._next_offset = 0
+            self._dedupe = DedupeIndex()
+            self._windows = OpenWindows(rules.window_us)
+        else:
+            self._max_event_us = state.max_event_us
+            self._closed_until_us = state.closed_until_us
+            self._next_offset = state.next_offset
+            self._dedupe = DedupeIndex(state.dedupe)
+            self._windows = OpenWindows(rules.window_us, state.windows)
+
+    @property
+    def watermark_us(self) -> int | None:
+        """Max event time seen minus allowed lateness (None before the first event time)."""
+        if self._max_event_us is None:
+            return None
+        return self._max_event_us - self.rules.allowed_lateness_us
+
+    @property
+    def dedupe_keys(self) -> int:
+        """How many idempotency keys the dedupe index holds now."""
+        return len(self._dedupe)
+
+    @property
+    def dedupe_bytes(self) -> int:
+        """Approximate bytes held by the dedupe index."""
+        return self._dedupe.nbytes
+
+    def process(self, batch: SourceBatch) -> PartitionOutput:
+        """Classify every message of ``batch`` (which must continue this partition's log)."""
+        if batch.where != self.where:
+            msg = f"batch from {batch.where} given to the processor of {self.where}"
+            raise ValueError(msg)
+        if batch.offsets and batch.offsets[0] < self._next_offset:
+            msg = (
+                f"{self.where.key}: offset {batch.offsets[0]} was already processed "
+                f"(next expected ≥ {self._next_offset}); input must not go backwards"
+            )
+            raise ValueError(msg)
+        out = PartitionOutput(self.where)
+        rules = self.rules
+        decoded = [decode(payload, max_bytes=rules.max_event_bytes) for payload in batch.payloads]
+        digests = [
+            dedupe_key(item.tenant_id, item.id) if type(item) is Event else None for item in decoded
+        ]
+        frozen = self._frozen_buckets(digests)
+        counters = out.counters
+        for i, item in enumerate(decoded):
+            offset = batch.offsets[i]
+            counters["read"] += 1
+            if type(item) is Rejection:
+                self._quarantine(out, batch, i, item.reason, item.detail)
+                continue
+            time_us = item.time_us
+            clock_us = self._clock_us(batch, i)
+            if (
+                rules.max_future_us is not None
+                and clock_us is not None
+                and time_us > clock_us + rules.max_future_us
+            ):
+                self._quarantine(
+                    out,
+                    batch,
+                    i,
+                    Reason.FUTURE_TIMESTAMP,
+                    f"timestamp is {_seconds(time_us - clock_us)} ahead of the partition clock "
+                    f"(limit {_seconds(rules.max_future_us)})",
+                )
+                continue
+            if type(item) is Heartbeat:
+                counters["heartbeats"] += 1
+                self._advance(out, time_us, offset)
+                continue
+            digest = digests[i]
+            oldest_alive = alive_from(self._max_event_us, rules.dedupe_horizon_us)
+            if self._dedupe.check_and_add(digest, frozen[i], bucket_of(time_us), oldest_alive):
+                counters["duplicates"] += 1
+                continue
+            watermark = self.watermark_us
+            if (
+                rules.correction_horizon_us is not None
+                and watermark is not None
+                and time_us < watermark - rules.correction_horizon_us
+            ):
+                self._quarantine(
+                    out,
+                    batch,
+                    i,
+                    Reason.TOO_LATE,
+                    f"timestamp is {_seconds(watermark - time_us)} behind the watermark "
+                    f"(correction horizon {_seconds(rules.correction_horizon_us)})",
+                )
+                continue
+            if (
+                self._closed_until_us is not None
+                and window_start(time_us, rules.window_us) + rules.window_us
+                <= self._closed_until_us
+            ):
+                counters["late"] += 1
+                out.late.append(
+                    LateRow(item, offset, watermark if watermark is not None else time_us)
+                )
+                continue
+            counters["counted"] += 1
+            out.ledger.append(LedgerRow(item, offset))
+            self._windows.add(item.tenant_id, item.meter, time_us, item.quantity_nanos)
+            self._advance(out, time_us, offset)
+        if batch.offsets:
+            self._next_offset = batch.offsets[-1] + 1
+            out.through_offset = batch.offsets[-1]
+        self._dedupe.maintain(alive_from(self._max_event_us, rules.dedupe_horizon_us))
+        out.watermark_us = self.watermark_us
+        out.dedupe_keys, out.dedupe_bytes = len(self._dedupe), self._dedupe.nbytes
+        return out
+
+    def finish(self) -> PartitionOutput:
+        """End of input: close every open window and mark the partition closed through them."""
+        out = PartitionOutput(self.where, through_offset=self._next_offset - 1)
+        self._emit_windows(out, self._windows.close_all(), flushed_after(self._next_offset - 1))
+        if self._max_event_us is not None:
+            end = window_start(self._max_event_us, self.rules.window_us) + self.rules.window_us
+            self._closed_until_us = max(self._closed_until_us or end, end)
+        out.watermark_us = self.watermark_us
+        return out
+
+    def snapshot(self) -> PartitionState:
+        """Recovery state: immutable copies, cheap enough to take every epoch."""
+        return PartitionState(
+            where=self.where,
+            max_event_us=self._max_event_us,
+            closed_until_us=self._closed_until_us,
+            next_offset=self._next_offset,
+            dedupe=self._dedupe.snapshot(),
+            windows=self._windows.snapshot(),
+        )
+
+    def _frozen_buckets(self, digests: list[bytes | None]) -> list[int]:
+        """The dedupe index's frozen bucket for each message (NOT_FOUND where it has none)."""
+        present = [d for d in digests if d is not None]
+        found = iter(self._dedupe.lookup(present).tolist())
+        return [next(found) if d is not None else NOT_FOUND for d in digests]
+
+    def _clock_us(self, batch: SourceBatch, i: int) -> int | None:
+        if batch.timestamps_ms is not None:
+            timestamp_ms = batch.timestamps_ms[i]
+            if timestamp_ms is not None and timestamp_ms > 0:
+                return timestamp_ms * 1000
+        return self.watermark_us
+
+    def _advance(self, out: PartitionOutput, time_us: int, offset: int) -> None:
+        """Move the partition's event time forward to ``time_us`` and close what is due."""
+        if self._max_event_us is not None and time_us <= self._max_event_us:
+            return
+        self._max_event_us = time_us
+        watermark = time_us - self.rules.allowed_lateness_us
+        if self._closed_until_us is None or watermark > self._closed_until_us:
+            self._closed_until_us = watermark
+        due = self._windows.earliest_end_us
+        if due is not None and due <= self._closed_until_us:
+            self._emit_windows(
+                out, self._windows.close_until(self._closed_until_us), closed_at(offset)
+            )
+
+    def _emit_windows(
+        self, out: PartitionOutput, closed: list[ClosedWindow], position: int
+    ) -> None:
+        out.counters["windows_closed"] += len(closed)
+        out.windows.extend(
+            WindowRow(
+                w.tenant_id,
+                w.meter,
+                w.start_us,
+                w.end_us,
+                w.quantity_nanos,
+                w.event_count,
+                position,
+            )
+            for w in closed
+        )
+
+    def _quarantine(
+        self, out: PartitionOutput, batch: SourceBatch, i: int, reason: Reason, detail: str
+    ) -> None:
+        out.counters["quarantined"] += 1
+        out.counters[f"quarantined.{reason.value}"] += 1
+        out.quarantine.append(
+            QuarantineRow(
+                offset=batch.offsets[i],
+                reason=reason.value,
+                detail=detail,
+                raw=batch.payloads[i],
+                key=batch.keys[i] if batch.keys is not None else None,
+                kafka_timestamp_ms=batch.timestamps_ms[i]
+                if batch.timestamps_ms is not None
+                else None,
+            )
+        )
+
+
+def _seconds(micros: int) -> str:
+    seconds, remainder = divmod(micros, 1_000_000)
+    return f"{seconds}.{remainder:06d}s".replace(".000000s", "s")
+
+
+def merge_counters(outputs: list[PartitionOutput]) -> Counter[str]:
+    """Sum the counters of several outputs."""
+    total: Counter[str] = Counter()
+    for out in outputs:
+        total.update(out.counters)
+    return total

@@ -1,0 +1,44 @@
+"""Stable reason codes for rejected input.
+
+These strings are a contract: they are stored in the ``quarantine`` table, exported as metric
+labels and documented in the README. Add codes freely; never rename or reuse one.
+"""
+
+from enum import StrEnum
+
+
+class Reason(StrEnum):
+    """Why an input message was quarantined instead of counted."""
+
+    EMPTY_PAYLOAD = "empty_payload"
+    """The message had no bytes (a Kafka tombstone, or an empty value)."""
+    PAYLOAD_TOO_LARGE = "payload_too_large"
+    """The message is larger than the configured maximum event size."""
+    MALFORMED_JSON = "malformed_json"
+    """The bytes are not one valid UTF-8 JSON document."""
+    NOT_AN_OBJECT = "not_an_object"
+    """The JSON document is not an object (an array, a string, a number…)."""
+    MISSING_FIELD = "missing_field"
+    """A required field is absent."""
+    INVALID_TYPE = "invalid_type"
+    """A field has the wrong JSON type (a number where a string is required…)."""
+    EMPTY_FIELD = "empty_field"
+    """A required string field is empty."""
+    FIELD_TOO_LONG = "field_too_long"
+    """A string field (or a dimension key or value) is longer than its limit."""
+    INVALID_METER = "invalid_meter"
+    """The meter name uses characters outside ``[a-z0-9_.-]``."""
+    INVALID_QUANTITY = "invalid_quantity"
+    """The quantity is not a finite, non-negative decimal that fits decimal(38, 9)."""
+    INVALID_TIMESTAMP = "invalid_timestamp"
+    """The timestamp is not an RFC 3339 date-time with a UTC offset."""
+    TOO_MANY_DIMENSIONS = "too_many_dimensions"
+    """The event carries more dimensions than allowed."""
+    INVALID_DIMENSIONS = "invalid_dimensions"
+    """``dimensions`` is not an object of string keys to string values."""
+    INVALID_CLOUDEVENT = "invalid_cloudevent"
+    """A CloudEvent envelope that is not structured-mode JSON CloudEvents 1.0."""
+    FUTURE_TIMESTAMP = "future_timestamp"
+    """The event time is further ahead of the partition's clock than allowed."""
+    TOO_LATE = "too_late"
+    """The event time is behind the watermark by more than the correction horizon."""

@@ -1,0 +1,130 @@
+"""Plain data passed between sources, the partition processor and the sinks.
+
+A source emits one :class:`SourceBatch` per read: consecutive messages of one source partition,
+in offset order. The processor answers each batch with one :class:`PartitionOutput`: the rows
+for every table that this stretch of the partition produced, tagged with source coordinates so
+the sinks can write them idempotently.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+
+from meterwax.operators.decode import Event
+
+
+@dataclass(frozen=True, slots=True)
+class SourcePartition:
+    """Identifies one ordered input log: a Kafka topic partition, or a file (partition 0)."""
+
+    source: str
+    """``kafka:<topic>`` or ``file:<name>``; stable across runs, it names txn app ids."""
+    partition: int
+
+    @property
+    def key(self) -> str:
+        """The Bytewax routing key for this partition (also the sink partition name)."""
+        return f"{self.source}#{self.partition}"
+
+    @classmethod
+    def from_key(cls, key: str) -> SourcePartition:
+        """Inverse of :attr:`key`."""
+        source, _, partition = key.rpartition("#")
+        return cls(source, int(partition))
+
+
+@dataclass(frozen=True, slots=True)
+class SourceBatch:
+    """Consecutive messages from one source partition, in offset order."""
+
+    where: SourcePartition
+    offsets: list[int]
+    payloads: list[bytes | None]
+    keys: list[bytes | None] | None = None
+    """Kafka message keys (None for file input)."""
+    timestamps_ms: list[int | None] | None = None
+    """Kafka message timestamps in ms (None for file input)."""
+
+    def __len__(self) -> int:
+        return len(self.offsets)
+
+
+@dataclass(frozen=True, slots=True)
+class LedgerRow:
+    """An event counted in the ledger, with the input position it came from."""
+
+    event: Event
+    offset: int
+
+
+@dataclass(frozen=True, slots=True)
+class LateRow:
+    """An event whose window had already closed: it goes to the correction flow."""
+
+    event: Event
+    offset: int
+    watermark_us: int
+    """The partition's watermark when the event arrived (explains why it was late)."""
+
+
+@dataclass(frozen=True, slots=True)
+class QuarantineRow:
+    """A message that was not counted, with its raw bytes and why."""
+
+    offset: int
+    reason: str
+    detail: str
+    raw: bytes | None
+    key: bytes | None = None
+    kafka_timestamp_ms: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class WindowRow:
+    """The final on-time total of one (tenant, meter, window) when the watermark closed it."""
+
+    tenant_id: str
+    meter: str
+    window_start_us: int
+    window_end_us: int
+    quantity_nanos: int
+    event_count: int
+    position: int
+    """Where in the input the window closed: ``2 × offset`` of the message whose event time
+    closed it, or ``2 × last offset + 1`` when end of input flushed it. Strictly after every
+    message before it and before every message after it, so it can order idempotent writes."""
+
+
+def closed_at(offset: int) -> int:
+    """The position of a window closed by the message at ``offset``."""
+    return 2 * offset
+
+
+def flushed_after(last_offset: int) -> int:
+    """The position of a window flushed at end of input after ``last_offset``."""
+    return 2 * last_offset + 1
+
+
+@dataclass(slots=True)
+class PartitionOutput:
+    """Everything one source batch produced, for every table, plus counters."""
+
+    where: SourcePartition
+    ledger: list[LedgerRow] = field(default_factory=list)
+    windows: list[WindowRow] = field(default_factory=list)
+    late: list[LateRow] = field(default_factory=list)
+    quarantine: list[QuarantineRow] = field(default_factory=list)
+    counters: Counter[str] = field(default_factory=Counter)
+    through_offset: int = -1
+    """The highest input offset this output covers (-1: none)."""
+    watermark_us: int | None = None
+    """The partition watermark after this batch (None before any event time was seen)."""
+    dedupe_keys: int = 0
+    """Keys held by the partition's dedupe index after this batch."""
+    dedupe_bytes: int = 0
+    """Approximate bytes held by the partition's dedupe index after this batch."""
+
+    def is_empty(self) -> bool:
+        """True if there is nothing to write."""
+        return not (self.ledger or self.windows or self.late or self.quarantine)

@@ -1,0 +1,148 @@
+"""Build Arrow tables, column by column, from the processor's row objects.
+
+Quantities arrive as exact integer nano-units and become ``decimal(38, 9)`` by writing the
+128-bit two's-complement integers straight into an Arrow buffer: no Decimal objects, no floats.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+
+import pyarrow as pa
+
+from meterwax.operators.decode import Event
+from meterwax.operators.records import LateRow, LedgerRow, QuarantineRow, SourcePartition, WindowRow
+from meterwax.sinks.schemas import (
+    EVENTS,
+    LATE_EVENTS,
+    QUANTITY,
+    QUARANTINE,
+    TIMESTAMP,
+    USAGE_WINDOWS,
+    WINDOW_CONFLICTS,
+)
+
+DAY_US = 86_400_000_000
+
+
+def decimal_column(nanos: Sequence[int]) -> pa.Array:
+    """``decimal(38, 9)`` array from integer nano-units (value × 10⁹), exactly."""
+    buffer = b"".join(value.to_bytes(16, "little", signed=True) for value in nanos)
+    return pa.Array.from_buffers(QUANTITY, len(nanos), [None, pa.py_buffer(buffer)])
+
+
+def timestamp_column(micros: Sequence[int | None]) -> pa.Array:
+    """UTC microsecond timestamps from integer microseconds since the epoch."""
+    return pa.array(micros, type=pa.int64()).cast(TIMESTAMP)
+
+
+def date_column(micros: Sequence[int]) -> pa.Array:
+    """The UTC calendar date of each timestamp (partition values)."""
+    return pa.array([value // DAY_US for value in micros], type=pa.int32()).cast(pa.date32())
+
+
+def _dimensions_column(events: Sequence[Event]) -> pa.Array:
+    return pa.array(
+        [list(e.dimensions.items()) if e.dimensions else None for e in events],
+        type=EVENTS.schema.field("dimensions").type,
+    )
+
+
+def _event_columns(events: Sequence[Event]) -> dict[str, pa.Array]:
+    times = [e.time_us for e in events]
+    return {
+        "tenant_id": pa.array([e.tenant_id for e in events], pa.string()),
+        "id": pa.array([e.id for e in events], pa.string()),
+        "meter": pa.array([e.meter for e in events], pa.string()),
+        "quantity": decimal_column([e.quantity_nanos for e in events]),
+        "event_time": timestamp_column(times),
+        "event_date": date_column(times),
+        "dimensions": _dimensions_column(events),
+        "source": pa.array([e.source for e in events], pa.string()),
+    }
+
+
+def _origin_columns(where: SourcePartition, offsets: Sequence[int]) -> dict[str, pa.Array]:
+    return {
+        "origin": pa.array([where.source] * len(offsets), pa.string()),
+        "origin_partition": pa.array([where.partition] * len(offsets), pa.int32()),
+        "origin_offset": pa.array(offsets, pa.int64()),
+    }
+
+
+def ledger_table(where: SourcePartition, rows: Sequence[LedgerRow], counted_by: str) -> pa.Table:
+    """Rows for the ``events`` ledger."""
+    columns = _event_columns([r.event for r in rows])
+    columns.update(_origin_columns(where, [r.offset for r in rows]))
+    columns["counted_by"] = pa.array([counted_by] * len(rows), pa.string())
+    return pa.Table.from_pydict(columns, schema=EVENTS.schema)
+
+
+def late_table(where: SourcePartition, rows: Sequence[LateRow], window_us: int) -> pa.Table:
+    """Rows for the ``late_events`` channel."""
+    columns = _event_columns([r.event for r in rows])
+    columns.update(_origin_columns(where, [r.offset for r in rows]))
+    starts = [r.event.time_us - r.event.time_us % window_us for r in rows]
+    columns["window_start"] = timestamp_column(starts)
+    columns["watermark"] = timestamp_column([r.watermark_us for r in rows])
+    return pa.Table.from_pydict(columns, schema=LATE_EVENTS.schema)
+
+
+def quarantine_table(
+    where: SourcePartition, rows: Sequence[QuarantineRow], *, flow: str, line_numbers: bool
+) -> pa.Table:
+    """Rows for ``quarantine``; ``line_numbers`` for file input (line = offset + 1)."""
+    offsets = [r.offset for r in rows]
+    columns = _origin_columns(where, offsets)
+    columns["line_number"] = pa.array(
+        [o + 1 for o in offsets] if line_numbers else [None] * len(rows), pa.int64()
+    )
+    columns["kafka_timestamp"] = timestamp_column(
+        [r.kafka_timestamp_ms * 1000 if r.kafka_timestamp_ms is not None else None for r in rows]
+    )
+    columns["kafka_key"] = pa.array([r.key for r in rows], pa.binary())
+    columns["raw"] = pa.array([r.raw for r in rows], pa.binary())
+    columns["reason"] = pa.array([r.reason for r in rows], pa.string())
+    columns["detail"] = pa.array([r.detail for r in rows], pa.string())
+    columns["flow"] = pa.array([flow] * len(rows), pa.string())
+    return pa.Table.from_pydict(columns, schema=QUARANTINE.schema)
+
+
+def windows_table(rows: Sequence[WindowRow], *, revision: int, updated_at: datetime) -> pa.Table:
+    """Rows for ``usage_windows``, all at one revision."""
+    starts = [r.window_start_us for r in rows]
+    return pa.Table.from_pydict(
+        {
+            "tenant_id": pa.array([r.tenant_id for r in rows], pa.string()),
+            "meter": pa.array([r.meter for r in rows], pa.string()),
+            "window_start": timestamp_column(starts),
+            "window_end": timestamp_column([r.window_end_us for r in rows]),
+            "window_date": date_column(starts),
+            "quantity": decimal_column([r.quantity_nanos for r in rows]),
+            "event_count": pa.array([r.event_count for r in rows], pa.int64()),
+            "revision": pa.array([revision] * len(rows), pa.int64()),
+            "updated_at": pa.array([updated_at] * len(rows), TIMESTAMP),
+        },
+        schema=USAGE_WINDOWS.schema,
+    )
+
+
+def conflicts_table(where: SourcePartition, rows: Sequence[WindowRow]) -> pa.Table:
+    """Rows for ``window_conflicts``: the partial totals the main flow did not write."""
+    starts = [r.window_start_us for r in rows]
+    return pa.Table.from_pydict(
+        {
+            "tenant_id": pa.array([r.tenant_id for r in rows], pa.string()),
+            "meter": pa.array([r.meter for r in rows], pa.string()),
+            "window_start": timestamp_column(starts),
+            "window_end": timestamp_column([r.window_end_us for r in rows]),
+            "window_date": date_column(starts),
+            "partial_quantity": decimal_column([r.quantity_nanos for r in rows]),
+            "partial_event_count": pa.array([r.event_count for r in rows], pa.int64()),
+            "origin": pa.array([where.source] * len(rows), pa.string()),
+            "origin_partition": pa.array([where.partition] * len(rows), pa.int32()),
+            "origin_position": pa.array([r.position for r in rows], pa.int64()),
+        },
+        schema=WINDOW_CONFLICTS.schema,
+    )

@@ -1,0 +1,193 @@
+"""The main flow's sink: one writer per source partition, tables written in dependency order.
+
+Each source partition has exactly one writer, so its rows reach Delta in offset order. The
+writer buffers what arrives during a Bytewax epoch and commits it when the epoch closes
+(``snapshot``), at the end of input (``close``), or earlier when the buffer grows past
+``flush_rows``; each flush writes, in this order:
+
+1. ``events`` (the ledger): append once per offset;
+2. ``usage_windows``: insert first totals (see ``windows_table``), never overwriting a row;
+3. ``window_conflicts``: the windows that already had other totals, once per position;
+4. ``late_events``: append once per offset;
+5. ``quarantine``: append once per offset.
+
+The order is what lets the correction flow trust what it reads: a late event becomes visible
+only after the ledger rows and window totals it will be compared with were committed.
+
+Delivery: exactly once per table. The Delta transaction log holds the position (a ``txn``
+app id per table and source partition), so the sink keeps no Bytewax state of its own and
+a resume after a crash rewrites nothing that was already committed. Committing inside
+``snapshot`` is what makes this safe with recovery on: Bytewax records an epoch as complete
+only after every sink's snapshot for it has returned, so rows of a recovered epoch are always
+already in Delta; rows of an unfinished epoch are replayed and skipped or rewritten by offset.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+
+from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
+
+from meterwax.metrics import RunStats
+from meterwax.operators.records import PartitionOutput, SourcePartition
+from meterwax.sinks.arrow_rows import (
+    conflicts_table,
+    late_table,
+    ledger_table,
+    quarantine_table,
+)
+from meterwax.sinks.delta_writes import CommitStats, OffsetAppender
+from meterwax.sinks.lake import Lake
+from meterwax.sinks.schemas import (
+    EVENTS,
+    LATE_EVENTS,
+    QUARANTINE,
+    USAGE_WINDOWS,
+    WINDOW_CONFLICTS,
+)
+from meterwax.sinks.windows_table import insert_first_totals
+
+FLOW_NAME = "metering"
+DEFAULT_FLUSH_ROWS = 250_000
+
+
+def app_id(flow: str, table: str, where: SourcePartition) -> str:
+    """The Delta txn app id of one flow writing one table for one source partition."""
+    return f"meterwax.{flow}.{table}.{where.key}"
+
+
+class MeteringSink(FixedPartitionedSink[PartitionOutput, None]):
+    """Writes :class:`PartitionOutput` items keyed by source partition into the lake."""
+
+    def __init__(
+        self,
+        lake: Lake,
+        partitions: list[SourcePartition],
+        *,
+        window_us: int,
+        stats: RunStats | None = None,
+        flush_rows: int = DEFAULT_FLUSH_ROWS,
+    ) -> None:
+        self._lake = lake
+        self._parts = sorted(p.key for p in partitions)
+        self._window_us = window_us
+        self._stats = stats or RunStats()
+        self._flush_rows = flush_rows
+
+    def list_parts(self) -> list[str]:
+        """Every source partition; any worker can write any of them."""
+        return list(self._parts)
+
+    def part_fn(self, item_key: str) -> int:
+        """Route a source partition's outputs to the writer of the same name."""
+        return self._parts.index(item_key)
+
+    def build_part(self, step_id: str, for_part: str, resume_state: None) -> _PartitionWriter:
+        """Build the writer of one source partition (no state: Delta holds the positions)."""
+        return _PartitionWriter(
+            self._lake,
+            SourcePartition.from_key(for_part),
+            self._window_us,
+            self._stats,
+            self._flush_rows,
+        )
+
+
+class _PartitionWriter(StatefulSinkPartition[PartitionOutput, None]):
+    def __init__(
+        self,
+        lake: Lake,
+        where: SourcePartition,
+        window_us: int,
+        stats: RunStats,
+        flush_rows: int,
+    ) -> None:
+        self._where = where
+        self._flush_rows = flush_rows
+        self._buffer: list[PartitionOutput] = []
+        self._buffered_rows = 0
+        self._window_us = window_us
+        self._run_stats = stats
+        self._commit_stats = CommitStats()
+        self._windows = lake.table(USAGE_WINDOWS)
+        self._ledger = OffsetAppender(
+            lake.table(EVENTS), app_id(FLOW_NAME, EVENTS.name, where), self._commit_stats
+        )
+        self._conflicts = OffsetAppender(
+            lake.table(WINDOW_CONFLICTS),
+            app_id(FLOW_NAME, WINDOW_CONFLICTS.name, where),
+            self._commit_stats,
+        )
+        self._late = OffsetAppender(
+            lake.table(LATE_EVENTS), app_id(FLOW_NAME, LATE_EVENTS.name, where), self._commit_stats
+        )
+        self._quarantine = OffsetAppender(
+            lake.table(QUARANTINE), app_id(FLOW_NAME, QUARANTINE.name, where), self._commit_stats
+        )
+        self._line_numbers = where.source.startswith("file:")
+
+    def write_batch(self, values: list[PartitionOutput]) -> None:
+        self._buffer.extend(values)
+        self._buffered_rows += sum(
+            len(o.ledger) + len(o.windows) + len(o.late) + len(o.quarantine) for o in values
+        )
+        if self._buffered_rows >= self._flush_rows:
+            self._flush()
+
+    def snapshot(self) -> None:
+        self._flush()
+
+    def close(self) -> None:
+        self._flush()
+
+    def _flush(self) -> None:
+        if not self._buffer:
+            return
+        values, self._buffer, self._buffered_rows = self._buffer, [], 0
+        where = self._where
+        ledger = [row for out in values for row in out.ledger]
+        windows = [row for out in values for row in out.windows]
+        late = [row for out in values for row in out.late]
+        quarantine = [row for out in values for row in out.quarantine]
+        before = (
+            self._commit_stats.commits,
+            self._commit_stats.retries,
+            self._commit_stats.seconds,
+        )
+
+        self._ledger.append(
+            ledger, lambda r: r.offset, lambda rows: ledger_table(where, rows, FLOW_NAME)
+        )
+        conflicts = insert_first_totals(
+            self._windows,
+            windows,
+            app_id=app_id(FLOW_NAME, USAGE_WINDOWS.name, where),
+            stats=self._commit_stats,
+        )
+        self._conflicts.append(
+            conflicts, lambda r: r.position, lambda rows: conflicts_table(where, rows)
+        )
+        self._late.append(
+            late, lambda r: r.offset, lambda rows: late_table(where, rows, self._window_us)
+        )
+        self._quarantine.append(
+            quarantine,
+            lambda r: r.offset,
+            lambda rows: quarantine_table(
+                where, rows, flow=FLOW_NAME, line_numbers=self._line_numbers
+            ),
+        )
+
+        for out in values:
+            self._run_stats.add(out.counters)
+        if conflicts:
+            self._run_stats.add(Counter(window_conflicts=len(conflicts)))
+        last = values[-1]
+        self._run_stats.set_watermark(where.key, last.watermark_us)
+        if last.dedupe_keys or last.dedupe_bytes:
+            self._run_stats.set_dedupe(where.key, last.dedupe_keys, last.dedupe_bytes)
+        self._run_stats.add_commits(
+            self._commit_stats.commits - before[0],
+            self._commit_stats.retries - before[1],
+            self._commit_stats.seconds - before[2],
+        )

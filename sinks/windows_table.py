@@ -1,0 +1,146 @@
+"""Writes to ``usage_windows``: first totals from the main flow, revised totals from corrections.
+
+**First totals (main flow).** A window's first row is written once and never overwritten by
+the main flow. Before inserting, the writer reads the rows that already exist for the same
+keys (in the same date partitions, through the same table snapshot it then merges into):
+
+- no row: insert it (an insert-only MERGE; two writers inserting the same key conflict in
+  delta-rs and the loser retries, re-reading first);
+- a row with the same totals at revision 0: a replay, nothing to do;
+- a row with other totals: the window also received events from another source partition
+  (a tenant whose events are not all in one partition, e.g. after a Kafka partition count
+  change), or it was already corrected. The row is not touched; the caller records a
+  *window conflict* and the correction flow recomputes the window from the ledger, with an
+  audit row. A contribution is therefore never dropped and never silently merged.
+
+**Revised totals (corrections).** MERGE on (tenant_id, meter, window_start): an existing row is
+replaced only by a higher revision, so a replay can never undo a newer correction.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+
+import pyarrow as pa
+from deltalake import CommitProperties, DeltaTable, QueryBuilder, Transaction
+
+from meterwax.operators.records import WindowRow
+from meterwax.sinks.arrow_rows import windows_table
+from meterwax.sinks.delta_writes import CommitStats, retry_commit
+
+WINDOW_KEY = "t.tenant_id = s.tenant_id AND t.meter = s.meter AND t.window_start = s.window_start"
+NANOS = Decimal(10) ** 9
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
+
+WindowKey = tuple[str, str, int]
+"""(tenant_id, meter, window start in µs)."""
+
+
+def _date_predicate(dates: Sequence[str]) -> str:
+    return "window_date IN (" + ", ".join(f"'{d}'" for d in sorted(set(dates))) + ")"
+
+
+def existing_totals(
+    table: DeltaTable, dates: Sequence[str]
+) -> dict[WindowKey, tuple[int, int, int]]:
+    """Rows of the given window dates in ``table``'s loaded snapshot: key → (nanos, count, rev)."""
+    if not dates:
+        return {}
+    result = pa.table(
+        QueryBuilder()
+        .register("w", table)
+        .execute(
+            "SELECT tenant_id, meter, window_start, quantity, event_count, revision FROM w "
+            f"WHERE {_date_predicate(dates)}"
+        )
+        .read_all()
+    )
+    found: dict[WindowKey, tuple[int, int, int]] = {}
+    for row in result.to_pylist():
+        start_us = (row["window_start"] - _EPOCH) // _MICROSECOND
+        key = (str(row["tenant_id"]), str(row["meter"]), start_us)
+        found[key] = (int(row["quantity"] * NANOS), row["event_count"], row["revision"])
+    return found
+
+
+def insert_first_totals(
+    table: DeltaTable,
+    rows: Sequence[WindowRow],
+    *,
+    app_id: str,
+    stats: CommitStats,
+) -> list[WindowRow]:
+    """Insert windows that have no row yet; return the ones that exist with other totals."""
+    if not rows:
+        return []
+    conflicts: list[WindowRow] = []
+
+    def attempt() -> None:
+        table.update_incremental()
+        dates = [_date_of(r.window_start_us) for r in rows]
+        existing = existing_totals(table, dates)
+        fresh = []
+        conflicts.clear()
+        for row in rows:
+            found = existing.get((row.tenant_id, row.meter, row.window_start_us))
+            if found is None:
+                fresh.append(row)
+            elif found != (row.quantity_nanos, row.event_count, 0):
+                conflicts.append(row)
+        if not fresh:
+            return
+        source = windows_table(fresh, revision=0, updated_at=datetime.now(UTC))
+        (
+            table.merge(
+                source,
+                f"{WINDOW_KEY} AND t.{_date_predicate(dates)}",
+                source_alias="s",
+                target_alias="t",
+                streamed_exec=False,
+                commit_properties=CommitProperties(
+                    app_transactions=[Transaction(app_id, max(r.position for r in fresh))]
+                ),
+            )
+            .when_not_matched_insert_all()
+            .execute()
+        )
+        stats.commits += 1
+
+    retry_commit(attempt, f"insert windows ({app_id})", stats)
+    return conflicts
+
+
+def merge_revised_totals(
+    table: DeltaTable, rows: pa.Table, *, transaction: Transaction | None, stats: CommitStats
+) -> None:
+    """MERGE revised window rows; an existing row is replaced only by a higher revision."""
+    if rows.num_rows == 0:
+        return
+    dates = [d.isoformat() for d in rows.column("window_date").to_pylist()]
+    properties = CommitProperties(app_transactions=[transaction]) if transaction else None
+
+    def attempt() -> None:
+        table.update_incremental()
+        (
+            table.merge(
+                rows,
+                f"{WINDOW_KEY} AND t.{_date_predicate(dates)}",
+                source_alias="s",
+                target_alias="t",
+                streamed_exec=False,
+                commit_properties=properties,
+            )
+            .when_matched_update_all(predicate="s.revision > t.revision")
+            .when_not_matched_insert_all()
+            .execute()
+        )
+        stats.commits += 1
+
+    retry_commit(attempt, "merge revised windows", stats)
+
+
+def _date_of(start_us: int) -> str:
+    return (_EPOCH + _MICROSECOND * start_us).date().isoformat()

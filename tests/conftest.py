@@ -1,0 +1,54 @@
+"""Shared fixtures. Hypothesis profiles: HYPOTHESIS_PROFILE=dev (fast) | ci (default) | deep."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Iterable
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, settings
+
+settings.register_profile(
+    "ci", max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
+settings.register_profile("dev", max_examples=30, deadline=None)
+settings.register_profile(
+    "deep", max_examples=2000, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+
+
+def write_lines(path: Path, payloads: Iterable[bytes]) -> Path:
+    """Write one payload per line."""
+    with path.open("wb") as handle:
+        for payload in payloads:
+            handle.write(payload + b"\n")
+    return path
+
+
+@pytest.fixture
+def lake_dir(tmp_path: Path) -> Path:
+    """A fresh, empty lake directory."""
+    return tmp_path / "lake"
+
+
+# delta-rs/Arrow native thread pools can abort the interpreter during teardown
+# ("terminate called without an active exception", delta-rs #2184) after every test has
+# passed. Leave with pytest's own exit status once its report is written.
+@pytest.hookimpl(trylast=True)
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    session.config.stash[_EXIT_STATUS] = int(exitstatus)
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_unconfigure(config: pytest.Config) -> None:
+    status = config.stash.get(_EXIT_STATUS, None)
+    if status is not None and os.environ.get("METERWAX_PYTEST_HARD_EXIT", "1") == "1":
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(status)
+
+
+_EXIT_STATUS = pytest.StashKey[int]()

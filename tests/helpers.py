@@ -1,0 +1,81 @@
+"""Test helpers: building events and reading tables back as plain Python."""
+
+from __future__ import annotations
+
+from collections import Counter
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+import orjson
+from deltalake import DeltaTable
+
+from meterwax.sinks.lake import Lake
+from meterwax.sinks.schemas import TableSpec
+
+T0 = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)
+
+
+def iso(moment: datetime) -> str:
+    """RFC 3339 with microseconds and Z."""
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def event(
+    event_id: str,
+    *,
+    tenant: str = "acme",
+    meter: str = "api_calls",
+    quantity: Any = 1,
+    at: datetime | float = 0.0,
+    **extra: Any,
+) -> bytes:
+    """A native event; ``at`` is a datetime or seconds after T0."""
+    moment = at if isinstance(at, datetime) else T0 + timedelta(seconds=at)
+    document = {
+        "id": event_id,
+        "tenant_id": tenant,
+        "meter": meter,
+        "quantity": quantity,
+        "timestamp": iso(moment),
+        **extra,
+    }
+    return orjson.dumps(document)
+
+
+def rows(lake: Lake, spec: TableSpec) -> list[dict[str, Any]]:
+    """All rows of a table, as dicts."""
+    return DeltaTable(lake.uri(spec)).to_pyarrow_table().to_pylist()
+
+
+def window_totals(lake: Lake) -> dict[tuple[str, str, datetime], tuple[Decimal, int]]:
+    """usage_windows as {(tenant, meter, window_start): (quantity, count)}."""
+    from meterwax.sinks.schemas import USAGE_WINDOWS
+
+    return {
+        (r["tenant_id"], r["meter"], r["window_start"]): (r["quantity"], r["event_count"])
+        for r in rows(lake, USAGE_WINDOWS)
+    }
+
+
+def ledger_totals(
+    lake: Lake, window: timedelta
+) -> dict[tuple[str, str, datetime], tuple[Decimal, int]]:
+    """The ledger grouped into windows, computed in Python."""
+    from meterwax.sinks.schemas import EVENTS
+
+    sums: dict[tuple[str, str, datetime], Decimal] = {}
+    counts: Counter[tuple[str, str, datetime]] = Counter()
+    epoch = datetime(1970, 1, 1, tzinfo=UTC)
+    for r in rows(lake, EVENTS):
+        start = epoch + ((r["event_time"] - epoch) // window) * window
+        key = (r["tenant_id"], r["meter"], start)
+        sums[key] = sums.get(key, Decimal(0)) + r["quantity"]
+        counts[key] += 1
+    return {key: (sums[key], counts[key]) for key in sums}
+
+
+def without(rows_: list[dict[str, Any]], *columns: str) -> list[dict[str, Any]]:
+    """Rows minus some columns (e.g. wall-clock ``updated_at``), sorted for comparison."""
+    cleaned = [{k: v for k, v in r.items() if k not in columns} for r in rows_]
+    return sorted(cleaned, key=lambda r: repr(sorted(r.items(), key=lambda kv: kv[0])))

@@ -1,0 +1,192 @@
+"""The event contract: what is accepted, exactly how it is normalised, and why it is rejected."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta, timezone
+from decimal import Context, Decimal
+
+import bytewax.operators as op
+import orjson
+import pytest
+from bytewax.dataflow import Dataflow
+from bytewax.testing import TestingSink, TestingSource, run_main
+from hypothesis import given
+from hypothesis import strategies as st
+
+from meterwax.operators.dataflow import decode_messages
+from meterwax.operators.decode import Event, Heartbeat, Rejection, decode
+from meterwax.operators.reasons import Reason
+from tests.helpers import T0, event, iso
+
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def micros(moment: datetime) -> int:
+    return (moment - EPOCH) // timedelta(microseconds=1)
+
+
+def test_native_event_is_normalised_to_exact_integers():
+    decoded = decode(
+        event("e1", quantity="12.345", at=T0, dimensions={"region": "eu"}, source="api")
+    )
+    assert decoded == Event(
+        "acme", "e1", "api_calls", 12_345_000_000, micros(T0), {"region": "eu"}, "api"
+    )
+
+
+def test_cloudevent_maps_onto_the_native_fields():
+    document = {
+        "specversion": "1.0",
+        "id": "ce-1",
+        "source": "billing",
+        "type": "cpu_seconds",
+        "subject": "acme",
+        "time": "2026-03-02T13:00:00+01:00",
+        "data": {"value": 2.5},
+    }
+    decoded = decode(orjson.dumps(document))
+    assert decoded == Event(
+        "acme", "ce-1", "cpu_seconds", 2_500_000_000, micros(T0), None, "billing"
+    )
+
+
+def test_cloudevent_missing_subject_names_the_cloudevent_field():
+    document = {
+        "specversion": "1.0",
+        "id": "x",
+        "source": "s",
+        "type": "m",
+        "time": iso(T0),
+        "data": {"quantity": 1},
+    }
+    decoded = decode(orjson.dumps(document))
+    assert decoded == Rejection(Reason.MISSING_FIELD, "subject: required field is missing")
+
+
+def test_heartbeat_is_a_control_record():
+    assert decode(
+        orjson.dumps({"meterwax_control": "heartbeat", "timestamp": iso(T0)})
+    ) == Heartbeat(micros(T0))
+
+
+@pytest.mark.parametrize(
+    ("raw", "reason", "detail_mentions"),
+    [
+        (b"", Reason.EMPTY_PAYLOAD, "no payload"),
+        (None, Reason.EMPTY_PAYLOAD, "tombstone"),
+        (b'{"id": ', Reason.MALFORMED_JSON, "not valid JSON"),
+        (b"\xff\xfe{}", Reason.MALFORMED_JSON, "UTF-8"),
+        (b'{"id": "\\ud800"}', Reason.MALFORMED_JSON, "Unicode"),
+        (b"[1, 2]", Reason.NOT_AN_OBJECT, "array"),
+        (b'"text"', Reason.NOT_AN_OBJECT, "string"),
+        (event("e", quantity=-1), Reason.INVALID_QUANTITY, "≥ 0"),
+        (event("e", quantity="1.0000000001"), Reason.INVALID_QUANTITY, "9 digits after"),
+        (event("e", quantity="1" * 30), Reason.INVALID_QUANTITY, "29 digits before"),
+        (event("e", quantity="abc"), Reason.INVALID_QUANTITY, "'abc'"),
+        (event("e", quantity=True), Reason.INVALID_QUANTITY, "boolean"),
+        (
+            b'{"id":"e","tenant_id":"t","meter":"m","quantity":NaN,"timestamp":"2026-01-01T00:00:00Z"}',
+            Reason.INVALID_QUANTITY,
+            "finite",
+        ),
+        (event("e", meter="API Calls"), Reason.INVALID_METER, "'API Calls'"),
+        (event("e", tenant=""), Reason.EMPTY_FIELD, "tenant_id"),
+        (event("e", tenant="t" * 129), Reason.FIELD_TOO_LONG, "tenant_id"),
+        (event("x" * 257), Reason.FIELD_TOO_LONG, "id"),
+        (event("e", tenant=7), Reason.INVALID_TYPE, "tenant_id: must be a string (got 7)"),
+        (
+            event("e", dimensions={f"k{i}": "v" for i in range(17)}),
+            Reason.TOO_MANY_DIMENSIONS,
+            "17",
+        ),
+        (event("e", dimensions={"region": 1}), Reason.INVALID_DIMENSIONS, "'region'"),
+        (event("e", dimensions={"region": "r" * 257}), Reason.FIELD_TOO_LONG, "'region'"),
+        (orjson.dumps({"specversion": "0.3"}), Reason.INVALID_CLOUDEVENT, "'0.3'"),
+        (b'{"tenant_id": "t"}', Reason.MISSING_FIELD, "id: required field is missing"),
+    ],
+)
+def test_rejections_carry_a_stable_reason_and_name_the_problem(raw, reason, detail_mentions):
+    decoded = decode(raw)
+    assert isinstance(decoded, Rejection)
+    assert decoded.reason == reason
+    assert detail_mentions in decoded.detail
+
+
+@pytest.mark.parametrize(
+    ("stamp", "detail_mentions"),
+    [
+        ("2026-03-02T12:00:00", "no UTC offset"),
+        ("2026-03-02", "not an RFC 3339"),
+        ("2026-02-30T00:00:00Z", "not a valid date-time"),
+        ("yesterday", "not an RFC 3339"),
+    ],
+)
+def test_timestamps_must_be_rfc3339_with_an_offset(stamp, detail_mentions):
+    raw = orjson.dumps(
+        {"id": "e", "tenant_id": "t", "meter": "m", "quantity": 1, "timestamp": stamp}
+    )
+    decoded = decode(raw)
+    assert isinstance(decoded, Rejection)
+    assert decoded.reason == Reason.INVALID_TIMESTAMP
+    assert detail_mentions in decoded.detail
+    assert stamp in decoded.detail
+
+
+def test_payload_over_the_size_limit_is_rejected_before_parsing():
+    decoded = decode(b"{" + b" " * 100 + b"}", max_bytes=64)
+    assert decoded == Rejection(
+        Reason.PAYLOAD_TOO_LARGE, "message is 102 bytes, the limit is 64 (max event size)"
+    )
+
+
+def test_every_failure_is_listed_and_the_first_one_gives_the_reason():
+    raw = orjson.dumps(
+        {"id": "e", "tenant_id": "t", "meter": "BAD", "quantity": "-1", "timestamp": "x"}
+    )
+    decoded = decode(raw)
+    assert decoded.reason == Reason.INVALID_METER
+    assert decoded.detail.count(";") == 2
+
+
+quantities = st.decimals(min_value=0, max_value=Decimal("9" * 29), places=9, allow_nan=False)
+
+
+@given(quantity=quantities, as_string=st.booleans())
+def test_quantity_is_exact_whatever_its_json_form(quantity, as_string):
+    text = format(quantity, "f")
+    payload = event("e", quantity="__Q__").replace(
+        b'"__Q__"', (f'"{text}"' if as_string else text).encode()
+    )
+    decoded = decode(payload)
+    assert isinstance(decoded, Event), decoded
+    assert decoded.quantity_nanos == int(quantity.scaleb(9, context=Context(prec=60)))
+
+
+@given(
+    offset_minutes=st.integers(-14 * 60, 14 * 60),
+    micros_=st.integers(0, 999_999),
+    seconds=st.integers(0, 10**9),
+)
+def test_timestamp_offsets_normalise_to_the_same_utc_instant(offset_minutes, micros_, seconds):
+    instant = EPOCH + timedelta(seconds=seconds, microseconds=micros_)
+    local = instant.astimezone(timezone(timedelta(minutes=offset_minutes)))
+    decoded = decode(event("e", at=local).replace(iso(local).encode(), local.isoformat().encode()))
+    assert isinstance(decoded, Event)
+    assert decoded.time_us == micros(instant)
+
+
+@given(st.binary(max_size=300))
+def test_decode_never_raises_on_arbitrary_bytes(raw):
+    assert isinstance(decode(raw), Event | Heartbeat | Rejection)
+
+
+def test_decode_messages_operator_splits_events_from_rejections():
+    flow = Dataflow("decode_test")
+    raw = op.input("in", flow, TestingSource([event("e1"), b"nope", event("e2", quantity=-2)]))
+    split = decode_messages("decode", raw)
+    events, rejected = [], []
+    op.output("events", split.trues, TestingSink(events))
+    op.output("rejected", split.falses, TestingSink(rejected))
+    run_main(flow)
+    assert [e.id for e in events] == ["e1"]
+    assert [r.reason for r in rejected] == [Reason.MALFORMED_JSON, Reason.INVALID_QUANTITY]
