@@ -16,8 +16,10 @@ import click
 
 from meterwax import __version__
 from meterwax.errors import MeterwaxError
+from meterwax.flows.commands.corrections import corrections
 from meterwax.flows.commands.demo import demo
 from meterwax.flows.commands.options import CONTEXT
+from meterwax.flows.commands.reconcile import reconcile_command
 from meterwax.flows.commands.run import run
 from meterwax.flows.commands.usage import usage
 
@@ -48,7 +50,7 @@ def main(verbose: int) -> None:
     )
 
 
-for command in (run, demo, usage):
+for command in (run, demo, usage, corrections, reconcile_command):
     main.add_command(command)
 
 

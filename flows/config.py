@@ -71,6 +71,13 @@ class RulesSettings(_Settings):
         if self.window == 0:
             msg = "--window must be longer than 0s"
             raise ConfigError(msg)
+        if self.dedupe_horizon < self.window + self.allowed_lateness:
+            msg = (
+                f"--dedupe-horizon {format_duration_us(self.dedupe_horizon)} is shorter than "
+                f"--window + --allowed-lateness ({format_duration_us(self.window)} + "
+                f"{format_duration_us(self.allowed_lateness)}): a retry could be counted twice"
+            )
+            raise ConfigError(msg)
         return MeteringRules(
             window_us=self.window,
             allowed_lateness_us=self.allowed_lateness,

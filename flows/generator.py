@@ -47,6 +47,8 @@ class Workload:
     window_s: int = 60
     allowed_lateness_s: int = 30
     max_late_s: int = 3600
+    max_retry_delay: int = 500
+    """A duplicate arrives 1 … max_retry_delay messages after its original."""
     correction_horizon_s: int = 35 * 86400
     start: datetime = DEFAULT_START
     seed: int = 7
@@ -218,4 +220,4 @@ def generate(workload: Workload) -> Iterator[Generated]:
         if intent in {"valid", "late"} and rng.random() < workload.duplicates / (
             1 - workload.duplicates
         ):
-            pending_retries.append((position + rng.randint(1, 500), item))
+            pending_retries.append((position + rng.randint(1, workload.max_retry_delay), item))

@@ -83,6 +83,24 @@ class MeteringRules:
             if getattr(self, name) < 0:
                 msg = f"{name} must not be negative, got {getattr(self, name)}"
                 raise ValueError(msg)
+        if self.dedupe_horizon_us < self.min_dedupe_horizon_us:
+            msg = (
+                f"dedupe horizon ({self.dedupe_horizon_us} µs) must be at least window + allowed "
+                f"lateness ({self.min_dedupe_horizon_us} µs): a retry must be remembered until "
+                "its window closes, after which it is late and checked against the ledger"
+            )
+            raise ValueError(msg)
+
+    @property
+    def min_dedupe_horizon_us(self) -> int:
+        """The shortest horizon that can never count a retry twice (window + lateness).
+
+        A key is forgotten only when the max event time is a horizon past it; its window closes
+        when the max event time is ``lateness`` past the window's end, at most a window after
+        the key. So with ``horizon ≥ window + lateness`` a forgotten key's window is closed, and
+        a retry of it is late: the correction flow finds it in the ledger.
+        """
+        return self.window_us + self.allowed_lateness_us
 
 
 @dataclass(frozen=True, slots=True)

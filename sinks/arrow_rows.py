@@ -32,6 +32,29 @@ def decimal_column(nanos: Sequence[int]) -> pa.Array:
     return pa.Array.from_buffers(QUANTITY, len(nanos), [None, pa.py_buffer(buffer)])
 
 
+def decimal_to_nanos(array: pa.Array | pa.ChunkedArray) -> list[int | None]:
+    """Integer nano-units from a ``decimal128(38, 9)`` array, exactly (inverse of the above)."""
+    chunks = array.chunks if isinstance(array, pa.ChunkedArray) else [array]
+    values: list[int | None] = []
+    for chunk in chunks:
+        if chunk.type != QUANTITY:
+            chunk = chunk.cast(QUANTITY)
+        data = chunk.buffers()[1]
+        raw = memoryview(data)[chunk.offset * 16 : (chunk.offset + len(chunk)) * 16]
+        valid = chunk.is_valid().to_pylist() if chunk.null_count else None
+        for i in range(len(chunk)):
+            if valid is not None and not valid[i]:
+                values.append(None)
+            else:
+                values.append(int.from_bytes(raw[i * 16 : (i + 1) * 16], "little", signed=True))
+    return values
+
+
+def timestamp_to_micros(array: pa.Array | pa.ChunkedArray) -> list[int | None]:
+    """Integer microseconds since the epoch from a timestamp array."""
+    return array.cast(pa.timestamp("us", tz="UTC")).cast(pa.int64()).to_pylist()
+
+
 def timestamp_column(micros: Sequence[int | None]) -> pa.Array:
     """UTC microsecond timestamps from integer microseconds since the epoch."""
     return pa.array(micros, type=pa.int64()).cast(TIMESTAMP)

@@ -61,3 +61,12 @@ def parse_instant(text: str, *, option: str) -> datetime:
 def instant_literal(value: datetime) -> str:
     """A SQL literal DataFusion compares correctly with UTC timestamp columns."""
     return literal(value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"))
+
+
+def parse_as_of(text: str) -> int | str:
+    """A Delta table version (a number) or an RFC 3339 time, for ``--as-of``."""
+    stripped = text.strip()
+    if stripped.isdigit():
+        return int(stripped)
+    moment = parse_instant(stripped, option="--as-of")
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")

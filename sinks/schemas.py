@@ -31,6 +31,11 @@ class TableSpec:
     purpose: str = ""
 
 
+CHANNEL_PROPERTIES = {"delta.appendOnly": "true", "delta.enableChangeDataFeed": "true"}
+"""Tables the correction flow reads incrementally, through their change data feed (a compaction
+rewrites files with ``dataChange=false`` and so adds nothing to the feed)."""
+
+
 def _field(name: str, kind: pa.DataType, *, nullable: bool = False) -> pa.Field:
     return pa.field(name, kind, nullable=nullable)
 
@@ -90,7 +95,7 @@ LATE_EVENTS = TableSpec(
             _field("watermark", TIMESTAMP),
         ]
     ),
-    properties={"delta.appendOnly": "true"},
+    properties=CHANNEL_PROPERTIES,
     purpose="events whose window had closed: the channel to the correction flow",
 )
 
@@ -128,7 +133,7 @@ WINDOW_CONFLICTS = TableSpec(
             _field("origin_position", pa.int64()),
         ]
     ),
-    properties={"delta.appendOnly": "true"},
+    properties=CHANNEL_PROPERTIES,
     purpose="windows that got on-time events from two source partitions: recomputed by corrections",
 )
 

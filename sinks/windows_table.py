@@ -21,17 +21,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
-from decimal import Decimal
 
 import pyarrow as pa
 from deltalake import CommitProperties, DeltaTable, QueryBuilder, Transaction
 
 from meterwax.operators.records import WindowRow
-from meterwax.sinks.arrow_rows import windows_table
+from meterwax.sinks.arrow_rows import decimal_to_nanos, timestamp_to_micros, windows_table
 from meterwax.sinks.delta_writes import CommitStats, retry_commit
 
 WINDOW_KEY = "t.tenant_id = s.tenant_id AND t.meter = s.meter AND t.window_start = s.window_start"
-NANOS = Decimal(10) ** 9
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MICROSECOND = timedelta(microseconds=1)
 
@@ -58,12 +56,23 @@ def existing_totals(
         )
         .read_all()
     )
-    found: dict[WindowKey, tuple[int, int, int]] = {}
-    for row in result.to_pylist():
-        start_us = (row["window_start"] - _EPOCH) // _MICROSECOND
-        key = (str(row["tenant_id"]), str(row["meter"]), start_us)
-        found[key] = (int(row["quantity"] * NANOS), row["event_count"], row["revision"])
-    return found
+    return dict(
+        zip(
+            zip(
+                result.column("tenant_id").cast(pa.string()).to_pylist(),
+                result.column("meter").cast(pa.string()).to_pylist(),
+                timestamp_to_micros(result.column("window_start")),
+                strict=True,
+            ),
+            zip(
+                decimal_to_nanos(result.column("quantity")),
+                result.column("event_count").to_pylist(),
+                result.column("revision").to_pylist(),
+                strict=True,
+            ),
+            strict=True,
+        )
+    )
 
 
 def insert_first_totals(

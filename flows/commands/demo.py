@@ -9,10 +9,12 @@ import click
 from meterwax.flows import config
 from meterwax.flows.commands.options import CONTEXT
 from meterwax.flows.commands.run import print_summary
+from meterwax.flows.corrections import run_corrections
 from meterwax.flows.demo import write_jsonl
 from meterwax.flows.file_source import FileSource
 from meterwax.flows.generator import Workload
 from meterwax.flows.metering import run_to_lake
+from meterwax.flows.reconcile import reconcile
 from meterwax.flows.render import text_table
 from meterwax.flows.usage import UsageFilter, tenant_totals
 from meterwax.sinks.lake import Lake
@@ -34,7 +36,8 @@ def demo(lake: str, events: int, tenants: int, seed: int) -> None:
     """Generate a realistic stream, meter it into a local lake, print usage per tenant.
 
     The stream has several tenants and meters, 2% retried duplicates, 1% late events and
-    0.1% invalid messages, and runs through exactly the flow that `meterwax run` uses.
+    0.1% invalid messages. It runs through exactly the flows `meterwax run` and `meterwax
+    corrections --once` use, then checks the result with `meterwax reconcile`.
     """
     settings = config.load(config.RunSettings, lake=lake)
     lake_root = Lake(settings.lake)
@@ -53,8 +56,19 @@ def demo(lake: str, events: int, tenants: int, seed: int) -> None:
         epoch_interval_us=settings.commit_interval,
     )
     print_summary(report, f"meterwax run: {input_path.name} → {lake_root.root}", "table")
+    fixed = run_corrections(lake_root, once=True).stats.snapshot()
+    click.echo(
+        f"\nmeterwax corrections --once: {fixed['late_read']:,} late events read, "
+        f"{fixed['late_counted']:,} counted into their windows, {fixed['late_duplicates']:,} "
+        f"duplicates; {fixed['windows_changed']:,} windows changed, each with an audit row"
+    )
+    check = reconcile(lake_root)
+    click.echo(
+        f"meterwax reconcile: {check.windows_checked:,} windows equal their "
+        f"{check.ledger_events:,} ledger events: {'✓' if check.ok else '✗ MISMATCH'}"
+    )
     rows = tenant_totals(lake_root, UsageFilter())
-    click.echo("\nusage per tenant and meter (on-time events; late ones await corrections):")
+    click.echo("\nusage per tenant and meter:")
     click.echo(
         text_table(
             ["tenant_id", "meter", "windows", "events", "quantity"],
@@ -64,8 +78,9 @@ def demo(lake: str, events: int, tenants: int, seed: int) -> None:
             ],
         )
     )
-    click.echo(
-        f"\nquery it: meterwax usage --lake {lake_root.root} --tenant {rows[0]['tenant_id']}"
-        if rows
-        else ""
-    )
+    if rows:
+        click.echo(
+            f"\nnext: meterwax usage --lake {lake_root.root} --tenant {rows[0]['tenant_id']}\n"
+            f"      meterwax corrections --lake {lake_root.root} --show --tenant "
+            f"{rows[0]['tenant_id']}"
+        )

@@ -9,7 +9,7 @@ from meterwax.flows.commands.options import CONTEXT, lake_option
 from meterwax.flows.render import text_table, to_json
 from meterwax.flows.usage import UsageFilter, window_rows
 from meterwax.sinks.lake import Lake
-from meterwax.sinks.queries import parse_instant
+from meterwax.sinks.queries import parse_as_of, parse_instant
 
 _USAGE_EXAMPLES = """
 \b
@@ -17,6 +17,7 @@ Examples:
   meterwax usage --lake ./lake
   meterwax usage --lake ./lake --tenant acme --from 2026-01-01 --to 2026-02-01
   meterwax usage --lake ./lake --tenant acme --format json
+  meterwax usage --lake ./lake --tenant acme --as-of 2026-02-01T00:00:00Z
 """
 
 
@@ -26,6 +27,11 @@ Examples:
 @click.option("--meter", help="Only this meter.")
 @click.option("--from", "start", help="Windows starting at or after this time (or date).")
 @click.option("--to", "end", help="Windows starting before this time (or date).")
+@click.option(
+    "--as-of",
+    help="What the table said at a Delta version (a number) or a time (RFC 3339): "
+    "e.g. when an invoice was cut.",
+)
 @click.option(
     "--format",
     "output_format",
@@ -39,6 +45,7 @@ def usage(
     meter: str | None,
     start: str | None,
     end: str | None,
+    as_of: str | None,
     output_format: str,
 ) -> None:
     """Print window totals from usage_windows (quantities are exact decimals)."""
@@ -48,6 +55,7 @@ def usage(
         meter=meter,
         start=parse_instant(start, option="--from") if start else None,
         end=parse_instant(end, option="--to") if end else None,
+        as_of=parse_as_of(as_of) if as_of else None,
     )
     rows = window_rows(Lake(settings.lake), usage_filter)
     if output_format == "json":

@@ -326,3 +326,47 @@ def test_future_events_are_judged_against_the_kafka_timestamp_when_there_is_one(
     assert [r.reason for r in out.quarantine] == ["future_timestamp"]
     assert "ahead of the partition clock" in out.quarantine[0].detail
     assert isinstance(decode(event("a")), Event)
+
+
+dense_events = st.lists(
+    st.tuples(
+        st.sampled_from(["acme", "zeta"]),
+        st.just("api_calls"),
+        st.integers(0, 300),
+        st.integers(0, 9),
+    ),
+    min_size=1,
+    max_size=60,
+    unique_by=lambda e: e[2],
+)
+
+
+@given(
+    events=dense_events,
+    retries=st.lists(st.tuples(st.integers(0, 59), st.integers(1, 40)), max_size=40),
+    jitter=st.lists(st.integers(0, 20), min_size=60, max_size=60),
+)
+def test_the_shortest_allowed_horizon_never_counts_a_retry_twice(events, retries, jitter):
+    # G1 in the main flow: horizon = window + lateness is enough, whatever the arrival order
+    # (within the lateness) and however late the retries come.
+    rules = replace(NO_FUTURE_CHECK, dedupe_horizon_us=MINUTE + 20 * SECOND)
+    by_time = sorted(events, key=lambda e: e[2])
+    payloads = [
+        event(f"e{i}", tenant=t, meter=m, quantity=q, at=s)
+        for i, (t, m, s, q) in enumerate(by_time)
+    ]
+    order = sorted(range(len(by_time)), key=lambda i: (by_time[i][2] + jitter[i], i))
+    stream = [payloads[i] for i in order]
+    for index, delay in retries:
+        if index < len(payloads):
+            stream.insert(min(len(stream), stream.index(payloads[index]) + delay), payloads[index])
+    outcome = run_meter(stream, rules, [3, 17, 40], restore=True)
+    counted = [(tenant, event_id) for _, tenant, event_id in outcome.ledger]
+    assert len(counted) == len(set(counted))
+
+
+def test_a_horizon_shorter_than_window_plus_lateness_is_refused():
+    import pytest
+
+    with pytest.raises(ValueError, match="at least window \\+ allowed lateness"):
+        replace(RULES, dedupe_horizon_us=MINUTE)

@@ -1,0 +1,209 @@
+"""The pure decisions of the correction flow: which late events count, which windows change.
+
+The correction flow (``flows/corrections.py``) reads late events and window conflicts from the
+lake, asks the ledger what it already holds, and then relies on the functions here:
+
+- :func:`classify_late_events`: a late event is *new* (insert it), was *already inserted* by an
+  earlier, interrupted run of this same correction (the ledger row carries its coordinates), or
+  is a *duplicate* of an event counted before, however long ago.
+- :func:`plan_window_changes`: given every affected window's total recomputed from the ledger
+  and its current row, the changes to make, each one revision higher than the row it replaces.
+- :func:`reconcile_with_audit`: given audit rows that an interrupted run may already have
+  written, which changes still need an audit row (so a retry never writes one twice and an
+  audit row always describes the change that was applied).
+
+All of it is deterministic: the same inputs give the same answers in the same order.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, replace
+from enum import StrEnum
+
+from meterwax.operators.decode import Event
+
+WindowKey = tuple[str, str, int]
+"""(tenant_id, meter, window start in µs since the epoch)."""
+Totals = tuple[int, int]
+"""(quantity in nano-units, event count)."""
+
+CORRECTIONS_FLOW = "corrections"
+"""The ``counted_by`` value of ledger rows the correction flow inserted."""
+
+
+class ChangeReason(StrEnum):
+    """Why a window changed after its first write (the ``reason`` of an audit row)."""
+
+    LATE_EVENTS = "late_events"
+    WINDOW_CONFLICT = "window_conflict"
+    RECONCILE_FIX = "reconcile_fix"
+
+
+@dataclass(frozen=True, slots=True)
+class LateEvent:
+    """A row of ``late_events``: the event and where the main flow read it."""
+
+    event: Event
+    origin: str
+    origin_partition: int
+    origin_offset: int
+    window_start_us: int
+
+    @property
+    def key(self) -> tuple[str, str]:
+        """The idempotency key (tenant_id, id)."""
+        return (self.event.tenant_id, self.event.id)
+
+    @property
+    def coordinates(self) -> tuple[str, int, int]:
+        """Where it was read: (origin, partition, offset)."""
+        return (self.origin, self.origin_partition, self.origin_offset)
+
+
+@dataclass(frozen=True, slots=True)
+class LedgerEntry:
+    """What the ledger holds for one key: who counted it and from where."""
+
+    counted_by: str
+    coordinates: tuple[str, int, int]
+
+
+@dataclass(frozen=True, slots=True)
+class LateClassification:
+    """The late events of a batch, split by what becomes of them."""
+
+    new: list[LateEvent]
+    """Not in the ledger: insert them."""
+    already_inserted: list[LateEvent]
+    """In the ledger because an earlier run of this correction inserted exactly them."""
+    duplicates: list[LateEvent]
+    """Counted before (by the main flow, another correction, or earlier in this batch)."""
+
+    @property
+    def counted(self) -> list[LateEvent]:
+        """Late events that this correction counts (inserted now or by its interrupted run)."""
+        return sorted(self.new + self.already_inserted, key=lambda e: e.coordinates)
+
+
+def classify_late_events(
+    late: Iterable[LateEvent], ledger: Mapping[tuple[str, str], LedgerEntry]
+) -> LateClassification:
+    """Split late events into new, already inserted by this correction, and duplicates.
+
+    Within the batch the first event of a key (by source coordinates) wins.
+    """
+    new: list[LateEvent] = []
+    already: list[LateEvent] = []
+    duplicates: list[LateEvent] = []
+    seen: set[tuple[str, str]] = set()
+    for item in sorted(late, key=lambda e: e.coordinates):
+        if item.key in seen:
+            duplicates.append(item)
+            continue
+        seen.add(item.key)
+        entry = ledger.get(item.key)
+        if entry is None:
+            new.append(item)
+        elif entry.counted_by == CORRECTIONS_FLOW and entry.coordinates == item.coordinates:
+            already.append(item)
+        else:
+            duplicates.append(item)
+    return LateClassification(new, already, duplicates)
+
+
+@dataclass(frozen=True, slots=True)
+class CurrentWindow:
+    """A ``usage_windows`` row as it is now."""
+
+    totals: Totals
+    revision: int
+
+
+@dataclass(frozen=True, slots=True)
+class WindowChange:
+    """One change to one window: the audit row and the new ``usage_windows`` row."""
+
+    key: WindowKey
+    window_end_us: int
+    revision: int
+    previous: Totals | None
+    new: Totals
+    late_event_ids: tuple[str, ...]
+    reason: str
+
+    @property
+    def delta(self) -> Totals:
+        """New minus previous (quantity in nano-units, event count)."""
+        before = self.previous or (0, 0)
+        return (self.new[0] - before[0], self.new[1] - before[1])
+
+
+def plan_window_changes(
+    affected: Iterable[WindowKey],
+    recomputed: Mapping[WindowKey, Totals],
+    current: Mapping[WindowKey, CurrentWindow],
+    *,
+    window_us: int,
+    late_ids: Mapping[WindowKey, Iterable[str]],
+    reasons: Mapping[WindowKey, Iterable[ChangeReason]],
+) -> list[WindowChange]:
+    """The changes that make every affected window equal its ledger total.
+
+    A window whose row already equals the ledger is left alone (no audit row); a window with no
+    row and no ledger events needs nothing. Ordered by key.
+    """
+    changes = []
+    for key in sorted(set(affected)):
+        new = recomputed.get(key, (0, 0))
+        row = current.get(key)
+        if row is None and new == (0, 0):
+            continue
+        if row is not None and row.totals == new:
+            continue
+        changes.append(
+            WindowChange(
+                key=key,
+                window_end_us=key[2] + window_us,
+                revision=row.revision + 1 if row is not None else 1,
+                previous=row.totals if row is not None else None,
+                new=new,
+                late_event_ids=tuple(sorted(set(late_ids.get(key, ())))),
+                reason="+".join(sorted({r.value for r in reasons.get(key, ())})) or "unknown",
+            )
+        )
+    return changes
+
+
+def reconcile_with_audit(
+    changes: Iterable[WindowChange], audited: Mapping[tuple[WindowKey, int], Totals]
+) -> tuple[list[WindowChange], list[WindowChange]]:
+    """Split planned changes into (to audit and apply, to apply only).
+
+    ``audited`` maps (key, revision) to the new totals of audit rows already written. A change
+    whose audit row exists with the same new totals was audited by an interrupted run: apply
+    it, don't audit it again. If the audit row exists with *other* totals (the ledger moved in
+    between), the audited change is taken as applied and the new change is chained after it,
+    one revision higher, so the audit trail stays a gap-free sequence.
+    """
+    to_audit: list[WindowChange] = []
+    apply_only: list[WindowChange] = []
+    for change in changes:
+        existing = audited.get((change.key, change.revision))
+        if existing is None:
+            to_audit.append(change)
+        elif existing == change.new:
+            apply_only.append(change)
+        else:
+            chained = change
+            while (chained.key, chained.revision) in audited:
+                chained = replace(
+                    chained,
+                    revision=chained.revision + 1,
+                    previous=audited[(chained.key, chained.revision)],
+                )
+            if chained.previous == chained.new:
+                apply_only.append(replace(chained, revision=chained.revision - 1))
+            else:
+                to_audit.append(chained)
+    return to_audit, apply_only

@@ -1,0 +1,450 @@
+"""The correction flow's reads and writes of the lake (no decisions: those are in operators).
+
+Reads: new rows of ``late_events`` and ``window_conflicts`` (their change data feed, so a
+compaction never replays rows), what the ledger holds for some keys, ledger totals and current
+rows of some windows, and audit rows an interrupted run may have written.
+
+Writes, always in this order, so every step is safe to repeat after a crash:
+
+1. late events the ledger lacks → ``events`` (``counted_by = corrections``, carrying the late
+   event's own source coordinates, which is how a rerun recognises them);
+2. one ``usage_corrections`` row per window change (the audit row is written *before* the
+   change, so no change can exist without its explanation);
+3. the changed rows → ``usage_windows`` (MERGE, only a higher revision replaces a row);
+4. progress: a commit on ``usage_corrections`` whose ``txn`` versions name the last
+   ``late_events`` and ``window_conflicts`` versions fully applied.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import UTC, datetime
+
+import pyarrow as pa
+import pyarrow.compute as pc
+from deltalake import CommitProperties, DeltaTable, QueryBuilder, Transaction, write_deltalake
+
+from meterwax.errors import LakeError
+from meterwax.operators.corrections import (
+    CORRECTIONS_FLOW,
+    CurrentWindow,
+    LateEvent,
+    LedgerEntry,
+    Totals,
+    WindowChange,
+    WindowKey,
+)
+from meterwax.operators.decode import Event
+from meterwax.sinks.arrow_rows import (
+    DAY_US,
+    date_column,
+    decimal_column,
+    decimal_to_nanos,
+    timestamp_column,
+    timestamp_to_micros,
+)
+from meterwax.sinks.delta_writes import CommitStats, retry_commit
+from meterwax.sinks.lake import Lake
+from meterwax.sinks.schemas import (
+    EVENTS,
+    LATE_EVENTS,
+    TIMESTAMP,
+    USAGE_CORRECTIONS,
+    USAGE_WINDOWS,
+    WINDOW_CONFLICTS,
+)
+from meterwax.sinks.windows_table import merge_revised_totals
+
+PROGRESS_LATE = "meterwax.corrections.progress.late_events"
+PROGRESS_CONFLICTS = "meterwax.corrections.progress.window_conflicts"
+LEDGER_APP = "meterwax.corrections.events"
+
+
+def _in_list(values: Iterable[str]) -> str:
+    return ", ".join("'" + v.replace("'", "''") + "'" for v in sorted(set(values)))
+
+
+def _dates_of(keys: Iterable[WindowKey]) -> list[str]:
+    epoch = datetime(1970, 1, 1, tzinfo=UTC).date().toordinal()
+    return sorted({datetime.fromordinal(epoch + k[2] // DAY_US).date().isoformat() for k in keys})
+
+
+class CorrectionStore:
+    """Everything the correction flow reads from and writes to one lake."""
+
+    def __init__(self, lake: Lake, stats: CommitStats | None = None) -> None:
+        self.lake = lake
+        self.stats = stats or CommitStats()
+        window_us = lake.window_us()
+        if window_us is None:
+            msg = f"lake {lake.root} has no usage_windows table yet: run `meterwax run` first"
+            raise LakeError(msg)
+        self.window_us = window_us
+        self._events = lake.table(EVENTS)
+        self._windows = lake.table(USAGE_WINDOWS)
+        self._audit = lake.table(USAGE_CORRECTIONS)
+        self._late = lake.table(LATE_EVENTS)
+        self._conflicts = lake.table(WINDOW_CONFLICTS)
+
+    # --- where the flow stands -------------------------------------------------------------
+
+    def progress(self) -> tuple[int, int]:
+        """Versions of late_events and window_conflicts fully applied (-1: none yet)."""
+        self._audit.update_incremental()
+        late = self._audit.transaction_version(PROGRESS_LATE)
+        conflicts = self._audit.transaction_version(PROGRESS_CONFLICTS)
+        return (-1 if late is None else late, -1 if conflicts is None else conflicts)
+
+    def input_versions(self) -> tuple[int, int]:
+        """Current versions of late_events and window_conflicts."""
+        self._late.update_incremental()
+        self._conflicts.update_incremental()
+        return self._late.version(), self._conflicts.version()
+
+    def record_progress(self, late_version: int, conflicts_version: int) -> None:
+        """Commit that everything up to these input versions is applied."""
+        marker = CommitProperties(
+            app_transactions=[
+                Transaction(PROGRESS_LATE, late_version),
+                Transaction(PROGRESS_CONFLICTS, conflicts_version),
+            ]
+        )
+
+        def attempt() -> None:
+            self._audit.update_incremental()
+            write_deltalake(
+                self._audit,
+                USAGE_CORRECTIONS.schema.empty_table(),
+                mode="append",
+                commit_properties=marker,
+            )
+            self.stats.commits += 1
+
+        retry_commit(attempt, "record correction progress", self.stats)
+
+    # --- inputs ------------------------------------------------------------------------------
+
+    def read_late_events(self, after: int, through: int) -> list[LateEvent]:
+        """Rows appended to late_events in versions (after, through]."""
+        table = self._changes(self._late, after, through)
+        if table.num_rows == 0:
+            return []
+        events = _events_from(table)
+        return [
+            LateEvent(event, origin, partition, offset, start)
+            for event, origin, partition, offset, start in zip(
+                events,
+                table.column("origin").to_pylist(),
+                table.column("origin_partition").to_pylist(),
+                table.column("origin_offset").to_pylist(),
+                timestamp_to_micros(table.column("window_start")),
+                strict=True,
+            )
+        ]
+
+    def read_conflicts(self, after: int, through: int) -> list[WindowKey]:
+        """Windows flagged in window_conflicts in versions (after, through]."""
+        table = self._changes(self._conflicts, after, through)
+        return list(
+            zip(
+                table.column("tenant_id").to_pylist(),
+                table.column("meter").to_pylist(),
+                timestamp_to_micros(table.column("window_start")),
+                strict=True,
+            )
+        )
+
+    def _changes(self, table: DeltaTable, after: int, through: int) -> pa.Table:
+        if through <= after:
+            return pa.table({})
+        reader = table.load_cdf(starting_version=after + 1, ending_version=through)
+        changes = _plain_strings(pa.table(reader.read_all()))
+        if changes.num_rows == 0:
+            return changes
+        return changes.filter(pc.equal(changes.column("_change_type"), "insert"))
+
+    # --- the ledger --------------------------------------------------------------------------
+
+    def ledger_entries(self, keys: Iterable[tuple[str, str]]) -> dict[tuple[str, str], LedgerEntry]:
+        """What the ledger holds for these (tenant_id, id) keys, across all dates."""
+        wanted = set(keys)
+        if not wanted:
+            return {}
+        self._events.update_incremental()
+        ids = pa.array(sorted({event_id for _, event_id in wanted}), pa.string())
+        found = self._events.to_pyarrow_dataset().to_table(
+            columns=[
+                "tenant_id",
+                "id",
+                "counted_by",
+                "origin",
+                "origin_partition",
+                "origin_offset",
+            ],
+            filter=pc.field("id").isin(ids),
+        )
+        entries: dict[tuple[str, str], LedgerEntry] = {}
+        for row in found.to_pylist():
+            key = (row["tenant_id"], row["id"])
+            if key in wanted:
+                entries.setdefault(
+                    key,
+                    LedgerEntry(
+                        row["counted_by"],
+                        (row["origin"], row["origin_partition"], row["origin_offset"]),
+                    ),
+                )
+        return entries
+
+    def insert_into_ledger(self, events: list[LateEvent], late_version: int) -> None:
+        """Append late events to the ledger as counted by the correction flow."""
+        if not events:
+            return
+        rows = _ledger_table(events)
+
+        def attempt() -> None:
+            self._events.update_incremental()
+            write_deltalake(
+                self._events,
+                rows,
+                mode="append",
+                commit_properties=CommitProperties(
+                    app_transactions=[Transaction(LEDGER_APP, late_version)]
+                ),
+            )
+            self.stats.commits += 1
+
+        retry_commit(attempt, "insert late events into the ledger", self.stats)
+
+    def ledger_totals(self, windows: Iterable[WindowKey]) -> dict[WindowKey, Totals]:
+        """Each window's exact total and count, recomputed from the ledger."""
+        wanted = set(windows)
+        if not wanted:
+            return {}
+        self._events.update_incremental()
+        dates = [datetime.fromisoformat(d).date() for d in _dates_of(wanted)]
+        tenants = pa.array(sorted({k[0] for k in wanted}), pa.string())
+        rows = self._events.to_pyarrow_dataset().to_table(
+            columns=["tenant_id", "meter", "event_time", "quantity"],
+            filter=pc.field("event_date").isin(pa.array(dates, pa.date32()))
+            & pc.field("tenant_id").isin(tenants),
+        )
+        micros = rows.column("event_time").cast(TIMESTAMP).cast(pa.int64()).to_numpy()
+        starts = micros - micros % self.window_us
+        grouped = (
+            rows.append_column("window_start_us", pa.array(starts))
+            .group_by(["tenant_id", "meter", "window_start_us"])
+            .aggregate([("quantity", "sum"), ("quantity", "count")])
+        )
+        totals = dict(
+            zip(
+                zip(
+                    grouped.column("tenant_id").to_pylist(),
+                    grouped.column("meter").to_pylist(),
+                    grouped.column("window_start_us").to_pylist(),
+                    strict=True,
+                ),
+                zip(
+                    decimal_to_nanos(grouped.column("quantity_sum")),
+                    grouped.column("quantity_count").to_pylist(),
+                    strict=True,
+                ),
+                strict=True,
+            )
+        )
+        return {key: value for key, value in totals.items() if key in wanted}
+
+    # --- windows and their audit trail ------------------------------------------------------
+
+    def current_windows(self, windows: Iterable[WindowKey]) -> dict[WindowKey, CurrentWindow]:
+        """The usage_windows rows of these windows as they are now."""
+        wanted = set(windows)
+        if not wanted:
+            return {}
+        self._windows.update_incremental()
+        table = self._query(
+            self._windows,
+            "w",
+            "SELECT tenant_id, meter, window_start, quantity, event_count, revision FROM w "
+            f"WHERE window_date IN ({_in_list(_dates_of(wanted))}) "
+            f"AND tenant_id IN ({_in_list(k[0] for k in wanted)})",
+        )
+        found = {}
+        for key, quantity, count, revision in zip(
+            zip(
+                table.column("tenant_id").to_pylist(),
+                table.column("meter").to_pylist(),
+                timestamp_to_micros(table.column("window_start")),
+                strict=True,
+            ),
+            decimal_to_nanos(table.column("quantity")),
+            table.column("event_count").to_pylist(),
+            table.column("revision").to_pylist(),
+            strict=True,
+        ):
+            if key in wanted:
+                found[key] = CurrentWindow((quantity, count), revision)
+        return found
+
+    def audited(self, windows: Iterable[WindowKey]) -> dict[tuple[WindowKey, int], Totals]:
+        """Audit rows already written for these windows: (key, revision) → new totals."""
+        wanted = set(windows)
+        if not wanted:
+            return {}
+        self._audit.update_incremental()
+        table = self._query(
+            self._audit,
+            "c",
+            "SELECT tenant_id, meter, window_start, revision, new_quantity, new_event_count "
+            f"FROM c WHERE window_date IN ({_in_list(_dates_of(wanted))}) "
+            f"AND tenant_id IN ({_in_list(k[0] for k in wanted)})",
+        )
+        found = {}
+        for key, revision, quantity, count in zip(
+            zip(
+                table.column("tenant_id").to_pylist(),
+                table.column("meter").to_pylist(),
+                timestamp_to_micros(table.column("window_start")),
+                strict=True,
+            ),
+            table.column("revision").to_pylist(),
+            decimal_to_nanos(table.column("new_quantity")),
+            table.column("new_event_count").to_pylist(),
+            strict=True,
+        ):
+            if key in wanted:
+                found[(key, revision)] = (quantity, count)
+        return found
+
+    def write_audit(self, changes: list[WindowChange]) -> None:
+        """Append one usage_corrections row per change."""
+        if not changes:
+            return
+        rows = _audit_table(changes, datetime.now(UTC))
+
+        def attempt() -> None:
+            self._audit.update_incremental()
+            write_deltalake(self._audit, rows, mode="append")
+            self.stats.commits += 1
+
+        retry_commit(attempt, "write correction audit rows", self.stats)
+
+    def apply_to_windows(self, changes: list[WindowChange]) -> None:
+        """MERGE the changed window rows (a row is replaced only by a higher revision)."""
+        if not changes:
+            return
+        merge_revised_totals(
+            self._windows,
+            _window_rows(changes, datetime.now(UTC)),
+            transaction=None,
+            stats=self.stats,
+        )
+
+    @staticmethod
+    def _query(table: DeltaTable, name: str, statement: str) -> pa.Table:
+        return _plain_strings(
+            pa.table(QueryBuilder().register(name, table).execute(statement).read_all())
+        )
+
+
+def _plain_strings(table: pa.Table) -> pa.Table:
+    fields = [
+        pa.field(f.name, pa.string(), f.nullable) if f.type == pa.string_view() else f
+        for f in table.schema
+    ]
+    return table.cast(pa.schema(fields))
+
+
+def _events_from(table: pa.Table) -> list[Event]:
+    dimensions = table.column("dimensions").to_pylist()
+    return [
+        Event(tenant, event_id, meter, quantity, time_us, dict(dims) if dims else None, source)
+        for tenant, event_id, meter, quantity, time_us, dims, source in zip(
+            table.column("tenant_id").to_pylist(),
+            table.column("id").to_pylist(),
+            table.column("meter").to_pylist(),
+            decimal_to_nanos(table.column("quantity")),
+            timestamp_to_micros(table.column("event_time")),
+            dimensions,
+            table.column("source").to_pylist(),
+            strict=True,
+        )
+    ]
+
+
+def _ledger_table(events: list[LateEvent]) -> pa.Table:
+    times = [e.event.time_us for e in events]
+    return pa.Table.from_pydict(
+        {
+            "tenant_id": pa.array([e.event.tenant_id for e in events], pa.string()),
+            "id": pa.array([e.event.id for e in events], pa.string()),
+            "meter": pa.array([e.event.meter for e in events], pa.string()),
+            "quantity": decimal_column([e.event.quantity_nanos for e in events]),
+            "event_time": timestamp_column(times),
+            "event_date": date_column(times),
+            "dimensions": pa.array(
+                [list(e.event.dimensions.items()) if e.event.dimensions else None for e in events],
+                type=EVENTS.schema.field("dimensions").type,
+            ),
+            "source": pa.array([e.event.source for e in events], pa.string()),
+            "origin": pa.array([e.origin for e in events], pa.string()),
+            "origin_partition": pa.array([e.origin_partition for e in events], pa.int32()),
+            "origin_offset": pa.array([e.origin_offset for e in events], pa.int64()),
+            "counted_by": pa.array([CORRECTIONS_FLOW] * len(events), pa.string()),
+        },
+        schema=EVENTS.schema,
+    )
+
+
+def _audit_table(changes: list[WindowChange], now: datetime) -> pa.Table:
+    starts = [c.key[2] for c in changes]
+    return pa.Table.from_pydict(
+        {
+            "tenant_id": pa.array([c.key[0] for c in changes], pa.string()),
+            "meter": pa.array([c.key[1] for c in changes], pa.string()),
+            "window_start": timestamp_column(starts),
+            "window_end": timestamp_column([c.window_end_us for c in changes]),
+            "window_date": date_column(starts),
+            "revision": pa.array([c.revision for c in changes], pa.int64()),
+            "previous_quantity": _nullable_decimals(
+                [None if c.previous is None else c.previous[0] for c in changes]
+            ),
+            "previous_event_count": pa.array(
+                [None if c.previous is None else c.previous[1] for c in changes], pa.int64()
+            ),
+            "new_quantity": decimal_column([c.new[0] for c in changes]),
+            "new_event_count": pa.array([c.new[1] for c in changes], pa.int64()),
+            "delta_quantity": decimal_column([c.delta[0] for c in changes]),
+            "delta_event_count": pa.array([c.delta[1] for c in changes], pa.int64()),
+            "late_event_ids": pa.array(
+                [list(c.late_event_ids) for c in changes], pa.list_(pa.string())
+            ),
+            "reason": pa.array([c.reason for c in changes], pa.string()),
+            "corrected_at": pa.array([now] * len(changes), TIMESTAMP),
+        },
+        schema=USAGE_CORRECTIONS.schema,
+    )
+
+
+def _nullable_decimals(values: list[int | None]) -> pa.Array:
+    present = decimal_column([0 if v is None else v for v in values])
+    mask = pa.array([v is None for v in values])
+    return pc.if_else(mask, pa.scalar(None, present.type), present)
+
+
+def _window_rows(changes: list[WindowChange], now: datetime) -> pa.Table:
+    starts = [c.key[2] for c in changes]
+    return pa.Table.from_pydict(
+        {
+            "tenant_id": pa.array([c.key[0] for c in changes], pa.string()),
+            "meter": pa.array([c.key[1] for c in changes], pa.string()),
+            "window_start": timestamp_column(starts),
+            "window_end": timestamp_column([c.window_end_us for c in changes]),
+            "window_date": date_column(starts),
+            "quantity": decimal_column([c.new[0] for c in changes]),
+            "event_count": pa.array([c.new[1] for c in changes], pa.int64()),
+            "revision": pa.array([c.revision for c in changes], pa.int64()),
+            "updated_at": pa.array([now] * len(changes), TIMESTAMP),
+        },
+        schema=USAGE_WINDOWS.schema,
+    )

@@ -1,0 +1,290 @@
+"""The correction flow end to end: exact totals, audit trail, reconcile, crash-safety."""
+
+from __future__ import annotations
+
+import itertools
+import json
+from collections import Counter
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from deltalake import DeltaTable
+
+from meterwax.flows.cli import main
+from meterwax.flows.generator import Generated, Workload, generate
+from meterwax.sinks.corrections_sink import CorrectionWork, apply_work
+from meterwax.sinks.corrections_store import CorrectionStore
+from meterwax.sinks.lake import Lake
+from meterwax.sinks.schemas import EVENTS, QUARANTINE, USAGE_CORRECTIONS, USAGE_WINDOWS
+from tests.helpers import ledger_totals, rows, window_totals
+
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+WINDOW = timedelta(minutes=1)
+
+# Late events up to two days back, retries long after their originals (beyond the shortest
+# dedupe horizon, so many arrive late and are recognised against the ledger), some events
+# beyond the correction horizon and some from the future.
+WORKLOAD = Workload(
+    events=12_000,
+    tenants=15,
+    seed=23,
+    late=0.03,
+    max_late_s=2 * 86400,
+    duplicates=0.04,
+    max_retry_delay=3_000,
+    events_per_second=20,
+    too_late=0.003,
+    future=0.003,
+    invalid=0.002,
+)
+RUN_FLAGS = ("--dedupe-horizon", "90s")  # the minimum: window (1m) + allowed lateness (30s)
+
+
+def write(path: Path, messages: list[Generated]) -> Path:
+    path.write_bytes(b"".join(m.payload + b"\n" for m in messages))
+    return path
+
+
+def invoke(*args: str, expect: int = 0) -> str:
+    result = CliRunner().invoke(main, list(args), catch_exceptions=False)
+    assert result.exit_code == expect, result.output
+    return result.output
+
+
+def unique_counted(messages: list[Generated]) -> dict:
+    """Every unique valid event inside the correction horizon, grouped by window (independent)."""
+    totals: dict = {}
+    seen = set()
+    for m in messages:
+        if m.intent not in {"valid", "late"} or (m.tenant_id, m.event_id) in seen:
+            continue
+        seen.add((m.tenant_id, m.event_id))
+        moment = EPOCH + timedelta(microseconds=m.time_us)
+        start = EPOCH + ((moment - EPOCH) // WINDOW) * WINDOW
+        quantity, count = totals.get((m.tenant_id, m.meter, start), (Decimal(0), 0))
+        totals[(m.tenant_id, m.meter, start)] = (quantity + m.quantity, count + 1)
+    return totals
+
+
+@pytest.fixture(scope="module")
+def messages() -> list[Generated]:
+    return list(generate(WORKLOAD))
+
+
+@pytest.fixture
+def corrected_lake(tmp_path, messages) -> Lake:
+    source = write(tmp_path / "events.jsonl", messages)
+    lake = Lake(tmp_path / "lake")
+    invoke("run", "--input", str(source), "--lake", lake.root, *RUN_FLAGS)
+    invoke("corrections", "--lake", lake.root, "--once")
+    return lake
+
+
+def test_after_run_and_corrections_every_window_equals_the_independent_total(
+    corrected_lake, messages
+):
+    assert window_totals(corrected_lake) == unique_counted(messages)
+    assert window_totals(corrected_lake) == ledger_totals(corrected_lake, WINDOW)
+    keys = Counter((r["tenant_id"], r["id"]) for r in rows(corrected_lake, EVENTS))
+    assert max(keys.values()) == 1
+
+
+def test_every_input_line_is_accounted_for(tmp_path, messages):
+    source = write(tmp_path / "events.jsonl", messages)
+    lake = tmp_path / "lake"
+    run = json.loads(
+        invoke("run", "--input", str(source), "--lake", str(lake), *RUN_FLAGS, "--format", "json")
+    )
+    fixed = json.loads(invoke("corrections", "--lake", str(lake), "--once", "--format", "json"))
+    intents = Counter(m.intent for m in messages)
+    assert run["read"] == len(messages)
+    assert run["late"] == fixed["late_events_read"]
+    assert fixed["counted"] + fixed["duplicates"] == fixed["late_events_read"]
+    ledger = run["counted"] + fixed["counted"]
+    duplicates = run["duplicates"] + fixed["duplicates"]
+    assert ledger + duplicates + run["quarantined"] == len(messages)
+    assert ledger == intents["valid"] + intents["late"]
+    assert duplicates == intents["duplicate"]
+    assert run["quarantined_by_reason"]["too_late"] == intents["too_late"]
+    assert run["quarantined_by_reason"]["future_timestamp"] == intents["future"]
+    reasons = Counter(r["reason"] for r in rows(Lake(lake), QUARANTINE))
+    assert sum(reasons.values()) == intents["invalid"] + intents["too_late"] + intents["future"]
+
+
+def test_every_changed_window_has_a_gap_free_audit_chain(corrected_lake):
+    windows = {
+        (r["tenant_id"], r["meter"], r["window_start"]): r
+        for r in rows(corrected_lake, USAGE_WINDOWS)
+    }
+    audit: dict = {}
+    for row in rows(corrected_lake, USAGE_CORRECTIONS):
+        audit.setdefault((row["tenant_id"], row["meter"], row["window_start"]), []).append(row)
+    assert audit, "the workload has late events: some windows must have changed"
+    corrected = {k for k, w in windows.items() if w["revision"] > 0}
+    assert corrected == set(audit)
+    for key, chain in audit.items():
+        chain.sort(key=lambda r: r["revision"])
+        assert [r["revision"] for r in chain] == list(range(1, windows[key]["revision"] + 1))
+        for before, after in itertools.pairwise(chain):
+            assert after["previous_quantity"] == before["new_quantity"]
+            assert after["previous_event_count"] == before["new_event_count"]
+        for row in chain:
+            previous = row["previous_quantity"] or Decimal(0)
+            assert row["delta_quantity"] == row["new_quantity"] - previous
+            assert row["reason"] == "late_events"
+            assert row["late_event_ids"]
+        assert (chain[-1]["new_quantity"], chain[-1]["new_event_count"]) == (
+            windows[key]["quantity"],
+            windows[key]["event_count"],
+        )
+
+
+def test_windows_that_had_no_on_time_events_are_created_by_corrections(corrected_lake):
+    created = [r for r in rows(corrected_lake, USAGE_CORRECTIONS) if r["previous_quantity"] is None]
+    assert created
+    assert all(r["revision"] == 1 for r in created)
+
+
+def test_rerunning_corrections_changes_nothing(corrected_lake):
+    before = DeltaTable(corrected_lake.uri(USAGE_WINDOWS)).version()
+    audit_rows = len(rows(corrected_lake, USAGE_CORRECTIONS))
+    output = json.loads(
+        invoke("corrections", "--lake", corrected_lake.root, "--once", "--format", "json")
+    )
+    assert output["late_events_read"] == 0
+    assert DeltaTable(corrected_lake.uri(USAGE_WINDOWS)).version() == before
+    assert len(rows(corrected_lake, USAGE_CORRECTIONS)) == audit_rows
+
+
+def test_reconcile_passes_after_corrections_and_catches_a_corrupted_window(corrected_lake):
+    assert "0 missing, 0 extra, 0 wrong, 0 duplicate" in invoke(
+        "reconcile", "--lake", corrected_lake.root
+    )
+    victim = rows(corrected_lake, USAGE_WINDOWS)[0]
+    DeltaTable(corrected_lake.uri(USAGE_WINDOWS)).update(
+        updates={"quantity": "quantity + 1"},
+        predicate=f"tenant_id = '{victim['tenant_id']}' AND meter = '{victim['meter']}' "
+        f"AND window_start = '{victim['window_start'].isoformat()}'",
+    )
+    report = json.loads(
+        invoke("reconcile", "--lake", corrected_lake.root, "--format", "json", expect=1)
+    )
+    assert [(m["kind"], m["tenant_id"], m["meter"]) for m in report["mismatches"]] == [
+        ("wrong", victim["tenant_id"], victim["meter"])
+    ]
+    invoke("reconcile", "--lake", corrected_lake.root, "--fix")
+    invoke("reconcile", "--lake", corrected_lake.root)
+    fixes = [r for r in rows(corrected_lake, USAGE_CORRECTIONS) if r["reason"] == "reconcile_fix"]
+    assert len(fixes) == 1
+    assert fixes[0]["delta_quantity"] == Decimal(-1)
+
+
+class SimulatedCrashError(Exception):
+    """Stands for the process dying right after a step committed."""
+
+
+class CrashingStore(CorrectionStore):
+    """A store that 'dies' right after one of its writes has committed."""
+
+    def __init__(self, lake: Lake, crash_after: str) -> None:
+        super().__init__(lake)
+        self.crash_after = crash_after
+
+    def insert_into_ledger(self, events, late_version):
+        super().insert_into_ledger(events, late_version)
+        self._maybe_crash("ledger")
+
+    def write_audit(self, changes):
+        super().write_audit(changes)
+        self._maybe_crash("audit")
+
+    def apply_to_windows(self, changes):
+        super().apply_to_windows(changes)
+        self._maybe_crash("windows")
+
+    def _maybe_crash(self, step):
+        if step == self.crash_after:
+            raise SimulatedCrashError(step)
+
+
+@pytest.mark.parametrize("crash_after", ["ledger", "audit", "windows"])
+def test_a_crash_anywhere_in_a_correction_batch_is_repaired_by_a_rerun(
+    tmp_path, messages, crash_after
+):
+    source = write(tmp_path / "events.jsonl", messages)
+    reference, crashed = Lake(tmp_path / "reference"), Lake(tmp_path / "crashed")
+    for lake in (reference, crashed):
+        invoke("run", "--input", str(source), "--lake", lake.root, *RUN_FLAGS)
+    invoke("corrections", "--lake", reference.root, "--once")
+
+    store = CrashingStore(crashed, crash_after)
+    late_version, conflicts_version = store.input_versions()
+    work = CorrectionWork(
+        store.read_late_events(-1, late_version),
+        store.read_conflicts(-1, conflicts_version),
+        late_version,
+        conflicts_version,
+    )
+    with pytest.raises(SimulatedCrashError):
+        apply_work(store, work)
+    invoke("corrections", "--lake", crashed.root, "--once")
+
+    assert window_totals(crashed) == window_totals(reference)
+    assert sorted((r["tenant_id"], r["id"]) for r in rows(crashed, EVENTS)) == sorted(
+        (r["tenant_id"], r["id"]) for r in rows(reference, EVENTS)
+    )
+    audit = Counter(
+        (r["tenant_id"], r["meter"], r["window_start"], r["revision"])
+        for r in rows(crashed, USAGE_CORRECTIONS)
+    )
+    assert max(audit.values()) == 1
+    assert len(audit) == len(rows(reference, USAGE_CORRECTIONS))
+
+
+def test_a_tenant_spread_over_two_files_is_made_whole_by_corrections(tmp_path):
+    first = write(tmp_path / "a.jsonl", list(generate(Workload(events=3000, tenants=3, seed=1))))
+    second = write(tmp_path / "b.jsonl", list(generate(Workload(events=3000, tenants=3, seed=2))))
+    lake = tmp_path / "lake"
+    invoke("run", "--input", str(first), "--input", str(second), "--lake", str(lake))
+    invoke("reconcile", "--lake", str(lake), expect=1)
+    invoke("corrections", "--lake", str(lake), "--once")
+    invoke("reconcile", "--lake", str(lake))
+    reasons = Counter(r["reason"] for r in rows(Lake(lake), USAGE_CORRECTIONS))
+    assert reasons["window_conflict"] > 0
+
+
+def test_usage_as_of_shows_what_a_window_said_before_corrections(tmp_path, messages):
+    source = write(tmp_path / "events.jsonl", messages)
+    lake = Lake(tmp_path / "lake")
+    invoke("run", "--input", str(source), "--lake", lake.root, *RUN_FLAGS)
+    version = DeltaTable(lake.uri(USAGE_WINDOWS)).version()
+    before = json.loads(invoke("usage", "--lake", lake.root, "--format", "json"))
+    invoke("corrections", "--lake", lake.root, "--once")
+    now = json.loads(invoke("usage", "--lake", lake.root, "--format", "json"))
+    then = json.loads(
+        invoke("usage", "--lake", lake.root, "--format", "json", "--as-of", str(version))
+    )
+    assert then == before
+    assert now != before
+
+
+def test_corrections_show_lists_the_audit_trail(corrected_lake):
+    tenant = rows(corrected_lake, USAGE_CORRECTIONS)[0]["tenant_id"]
+    listed = json.loads(
+        invoke(
+            "corrections",
+            "--lake",
+            corrected_lake.root,
+            "--show",
+            "--tenant",
+            tenant,
+            "--format",
+            "json",
+        )
+    )
+    assert listed
+    assert {r["tenant_id"] for r in listed} == {tenant}
+    assert "late_events" in invoke("corrections", "--lake", corrected_lake.root, "--show")

@@ -1,0 +1,118 @@
+"""The correction flow's pure decisions."""
+
+from __future__ import annotations
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from meterwax.operators.corrections import (
+    CORRECTIONS_FLOW,
+    ChangeReason,
+    CurrentWindow,
+    LateEvent,
+    LedgerEntry,
+    classify_late_events,
+    plan_window_changes,
+    reconcile_with_audit,
+)
+from meterwax.operators.decode import Event
+
+MINUTE = 60_000_000
+
+
+def late(event_id: str, offset: int, tenant: str = "acme") -> LateEvent:
+    return LateEvent(Event(tenant, event_id, "api_calls", 1, 0), "kafka:usage", 0, offset, 0)
+
+
+def test_late_events_are_new_duplicates_or_already_inserted_by_this_correction():
+    batch = [late("a", 10), late("b", 11), late("c", 12), late("a", 13)]
+    ledger = {
+        ("acme", "b"): LedgerEntry("metering", ("kafka:usage", 0, 2)),  # counted on time
+        ("acme", "c"): LedgerEntry(CORRECTIONS_FLOW, ("kafka:usage", 0, 12)),  # our own insert
+    }
+    result = classify_late_events(batch, ledger)
+    assert [e.event.id for e in result.new] == ["a"]
+    assert [e.event.id for e in result.already_inserted] == ["c"]
+    assert [(e.event.id, e.origin_offset) for e in result.duplicates] == [("b", 11), ("a", 13)]
+    assert [e.event.id for e in result.counted] == ["a", "c"]
+
+
+def test_a_late_retry_of_another_corrections_insert_is_a_duplicate():
+    ledger = {("acme", "a"): LedgerEntry(CORRECTIONS_FLOW, ("kafka:usage", 0, 3))}
+    result = classify_late_events([late("a", 9)], ledger)
+    assert result.duplicates == [late("a", 9)]
+
+
+def test_classification_does_not_depend_on_input_order():
+    batch = [late("a", 13), late("a", 10), late("b", 11)]
+    assert classify_late_events(batch, {}) == classify_late_events(list(reversed(batch)), {})
+
+
+window_keys = st.tuples(
+    st.sampled_from(["acme", "zeta"]),
+    st.sampled_from(["calls", "gb"]),
+    st.integers(0, 5).map(lambda m: m * MINUTE),
+)
+totals = st.tuples(st.integers(0, 10**12), st.integers(0, 50))
+
+
+@given(
+    recomputed=st.dictionaries(window_keys, totals, max_size=8),
+    current=st.dictionaries(window_keys, st.tuples(totals, st.integers(0, 4)), max_size=8),
+    extra=st.sets(window_keys, max_size=4),
+)
+def test_applying_the_planned_changes_makes_every_window_equal_the_ledger(
+    recomputed, current, extra
+):
+    affected = set(recomputed) | set(current) | extra
+    rows = {k: CurrentWindow(t, r) for k, (t, r) in current.items()}
+    changes = plan_window_changes(
+        affected,
+        recomputed,
+        rows,
+        window_us=MINUTE,
+        late_ids={},
+        reasons={k: [ChangeReason.LATE_EVENTS] for k in affected},
+    )
+    after = {k: row.totals for k, row in rows.items()}
+    for change in changes:
+        assert change.previous == (rows[change.key].totals if change.key in rows else None)
+        assert change.revision == (rows[change.key].revision + 1 if change.key in rows else 1)
+        assert change.delta == (
+            change.new[0] - (change.previous or (0, 0))[0],
+            change.new[1] - (change.previous or (0, 0))[1],
+        )
+        after[change.key] = change.new
+    for key in affected:
+        assert after.get(key, (0, 0)) == recomputed.get(key, (0, 0))
+    assert all(c.new != (c.previous or (0, 0)) or c.previous is None for c in changes)
+
+
+def test_a_change_audited_by_an_interrupted_run_is_applied_but_not_audited_again():
+    key = ("acme", "calls", 0)
+    [change] = plan_window_changes(
+        [key],
+        {key: (5, 2)},
+        {key: CurrentWindow((3, 1), 0)},
+        window_us=MINUTE,
+        late_ids={key: ["x"]},
+        reasons={key: [ChangeReason.LATE_EVENTS]},
+    )
+    to_audit, apply_only = reconcile_with_audit([change], {(key, 1): (5, 2)})
+    assert to_audit == []
+    assert apply_only == [change]
+
+
+def test_a_change_after_an_audited_one_is_chained_one_revision_higher():
+    key = ("acme", "calls", 0)
+    [change] = plan_window_changes(
+        [key],
+        {key: (9, 3)},
+        {key: CurrentWindow((3, 1), 0)},
+        window_us=MINUTE,
+        late_ids={},
+        reasons={key: [ChangeReason.WINDOW_CONFLICT]},
+    )
+    to_audit, apply_only = reconcile_with_audit([change], {(key, 1): (5, 2)})
+    assert apply_only == []
+    assert [(c.revision, c.previous, c.new) for c in to_audit] == [(2, (5, 2), (9, 3))]
