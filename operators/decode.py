@@ -3,17 +3,17 @@
 Decoding never raises on bad input: whatever the bytes, the caller gets a value, and a
 rejection carries a stable reason code and a detail that names the field and the value.
 
-JSON is read with orjson (fast). orjson reads numbers with a fraction as binary floats, which
-cannot represent most decimals, so when a quantity arrives as such a number the document is
-read again with the standard library and ``parse_float=Decimal``, which keeps the digits
-exactly as written. Integers beyond 64 bits and other documents orjson refuses take the same
-exact path.
+JSON is read with orjson (fast) and a plainly valid event is accepted by the fast path
+(``fast_validate``). Everything else is decided by the pydantic contract (``contract``). When
+that happens to a quantity written as a JSON number with a fraction (which orjson reads as a
+binary float), the document is read again with the standard library and
+``parse_float=Decimal``, which keeps the digits exactly as written; integers beyond 64 bits and
+other documents orjson refuses take the same exact path.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
@@ -28,6 +28,8 @@ from meterwax.operators.contract import (
     reason_for_error,
     timestamp_to_micros,
 )
+from meterwax.operators.event import Event, Heartbeat, Rejection
+from meterwax.operators.fast_validate import fast_event
 from meterwax.operators.reasons import Reason
 
 DEFAULT_MAX_EVENT_BYTES = 64 * 1024
@@ -37,39 +39,17 @@ HEARTBEAT_MARKER = "meterwax_control"
 """A JSON object with ``{"meterwax_control": "heartbeat", "timestamp": …}`` is a heartbeat."""
 
 
-@dataclass(frozen=True, slots=True)
-class Event:
-    """A valid usage event. ``quantity_nanos`` = quantity × 10⁹; ``time_us`` is UTC epoch µs."""
-
-    tenant_id: str
-    id: str
-    meter: str
-    quantity_nanos: int
-    time_us: int
-    dimensions: dict[str, str] | None = None
-    source: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class Heartbeat:
-    """A control record that says "this partition's event time has reached ``time_us``"."""
-
-    time_us: int
-
-
-@dataclass(frozen=True, slots=True)
-class Rejection:
-    """Why a message was not counted: a stable ``reason`` code and a human ``detail``."""
-
-    reason: Reason
-    detail: str
-
-
 Decoded = Event | Heartbeat | Rejection
 
 
-def decode(raw: bytes | None, *, max_bytes: int = DEFAULT_MAX_EVENT_BYTES) -> Decoded:
-    """Decode and validate one message. Never raises for bad input."""
+def decode(
+    raw: bytes | None, *, max_bytes: int = DEFAULT_MAX_EVENT_BYTES, fast: bool = True
+) -> Decoded:
+    """Decode and validate one message. Never raises for bad input.
+
+    ``fast=False`` skips the fast path, so the pydantic contract decides everything (the
+    tests use it to show both paths agree).
+    """
     if not raw:
         return Rejection(Reason.EMPTY_PAYLOAD, "message has no payload (tombstone or empty value)")
     if len(raw) > max_bytes:
@@ -77,9 +57,21 @@ def decode(raw: bytes | None, *, max_bytes: int = DEFAULT_MAX_EVENT_BYTES) -> De
             Reason.PAYLOAD_TOO_LARGE,
             f"message is {len(raw)} bytes, the limit is {max_bytes} (max event size)",
         )
-    document = _read_json(raw)
-    if isinstance(document, Rejection):
-        return document
+    try:
+        document = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        # Big integers, NaN, odd encodings: let the standard library have a say.
+        document = _read_json_exactly(raw, check_unicode=True)
+        if isinstance(document, Rejection):
+            return document
+    else:
+        if type(document) is dict and document.get(HEARTBEAT_MARKER) is None:
+            event = fast_event(document, raw) if fast else None
+            if event is not None:
+                return event
+            if _has_fractional_quantity(document):
+                # orjson accepted the bytes, so they are valid UTF-8 without lone surrogates.
+                document = _read_json_exactly(raw, check_unicode=False)
     if not isinstance(document, dict):
         return Rejection(
             Reason.NOT_AN_OBJECT, f"expected a JSON object, got a JSON {_json_kind(document)}"
@@ -112,17 +104,6 @@ def validate(document: dict[str, Any]) -> Event | Rejection:
         dimensions=event.dimensions or None,
         source=event.source,
     )
-
-
-def _read_json(raw: bytes) -> Any:
-    try:
-        document = orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        return _read_json_exactly(raw, check_unicode=True)
-    if _has_fractional_quantity(document):
-        # orjson accepted the bytes, so they are valid UTF-8 without lone surrogates.
-        return _read_json_exactly(raw, check_unicode=False)
-    return document
 
 
 def _read_json_exactly(raw: bytes, *, check_unicode: bool) -> Any:

@@ -190,3 +190,148 @@ def test_decode_messages_operator_splits_events_from_rejections():
     run_main(flow)
     assert [e.id for e in events] == ["e1"]
     assert [r.reason for r in rejected] == [Reason.MALFORMED_JSON, Reason.INVALID_QUANTITY]
+
+
+# Documents near the contract's edges, to show the fast path and pydantic agree everywhere:
+# mostly valid fields, some replaced by edge values or removed.
+_valid_text = st.text(st.characters(codec="utf-8"), min_size=1, max_size=40)
+_valid_meter = st.from_regex(r"[a-z0-9_.\-]{1,20}", fullmatch=True)
+_valid_quantity = st.one_of(
+    st.integers(0, 10**12),
+    st.decimals(min_value=0, max_value=10**9, places=9, allow_nan=False).map(
+        lambda d: format(d, "f")
+    ),
+    st.decimals(min_value=0, max_value=10**6, places=3, allow_nan=False).map(float),
+)
+_valid_time = st.datetimes(
+    timezones=st.sampled_from([UTC, timezone(timedelta(hours=5, minutes=30))])
+).map(lambda d: d.isoformat())
+_valid_dimensions = st.one_of(st.none(), st.dictionaries(_valid_text, _valid_text, max_size=4))
+_edge_text = st.sampled_from(["", "x" * 129, "y" * 257, "API", "ok"]) | st.integers() | st.none()
+_edge_quantity = st.one_of(
+    st.integers(-5, 10**31),
+    st.booleans(),
+    st.none(),
+    st.floats(allow_nan=False, allow_infinity=False, width=64),
+    st.decimals(min_value=-10, max_value=Decimal("9" * 30), allow_nan=False, places=10).map(str),
+    st.sampled_from(["1e3", "1.5E-3", " 1", "+1", "0.000000001", "1.", ".5", "-0", "1.0000000000"]),
+)
+_edge_time = st.one_of(
+    st.datetimes().map(lambda d: d.isoformat()),
+    st.sampled_from(
+        [
+            "2026-01-01T00:00:00.123456789+05:30",
+            "2026-02-30T00:00:00Z",
+            "2026-01-01 00:00:00z",
+            "yesterday",
+            "2026-01-01",
+        ]
+    ),
+    st.integers(),
+)
+_edge_dimensions = st.one_of(
+    st.dictionaries(st.text(max_size=70), st.text(max_size=260), min_size=15, max_size=18),
+    st.dictionaries(st.text(max_size=5), st.integers(), min_size=1, max_size=2),
+    st.lists(st.text(), max_size=2),
+    st.just({"": "v"}),
+    st.just({"k" * 65: "v"}),
+    st.just({"k": "v" * 257}),
+)
+_REMOVE = object()
+
+
+def _near_valid(valid: dict, edges: dict) -> st.SearchStrategy[dict]:
+    def assemble(base: dict, changes: dict) -> dict:
+        document = dict(base)
+        for key, value in changes.items():
+            if value is _REMOVE:
+                document.pop(key, None)
+            else:
+                document[key] = value
+        return document
+
+    change = st.fixed_dictionaries(
+        {}, optional={k: st.one_of(v, st.just(_REMOVE)) for k, v in edges.items()}
+    )
+    return st.builds(assemble, st.fixed_dictionaries(valid), st.one_of(st.just({}), change))
+
+
+_native = _near_valid(
+    {
+        "id": _valid_text,
+        "tenant_id": _valid_text,
+        "meter": _valid_meter,
+        "quantity": _valid_quantity,
+        "timestamp": _valid_time,
+        "dimensions": _valid_dimensions,
+        "source": st.one_of(st.none(), _valid_text),
+    },
+    {
+        "id": _edge_text,
+        "tenant_id": _edge_text,
+        "meter": _edge_text,
+        "quantity": _edge_quantity,
+        "timestamp": _edge_time,
+        "dimensions": _edge_dimensions,
+        "source": _edge_text,
+        "extra": st.dictionaries(
+            st.sampled_from(["quantity", "value"]), _edge_quantity, max_size=2
+        ),
+    },
+)
+_cloudevents = _near_valid(
+    {
+        "specversion": st.just("1.0"),
+        "id": _valid_text,
+        "subject": _valid_text,
+        "type": _valid_meter,
+        "time": _valid_time,
+        "source": _valid_text,
+        "data": st.builds(
+            lambda key, quantity, dimensions: {key: quantity, "dimensions": dimensions},
+            st.sampled_from(["quantity", "value"]),
+            _valid_quantity,
+            _valid_dimensions,
+        ),
+    },
+    {
+        "specversion": st.sampled_from(["0.3", 1.0]),
+        "subject": _edge_text,
+        "type": _edge_text,
+        "time": _edge_time,
+        "datacontenttype": st.sampled_from(["application/json", "text/plain"]),
+        "data": st.one_of(
+            st.integers(),
+            st.fixed_dictionaries(
+                {}, optional={"quantity": _edge_quantity, "value": _edge_quantity}
+            ),
+        ),
+    },
+)
+
+
+def _serialise(document: dict) -> bytes:
+    import json as stdlib_json
+
+    return stdlib_json.dumps(document, default=str).encode()
+
+
+@given(document=st.one_of(_native, _cloudevents))
+def test_fast_path_and_pydantic_contract_agree_on_any_document(document):
+    raw = _serialise(document)
+    assert decode(raw) == decode(raw, fast=False)
+
+
+@given(
+    quantity=st.decimals(min_value=0, max_value=10**6, places=9, allow_nan=False),
+    noise=st.sampled_from(["", ' "x": "\\"quantity\\": 1.5",', ' "meta": {"quantity": 2.5},']),
+)
+def test_a_fractional_json_number_keeps_its_exact_digits(quantity, noise):
+    text = format(quantity, "f")
+    raw = (
+        f'{{"id": "e",{noise} "tenant_id": "t", "meter": "m", "quantity": {text}, '
+        f'"timestamp": "2026-01-01T00:00:00Z"}}'
+    ).encode()
+    decoded = decode(raw)
+    assert isinstance(decoded, Event)
+    assert decoded.quantity_nanos == int(quantity.scaleb(9, context=Context(prec=60)))
