@@ -3,12 +3,12 @@
 Decoding never raises on bad input: whatever the bytes, the caller gets a value, and a
 rejection carries a stable reason code and a detail that names the field and the value.
 
-JSON is read with orjson (fast) and a plainly valid event is accepted by the fast path
-(``fast_validate``). Everything else is decided by the pydantic contract (``contract``). When
-that happens to a quantity written as a JSON number with a fraction (which orjson reads as a
-binary float), the document is read again with the standard library and
-``parse_float=Decimal``, which keeps the digits exactly as written; integers beyond 64 bits and
-other documents orjson refuses take the same exact path.
+A plainly valid event is accepted by the fast path (``fast_validate``, msgspec). Everything
+else is read with orjson and decided by the pydantic contract (``contract``). When that
+happens to a quantity written as a JSON number with a fraction (which orjson reads as a binary
+float), the document is read again with the standard library and ``parse_float=Decimal``,
+which keeps the digits exactly as written; integers beyond 64 bits and other documents orjson
+refuses take the same exact path.
 """
 
 from __future__ import annotations
@@ -57,6 +57,10 @@ def decode(
             Reason.PAYLOAD_TOO_LARGE,
             f"message is {len(raw)} bytes, the limit is {max_bytes} (max event size)",
         )
+    if fast:
+        event = fast_event(raw)
+        if event is not None:
+            return event
     try:
         document = orjson.loads(raw)
     except orjson.JSONDecodeError:
@@ -65,13 +69,9 @@ def decode(
         if isinstance(document, Rejection):
             return document
     else:
-        if type(document) is dict and document.get(HEARTBEAT_MARKER) is None:
-            event = fast_event(document, raw) if fast else None
-            if event is not None:
-                return event
-            if _has_fractional_quantity(document):
-                # orjson accepted the bytes, so they are valid UTF-8 without lone surrogates.
-                document = _read_json_exactly(raw, check_unicode=False)
+        if _has_fractional_quantity(document):
+            # orjson accepted the bytes, so they are valid UTF-8 without lone surrogates.
+            document = _read_json_exactly(raw, check_unicode=False)
     if not isinstance(document, dict):
         return Rejection(
             Reason.NOT_AN_OBJECT, f"expected a JSON object, got a JSON {_json_kind(document)}"

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from meterwax.operators.reasons import Reason
 
 
-@dataclass(frozen=True, slots=True)
-class Event:
-    """A valid usage event. ``quantity_nanos`` = quantity × 10⁹; ``time_us`` is UTC epoch µs."""
+class Event(NamedTuple):
+    """A valid usage event. ``quantity_nanos`` = quantity × 10⁹; ``time_us`` is UTC epoch µs.
+
+    A named tuple rather than a frozen dataclass: one is built per event on the hot path, and
+    a tuple is built about three times faster.
+    """
 
     tenant_id: str
     id: str

@@ -30,14 +30,15 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass
+from itertools import repeat
 
-from meterwax.operators.decode import DEFAULT_MAX_EVENT_BYTES, Event, Heartbeat, Rejection, decode
+from meterwax.operators.decode import DEFAULT_MAX_EVENT_BYTES, Event, Rejection, decode
 from meterwax.operators.dedupe import (
+    BUCKET_US,
     NOT_FOUND,
     DedupeIndex,
     DedupeSnapshot,
     alive_from,
-    bucket_of,
     dedupe_key,
 )
 from meterwax.operators.reasons import Reason
@@ -55,6 +56,8 @@ from meterwax.operators.records import (
 from meterwax.operators.windows import ClosedWindow, OpenWindows, window_start
 
 MINUTE_US = 60_000_000
+_NO_TIME = -(1 << 62)
+"""Stands for "no event time seen yet" inside the hot loop (the state itself uses None)."""
 DAY_US = 86_400_000_000
 
 
@@ -171,73 +174,99 @@ class PartitionMeter:
             dedupe_key(item.tenant_id, item.id) if type(item) is Event else None for item in decoded
         ]
         frozen = self._frozen_buckets(digests)
-        counters = out.counters
-        for i, item in enumerate(decoded):
-            offset = batch.offsets[i]
-            counters["read"] += 1
-            if type(item) is Rejection:
+
+        # The loop below is the hot path of the whole flow: state lives in locals, "no time yet"
+        # is a sentinel instead of None, and counters are plain ints until the end.
+        lateness, window_us = rules.allowed_lateness_us, rules.window_us
+        horizon, max_future = rules.dedupe_horizon_us, rules.max_future_us
+        correction_horizon = rules.correction_horizon_us
+        max_event = _NO_TIME if self._max_event_us is None else self._max_event_us
+        closed_until = _NO_TIME if self._closed_until_us is None else self._closed_until_us
+        oldest_alive = max(NOT_FOUND + 1, (max_event - horizon) // BUCKET_US)
+        dedupe, windows = self._dedupe, self._windows
+        ledger, late = out.ledger, out.late
+        counted = duplicates = late_count = heartbeats = 0
+        kafka_clock = batch.timestamps_ms or repeat(None)
+        for i, (offset, item, timestamp_ms) in enumerate(
+            zip(batch.offsets, decoded, kafka_clock, strict=False)
+        ):
+            kind = type(item)
+            if kind is Rejection:
                 self._quarantine(out, batch, i, item.reason, item.detail)
                 continue
             time_us = item.time_us
-            clock_us = self._clock_us(batch, i)
-            if (
-                rules.max_future_us is not None
-                and clock_us is not None
-                and time_us > clock_us + rules.max_future_us
-            ):
-                self._quarantine(
-                    out,
-                    batch,
-                    i,
-                    Reason.FUTURE_TIMESTAMP,
-                    f"timestamp is {_seconds(time_us - clock_us)} ahead of the partition clock "
-                    f"(limit {_seconds(rules.max_future_us)})",
-                )
-                continue
-            if type(item) is Heartbeat:
-                counters["heartbeats"] += 1
-                self._advance(out, time_us, offset)
-                continue
-            digest = digests[i]
-            oldest_alive = alive_from(self._max_event_us, rules.dedupe_horizon_us)
-            if self._dedupe.check_and_add(digest, frozen[i], bucket_of(time_us), oldest_alive):
-                counters["duplicates"] += 1
-                continue
-            watermark = self.watermark_us
-            if (
-                rules.correction_horizon_us is not None
-                and watermark is not None
-                and time_us < watermark - rules.correction_horizon_us
-            ):
-                self._quarantine(
-                    out,
-                    batch,
-                    i,
-                    Reason.TOO_LATE,
-                    f"timestamp is {_seconds(watermark - time_us)} behind the watermark "
-                    f"(correction horizon {_seconds(rules.correction_horizon_us)})",
-                )
-                continue
-            if (
-                self._closed_until_us is not None
-                and window_start(time_us, rules.window_us) + rules.window_us
-                <= self._closed_until_us
-            ):
-                counters["late"] += 1
-                out.late.append(
-                    LateRow(item, offset, watermark if watermark is not None else time_us)
-                )
-                continue
-            counters["counted"] += 1
-            out.ledger.append(LedgerRow(item, offset))
-            self._windows.add(item.tenant_id, item.meter, time_us, item.quantity_nanos)
-            self._advance(out, time_us, offset)
+            if max_future is not None:
+                if timestamp_ms is not None and timestamp_ms > 0:
+                    clock = timestamp_ms * 1000
+                else:
+                    clock = max_event - lateness if max_event != _NO_TIME else None
+                if clock is not None and time_us > clock + max_future:
+                    self._quarantine(
+                        out,
+                        batch,
+                        i,
+                        Reason.FUTURE_TIMESTAMP,
+                        f"timestamp is {_seconds(time_us - clock)} ahead of the partition "
+                        f"clock (limit {_seconds(max_future)})",
+                    )
+                    continue
+            if kind is Event:
+                if dedupe.check_and_add(digests[i], frozen[i], time_us // BUCKET_US, oldest_alive):
+                    duplicates += 1
+                    continue
+                watermark = max_event - lateness
+                if (
+                    correction_horizon is not None
+                    and max_event != _NO_TIME
+                    and time_us < watermark - correction_horizon
+                ):
+                    self._quarantine(
+                        out,
+                        batch,
+                        i,
+                        Reason.TOO_LATE,
+                        f"timestamp is {_seconds(watermark - time_us)} behind the watermark "
+                        f"(correction horizon {_seconds(correction_horizon)})",
+                    )
+                    continue
+                start = time_us - time_us % window_us
+                if start + window_us <= closed_until:
+                    late_count += 1
+                    late.append(LateRow(item, offset, watermark))
+                    continue
+                counted += 1
+                ledger.append(LedgerRow(item, offset))
+                windows.add(item.tenant_id, item.meter, time_us, item.quantity_nanos)
+            else:
+                heartbeats += 1
+            if time_us > max_event:  # event time moves forward: maybe close windows
+                max_event = time_us
+                oldest_alive = max(NOT_FOUND + 1, (max_event - horizon) // BUCKET_US)
+                if time_us - lateness > closed_until:
+                    closed_until = time_us - lateness
+                    due = windows.earliest_end_us
+                    if due is not None and due <= closed_until:
+                        self._emit_windows(
+                            out, windows.close_until(closed_until), closed_at(offset)
+                        )
+        self._max_event_us = None if max_event == _NO_TIME else max_event
+        self._closed_until_us = None if closed_until == _NO_TIME else closed_until
+        counters = out.counters
+        counters["read"] += len(decoded)
+        for name, value in (
+            ("counted", counted),
+            ("duplicates", duplicates),
+            ("late", late_count),
+            ("heartbeats", heartbeats),
+        ):
+            if value:
+                counters[name] += value
         if batch.offsets:
             self._next_offset = batch.offsets[-1] + 1
             out.through_offset = batch.offsets[-1]
-        self._dedupe.maintain(alive_from(self._max_event_us, rules.dedupe_horizon_us))
+        dedupe.maintain(alive_from(self._max_event_us, horizon))
         out.watermark_us = self.watermark_us
-        out.dedupe_keys, out.dedupe_bytes = len(self._dedupe), self._dedupe.nbytes
+        out.dedupe_keys, out.dedupe_bytes = len(dedupe), dedupe.nbytes
         return out
 
     def finish(self) -> PartitionOutput:
@@ -266,27 +295,6 @@ class PartitionMeter:
         present = [d for d in digests if d is not None]
         found = iter(self._dedupe.lookup(present).tolist())
         return [next(found) if d is not None else NOT_FOUND for d in digests]
-
-    def _clock_us(self, batch: SourceBatch, i: int) -> int | None:
-        if batch.timestamps_ms is not None:
-            timestamp_ms = batch.timestamps_ms[i]
-            if timestamp_ms is not None and timestamp_ms > 0:
-                return timestamp_ms * 1000
-        return self.watermark_us
-
-    def _advance(self, out: PartitionOutput, time_us: int, offset: int) -> None:
-        """Move the partition's event time forward to ``time_us`` and close what is due."""
-        if self._max_event_us is not None and time_us <= self._max_event_us:
-            return
-        self._max_event_us = time_us
-        watermark = time_us - self.rules.allowed_lateness_us
-        if self._closed_until_us is None or watermark > self._closed_until_us:
-            self._closed_until_us = watermark
-        due = self._windows.earliest_end_us
-        if due is not None and due <= self._closed_until_us:
-            self._emit_windows(
-                out, self._windows.close_until(self._closed_until_us), closed_at(offset)
-            )
 
     def _emit_windows(
         self, out: PartitionOutput, closed: list[ClosedWindow], position: int

@@ -3,13 +3,15 @@
 A source emits one :class:`SourceBatch` per read: consecutive messages of one source partition,
 in offset order. The processor answers each batch with one :class:`PartitionOutput`: the rows
 for every table that this stretch of the partition produced, tagged with source coordinates so
-the sinks can write them idempotently.
+the sinks can write them idempotently. Rows are named tuples: one is built per event, and
+tuples are built several times faster than frozen dataclasses.
 """
 
 from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from meterwax.operators.decode import Event
 
@@ -50,16 +52,14 @@ class SourceBatch:
         return len(self.offsets)
 
 
-@dataclass(frozen=True, slots=True)
-class LedgerRow:
+class LedgerRow(NamedTuple):
     """An event counted in the ledger, with the input position it came from."""
 
     event: Event
     offset: int
 
 
-@dataclass(frozen=True, slots=True)
-class LateRow:
+class LateRow(NamedTuple):
     """An event whose window had already closed: it goes to the correction flow."""
 
     event: Event
@@ -68,8 +68,7 @@ class LateRow:
     """The partition's watermark when the event arrived (explains why it was late)."""
 
 
-@dataclass(frozen=True, slots=True)
-class QuarantineRow:
+class QuarantineRow(NamedTuple):
     """A message that was not counted, with its raw bytes and why."""
 
     offset: int
@@ -80,8 +79,7 @@ class QuarantineRow:
     kafka_timestamp_ms: int | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class WindowRow:
+class WindowRow(NamedTuple):
     """The final on-time total of one (tenant, meter, window) when the watermark closed it."""
 
     tenant_id: str

@@ -66,10 +66,7 @@ def date_column(micros: Sequence[int]) -> pa.Array:
 
 
 def _dimensions_column(events: Sequence[Event]) -> pa.Array:
-    return pa.array(
-        [list(e.dimensions.items()) if e.dimensions else None for e in events],
-        type=EVENTS.schema.field("dimensions").type,
-    )
+    return pa.array([e.dimensions for e in events], type=EVENTS.schema.field("dimensions").type)
 
 
 def _event_columns(events: Sequence[Event]) -> dict[str, pa.Array]:

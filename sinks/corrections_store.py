@@ -383,8 +383,7 @@ def _ledger_table(events: list[LateEvent]) -> pa.Table:
             "event_time": timestamp_column(times),
             "event_date": date_column(times),
             "dimensions": pa.array(
-                [list(e.event.dimensions.items()) if e.event.dimensions else None for e in events],
-                type=EVENTS.schema.field("dimensions").type,
+                [e.event.dimensions for e in events], type=EVENTS.schema.field("dimensions").type
             ),
             "source": pa.array([e.event.source for e in events], pa.string()),
             "origin": pa.array([e.origin for e in events], pa.string()),
