@@ -104,7 +104,8 @@ def main() -> None:
             print(
                 f"lake {result['lake_events']:>9,} events: {result['late_events']:,} late "
                 f"events into {result['windows_changed']:,} windows in "
-                f"{result['corrections_seconds']:.2f}s (main flow {result['main_flow_seconds']:.1f}s)",
+                f"{result['corrections_seconds']:.2f}s "
+                f"(main flow {result['main_flow_seconds']:.1f}s)",
                 flush=True,
             )
     finally:
