@@ -76,7 +76,8 @@ class LateClassification:
     new: list[LateEvent]
     """Not in the ledger: insert them."""
     already_inserted: list[LateEvent]
-    """In the ledger because an earlier run of this correction inserted exactly them."""
+    """In the ledger with their own source coordinates: the same message, counted by an
+    earlier, interrupted run of this correction (or by a replay of its range)."""
     duplicates: list[LateEvent]
     """Counted before (by the main flow, another correction, or earlier in this batch)."""
 
@@ -105,8 +106,8 @@ def classify_late_events(
         entry = ledger.get(item.key)
         if entry is None:
             new.append(item)
-        elif entry.counted_by == CORRECTIONS_FLOW and entry.coordinates == item.coordinates:
-            already.append(item)
+        elif entry.coordinates == item.coordinates:
+            already.append(item)  # the very same message, counted by an earlier run (or replay)
         else:
             duplicates.append(item)
     return LateClassification(new, already, duplicates)

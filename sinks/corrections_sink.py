@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
 
+from meterwax.faults import crash_point
 from meterwax.metrics import RunStats
 from meterwax.operators.corrections import (
     ChangeReason,
@@ -48,6 +49,7 @@ def apply_work(store: CorrectionStore, work: CorrectionWork) -> Counter[str]:
     ledger = store.ledger_entries({event.key for event in work.late})
     classified = classify_late_events(work.late, ledger)
     store.insert_into_ledger(classified.new, work.late_version)
+    crash_point("corrections.after_ledger")
 
     late_ids: dict[WindowKey, list[str]] = defaultdict(list)
     reasons: dict[WindowKey, set[ChangeReason]] = defaultdict(set)
@@ -69,7 +71,9 @@ def apply_work(store: CorrectionStore, work: CorrectionWork) -> Counter[str]:
     )
     to_audit, apply_only = reconcile_with_audit(changes, store.audited(c.key for c in changes))
     store.write_audit(to_audit)
+    crash_point("corrections.after_audit")
     store.apply_to_windows(to_audit + apply_only)
+    crash_point("corrections.after_windows")
     store.record_progress(work.late_version, work.conflicts_version)
     return Counter(
         late_read=len(work.late),

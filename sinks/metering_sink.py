@@ -28,6 +28,7 @@ from collections import Counter
 
 from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
 
+from meterwax.faults import crash_point
 from meterwax.metrics import RunStats
 from meterwax.operators.records import PartitionOutput, SourcePartition
 from meterwax.sinks.arrow_rows import (
@@ -135,6 +136,7 @@ class _PartitionWriter(StatefulSinkPartition[PartitionOutput, None]):
             self._flush()
 
     def snapshot(self) -> None:
+        crash_point("sink.snapshot")
         self._flush()
 
     def close(self) -> None:
@@ -158,18 +160,21 @@ class _PartitionWriter(StatefulSinkPartition[PartitionOutput, None]):
         self._ledger.append(
             ledger, lambda r: r.offset, lambda rows: ledger_table(where, rows, FLOW_NAME)
         )
+        crash_point("sink.after_events")
         conflicts = insert_first_totals(
             self._windows,
             windows,
             app_id=app_id(FLOW_NAME, USAGE_WINDOWS.name, where),
             stats=self._commit_stats,
         )
+        crash_point("sink.after_windows")
         self._conflicts.append(
             conflicts, lambda r: r.position, lambda rows: conflicts_table(where, rows)
         )
         self._late.append(
             late, lambda r: r.offset, lambda rows: late_table(where, rows, self._window_us)
         )
+        crash_point("sink.after_late")
         self._quarantine.append(
             quarantine,
             lambda r: r.offset,

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import sys
 from collections import Counter
@@ -236,3 +238,43 @@ def test_a_tenant_spread_over_two_partitions_is_flagged_not_lost(tmp_path):
     ledger = ledger_totals(lake, WINDOW)
     flagged = {(c["tenant_id"], c["meter"], c["window_start"]) for c in conflicts}
     assert {k for k in ledger if ledger[k] != windows.get(k)} <= flagged
+
+
+@pytest.mark.parametrize(
+    "point", ["sink.after_events", "sink.after_windows", "sink.after_late", "sink.snapshot:3"]
+)
+def test_a_run_killed_between_two_commits_is_finished_exactly_by_a_rerun(tmp_path, point):
+    source = write(
+        tmp_path / "events.jsonl", list(generate(Workload(events=8000, tenants=6, seed=4)))
+    )
+    reference, crashed = Lake(tmp_path / "reference"), Lake(tmp_path / "crashed")
+    run_cli("--input", str(source), "--lake", reference.root, "--batch-size", "500")
+    command = [
+        sys.executable,
+        "-m",
+        "meterwax",
+        "run",
+        "--input",
+        str(source),
+        "--lake",
+        crashed.root,
+        "--batch-size",
+        "500",
+        "--commit-interval",
+        "50ms",
+    ]
+    killed = subprocess.run(
+        command,
+        capture_output=True,
+        text=True,
+        check=False,
+        env={**os.environ, "METERWAX_CRASH_AT": point},
+    )
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    assert f"crash point {point.split(':')[0]} reached" in killed.stderr
+    rerun = subprocess.run(command, capture_output=True, text=True, check=False)
+    assert rerun.returncode == 0, rerun.stderr
+    for spec in (EVENTS, USAGE_WINDOWS, LATE_EVENTS, QUARANTINE):
+        assert without(rows(crashed, spec), "updated_at") == without(
+            rows(reference, spec), "updated_at"
+        ), spec.name

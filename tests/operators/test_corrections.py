@@ -43,6 +43,12 @@ def test_a_late_retry_of_another_corrections_insert_is_a_duplicate():
     assert result.duplicates == [late("a", 9)]
 
 
+def test_the_same_message_counted_by_a_replay_is_not_a_duplicate():
+    ledger = {("acme", "a"): LedgerEntry("replay", ("kafka:usage", 0, 9))}
+    result = classify_late_events([late("a", 9)], ledger)
+    assert result.already_inserted == [late("a", 9)]
+
+
 def test_classification_does_not_depend_on_input_order():
     batch = [late("a", 13), late("a", 10), late("b", 11)]
     assert classify_late_events(batch, {}) == classify_late_events(list(reversed(batch)), {})
