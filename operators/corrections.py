@@ -38,6 +38,7 @@ class ChangeReason(StrEnum):
     LATE_EVENTS = "late_events"
     WINDOW_CONFLICT = "window_conflict"
     RECONCILE_FIX = "reconcile_fix"
+    REPLAY = "replay"
 
 
 @dataclass(frozen=True, slots=True)

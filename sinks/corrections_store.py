@@ -35,19 +35,24 @@ from meterwax.operators.corrections import (
     WindowKey,
 )
 from meterwax.operators.decode import Event
+from meterwax.operators.records import QuarantineRow, SourcePartition
 from meterwax.sinks.arrow_rows import (
     DAY_US,
     date_column,
     decimal_column,
     decimal_to_nanos,
+    quarantine_table,
     timestamp_column,
     timestamp_to_micros,
 )
 from meterwax.sinks.delta_writes import CommitStats, retry_commit
 from meterwax.sinks.lake import Lake
+from meterwax.sinks.metering_sink import FLOW_NAME as METERING_FLOW
+from meterwax.sinks.metering_sink import app_id
 from meterwax.sinks.schemas import (
     EVENTS,
     LATE_EVENTS,
+    QUARANTINE,
     TIMESTAMP,
     USAGE_CORRECTIONS,
     USAGE_WINDOWS,
@@ -85,6 +90,7 @@ class CorrectionStore:
         self._audit = lake.table(USAGE_CORRECTIONS)
         self._late = lake.table(LATE_EVENTS)
         self._conflicts = lake.table(WINDOW_CONFLICTS)
+        self._quarantine = lake.table(QUARANTINE)
 
     # --- where the flow stands -------------------------------------------------------------
 
@@ -163,6 +169,44 @@ class CorrectionStore:
             return changes
         return changes.filter(pc.equal(changes.column("_change_type"), "insert"))
 
+    # --- what the main flow has done ---------------------------------------------------------
+
+    def main_flow_position(self, where: SourcePartition) -> int:
+        """The highest offset of ``where`` the main flow has committed anything for (-1: none)."""
+        versions = []
+        for table, spec in (
+            (self._events, EVENTS),
+            (self._late, LATE_EVENTS),
+            (self._quarantine, QUARANTINE),
+        ):
+            table.update_incremental()
+            versions.append(table.transaction_version(app_id(METERING_FLOW, spec.name, where)))
+        return max((v for v in versions if v is not None), default=-1)
+
+    def quarantined_offsets(self, origin: str, partition: int, offsets: list[int]) -> set[int]:
+        """Which of these offsets of one source partition already have a quarantine row."""
+        if not offsets:
+            return set()
+        self._quarantine.update_incremental()
+        found = self._quarantine.to_pyarrow_dataset().to_table(
+            columns=["origin_offset"],
+            filter=(pc.field("origin") == origin)
+            & (pc.field("origin_partition") == partition)
+            & pc.field("origin_offset").isin(pa.array(offsets, pa.int64())),
+        )
+        return set(found.column("origin_offset").to_pylist())
+
+    def quarantine(self, where: SourcePartition, rows: list[QuarantineRow], *, flow: str) -> None:
+        """Append quarantine rows (the caller has checked they are not there yet)."""
+        table = quarantine_table(where, rows, flow=flow, line_numbers=False)
+
+        def attempt() -> None:
+            self._quarantine.update_incremental()
+            write_deltalake(self._quarantine, table, mode="append")
+            self.stats.commits += 1
+
+        retry_commit(attempt, "quarantine replayed messages", self.stats)
+
     # --- the ledger --------------------------------------------------------------------------
 
     def ledger_entries(self, keys: Iterable[tuple[str, str]]) -> dict[tuple[str, str], LedgerEntry]:
@@ -196,22 +240,27 @@ class CorrectionStore:
                 )
         return entries
 
-    def insert_into_ledger(self, events: list[LateEvent], late_version: int) -> None:
-        """Append late events to the ledger as counted by the correction flow."""
+    def insert_into_ledger(
+        self, events: list[LateEvent], version: int | None, *, counted_by: str = CORRECTIONS_FLOW
+    ) -> None:
+        """Append events to the ledger, carrying their own source coordinates.
+
+        ``version`` (the late_events version being applied) goes into a ``txn`` shared by every
+        correction run, so two correction flows racing on one lake conflict instead of both
+        inserting.
+        """
         if not events:
             return
-        rows = _ledger_table(events)
+        rows = _ledger_table(events, counted_by)
+        properties = (
+            CommitProperties(app_transactions=[Transaction(LEDGER_APP, version)])
+            if version is not None
+            else None
+        )
 
         def attempt() -> None:
             self._events.update_incremental()
-            write_deltalake(
-                self._events,
-                rows,
-                mode="append",
-                commit_properties=CommitProperties(
-                    app_transactions=[Transaction(LEDGER_APP, late_version)]
-                ),
-            )
+            write_deltalake(self._events, rows, mode="append", commit_properties=properties)
             self.stats.commits += 1
 
         retry_commit(attempt, "insert late events into the ledger", self.stats)
@@ -372,7 +421,7 @@ def _events_from(table: pa.Table) -> list[Event]:
     ]
 
 
-def _ledger_table(events: list[LateEvent]) -> pa.Table:
+def _ledger_table(events: list[LateEvent], counted_by: str) -> pa.Table:
     times = [e.event.time_us for e in events]
     return pa.Table.from_pydict(
         {
@@ -389,7 +438,7 @@ def _ledger_table(events: list[LateEvent]) -> pa.Table:
             "origin": pa.array([e.origin for e in events], pa.string()),
             "origin_partition": pa.array([e.origin_partition for e in events], pa.int32()),
             "origin_offset": pa.array([e.origin_offset for e in events], pa.int64()),
-            "counted_by": pa.array([CORRECTIONS_FLOW] * len(events), pa.string()),
+            "counted_by": pa.array([counted_by] * len(events), pa.string()),
         },
         schema=EVENTS.schema,
     )
