@@ -185,6 +185,8 @@ class _PartitionWriter(StatefulSinkPartition[PartitionOutput, None]):
 
         for out in values:
             self._run_stats.add(out.counters)
+            if out.counters["read"]:
+                self._run_stats.observe_batch(out.counters["read"])
         if conflicts:
             self._run_stats.add(Counter(window_conflicts=len(conflicts)))
         last = values[-1]
