@@ -1,0 +1,211 @@
+"""Usage rolled up by calendar period (and optionally by one event dimension), exactly.
+
+Two sources, one arithmetic:
+
+- **by tenant and meter**: the rows of ``usage_windows``. A rollup is the sum of the windows
+  whose start falls in the requested range, grouped by the calendar period that holds each
+  window (see :mod:`meterwax.flows.periods`).
+- **by a dimension** (``region``, ``plan``…): ``usage_windows`` has no dimensions, so these
+  totals come from the ``events`` ledger: its events are grouped into the lake's windows
+  (the window their event time falls in, exactly as the flow does) and then rolled up the same
+  way. The ledger holds on-time events; late events enter it, and these totals, when the
+  correction flow has run — the same moment they enter ``usage_windows``.
+
+Money is exact. DataFusion's and Arrow's decimal ``SUM`` silently wrap around past 38 digits,
+so the SQL pre-aggregation casts to ``decimal(76, 9)`` and the final sums are Python integers
+of nano-units; nothing passes through a float.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, time, timedelta
+from decimal import Context, Decimal
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from meterwax.errors import ConfigError, LakeError
+from meterwax.flows.periods import Granularity, PeriodIndex
+from meterwax.sinks.lake import Lake
+from meterwax.sinks.queries import instant_literal, literal, parse_instant, sql
+from meterwax.sinks.schemas import EVENTS, USAGE_WINDOWS
+
+_EXACT = Context(prec=100)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
+FIXED_COLUMNS = ("tenant_id", "meter", "period_start", "quantity", "event_count")
+
+
+@dataclass(frozen=True)
+class Rollup:
+    """What to total: which windows (start inclusive, end exclusive), in which periods."""
+
+    tz: ZoneInfo
+    granularity: Granularity | None = None
+    """None: one period per window of the lake."""
+    tenant: str | None = None
+    meter: str | None = None
+    start: datetime | None = None
+    end: datetime | None = None
+    group_by: str | None = None
+    """An event dimension (a key of ``events.dimensions``) to total by, from the ledger."""
+
+    def columns(self) -> list[str]:
+        """The output columns, in order: the dimension (if any) follows ``meter``."""
+        if self.group_by is None:
+            return list(FIXED_COLUMNS)
+        return [*FIXED_COLUMNS[:2], self.group_by, *FIXED_COLUMNS[2:]]
+
+
+def parse_bound(text: str, *, option: str, tz: ZoneInfo) -> datetime:
+    """``--from``/``--to``: an RFC 3339 time, or a date meaning its first instant in ``tz``."""
+    stripped = text.strip()
+    if len(stripped) == 10:
+        try:
+            day = date.fromisoformat(stripped)
+        except ValueError:
+            pass
+        else:
+            # fold=0 puts a midnight skipped by a DST jump at the jump itself.
+            return datetime.combine(day, time(), tz).astimezone(UTC)
+    return parse_instant(text, option=option)
+
+
+def rollup(lake: Lake, query: Rollup) -> list[dict[str, Any]]:
+    """The totals, one dict per (tenant, meter, [dimension,] period), ordered by those keys.
+
+    ``period_start`` is an aware datetime in ``query.tz``; ``quantity`` an exact Decimal.
+    Raises ConfigError when a window cannot be placed in a single period.
+    """
+    if query.group_by is not None and query.group_by in FIXED_COLUMNS:
+        msg = f"--group-by {query.group_by!r} collides with an output column; it cannot be a key"
+        raise ConfigError(msg)
+    window_us = lake.window_us()
+    if window_us is None:
+        msg = f"lake {lake.root} has no usage_windows table (has `meterwax run` written to it?)"
+        raise LakeError(msg)
+    index = (
+        PeriodIndex(query.granularity, query.tz, window_us)
+        if query.granularity is not None
+        else None
+    )
+    source = (
+        _ledger_windows(lake, query, window_us)
+        if query.group_by is not None
+        else _usage_windows(lake, query)
+    )
+    totals: dict[tuple[str, str, str | None, int], list[int]] = {}
+    for tenant, meter, dimension, start_us, nanos, count in source:
+        period = index.period_of_window(start_us) if index is not None else start_us
+        key = (tenant, meter, dimension, period)
+        found = totals.get(key)
+        if found is None:
+            totals[key] = [nanos, count]
+        else:
+            found[0] += nanos
+            found[1] += count
+    rows = []
+    for (tenant, meter, dimension, period), (nanos, count) in sorted(totals.items(), key=_order):
+        row: dict[str, Any] = {"tenant_id": tenant, "meter": meter}
+        if query.group_by is not None:
+            row[query.group_by] = dimension
+        row["period_start"] = (_EPOCH + period * _MICROSECOND).astimezone(query.tz)
+        row["quantity"] = Decimal(nanos).scaleb(-9, _EXACT)
+        row["event_count"] = count
+        rows.append(row)
+    return rows
+
+
+def _order(item: tuple[tuple[str, str, str | None, int], list[int]]) -> tuple[Any, ...]:
+    tenant, meter, dimension, period = item[0]
+    return (tenant, meter, period, dimension is None, dimension or "")
+
+
+_Source = Iterable[tuple[str, str, str | None, int, int, int]]
+"""(tenant, meter, dimension, window start µs, quantity nano-units, event count)."""
+
+
+def _us(moment: datetime) -> int:
+    return (moment - _EPOCH) // _MICROSECOND
+
+
+def _nanos(value: Decimal) -> int:
+    return int(value.scaleb(9, _EXACT))
+
+
+def _common_conditions(query: Rollup) -> list[str]:
+    conditions = []
+    if query.tenant is not None:
+        conditions.append(f"tenant_id = {literal(query.tenant)}")
+    if query.meter is not None:
+        conditions.append(f"meter = {literal(query.meter)}")
+    return conditions
+
+
+def _where(conditions: list[str]) -> str:
+    return ("WHERE " + " AND ".join(conditions)) if conditions else ""
+
+
+def _usage_windows(lake: Lake, query: Rollup) -> _Source:
+    conditions = _common_conditions(query)
+    if query.start is not None:
+        conditions.append(f"window_start >= {instant_literal(query.start)}")
+    if query.end is not None:
+        conditions.append(f"window_start < {instant_literal(query.end)}")
+    table = sql(
+        lake,
+        "SELECT tenant_id, meter, window_start, quantity, event_count FROM usage_windows "
+        + _where(conditions),
+        [USAGE_WINDOWS],
+    )
+    for row in table.to_pylist():
+        yield (
+            row["tenant_id"],
+            row["meter"],
+            None,
+            _us(row["window_start"]),
+            _nanos(row["quantity"]),
+            row["event_count"],
+        )
+
+
+def _window_ceiling(moment: datetime, window_us: int) -> datetime:
+    """The first window start at or after ``moment``."""
+    micros = -(-_us(moment) // window_us) * window_us
+    return _EPOCH + micros * _MICROSECOND
+
+
+def _ledger_windows(lake: Lake, query: Rollup, window_us: int) -> _Source:
+    # A window starts in [start, end) exactly when its events' times are in
+    # [ceil(start), ceil(end)), ceil rounding up to a window start: the same windows as above.
+    conditions = _common_conditions(query)
+    if query.start is not None:
+        lower = _window_ceiling(query.start, window_us)
+        conditions.append(f"event_time >= {instant_literal(lower)}")
+        conditions.append(f"event_date >= DATE '{lower.date().isoformat()}'")
+    if query.end is not None:
+        upper = _window_ceiling(query.end, window_us)
+        conditions.append(f"event_time < {instant_literal(upper)}")
+        conditions.append(f"event_date <= DATE '{upper.date().isoformat()}'")
+    window = f"date_bin(INTERVAL '{window_us} microseconds', event_time, {_EPOCH_LITERAL})"
+    dimension = f"dimensions[{literal(query.group_by or '')}]"
+    table = sql(
+        lake,
+        f"SELECT tenant_id, meter, {dimension} AS dimension, {window} AS window_start, "
+        "SUM(CAST(quantity AS DECIMAL(76, 9))) AS quantity, COUNT(*) AS event_count "
+        f"FROM events {_where(conditions)} GROUP BY 1, 2, 3, 4",
+        [EVENTS],
+    )
+    for row in table.to_pylist():
+        yield (
+            row["tenant_id"],
+            row["meter"],
+            row["dimension"],
+            _us(row["window_start"]),
+            _nanos(row["quantity"]),
+            row["event_count"],
+        )
+
+
+_EPOCH_LITERAL = "TIMESTAMP '1970-01-01T00:00:00Z'"
