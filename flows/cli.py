@@ -17,6 +17,7 @@ import click
 from meterwax import __version__
 from meterwax.errors import MeterwaxError
 from meterwax.flows.commands.demo import demo
+from meterwax.flows.commands.maintain import maintain
 from meterwax.flows.commands.options import CONTEXT
 from meterwax.flows.commands.run import run
 from meterwax.flows.commands.usage import usage
@@ -48,7 +49,7 @@ def main(verbose: int) -> None:
     )
 
 
-for command in (run, demo, usage):
+for command in (run, demo, usage, maintain):
     main.add_command(command)
 
 
