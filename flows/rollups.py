@@ -11,27 +11,27 @@ Two sources, one arithmetic:
   way. The ledger holds on-time events; late events enter it, and these totals, when the
   correction flow has run — the same moment they enter ``usage_windows``.
 
-Money is exact. DataFusion's and Arrow's decimal ``SUM`` silently wrap around past 38 digits,
-so the SQL pre-aggregation casts to ``decimal(76, 9)`` and the final sums are Python integers
-of nano-units; nothing passes through a float.
+Money is exact. DataFusion's, Arrow's and polars' ``decimal(38, 9)`` sums silently wrap around
+past 38 digits, so every sum here is over ``decimal(76, 9)``: quantities are below 10^29, so
+fewer than 2^63 of them cannot reach 10^67. Nothing passes through a float.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
-from decimal import Context, Decimal
 from typing import Any
 from zoneinfo import ZoneInfo
+
+import numpy as np
+import pyarrow as pa
 
 from meterwax.errors import ConfigError, LakeError
 from meterwax.flows.periods import Granularity, PeriodIndex
 from meterwax.sinks.lake import Lake
 from meterwax.sinks.queries import instant_literal, literal, parse_instant, sql
-from meterwax.sinks.schemas import EVENTS, USAGE_WINDOWS
+from meterwax.sinks.schemas import EVENTS, TIMESTAMP, USAGE_WINDOWS
 
-_EXACT = Context(prec=100)
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MICROSECOND = timedelta(microseconds=1)
 FIXED_COLUMNS = ("tenant_id", "meter", "period_start", "quantity", "event_count")
@@ -85,53 +85,46 @@ def rollup(lake: Lake, query: Rollup) -> list[dict[str, Any]]:
     if window_us is None:
         msg = f"lake {lake.root} has no usage_windows table (has `meterwax run` written to it?)"
         raise LakeError(msg)
-    index = (
-        PeriodIndex(query.granularity, query.tz, window_us)
-        if query.granularity is not None
-        else None
-    )
-    source = (
+    windows = (
         _ledger_windows(lake, query, window_us)
         if query.group_by is not None
         else _usage_windows(lake, query)
     )
-    totals: dict[tuple[str, str, str | None, int], list[int]] = {}
-    for tenant, meter, dimension, start_us, nanos, count in source:
-        period = index.period_of_window(start_us) if index is not None else start_us
-        key = (tenant, meter, dimension, period)
-        found = totals.get(key)
-        if found is None:
-            totals[key] = [nanos, count]
-        else:
-            found[0] += nanos
-            found[1] += count
+    # date_bin returns nanoseconds: normalise to microseconds, the lake's unit.
+    starts = windows.column("window_start").cast(TIMESTAMP).cast(pa.int64()).to_numpy()
+    if query.granularity is None:
+        periods = starts
+    else:
+        # One zone computation per distinct window start, shared by every tenant and meter.
+        index = PeriodIndex(query.granularity, query.tz, window_us)
+        distinct = np.unique(starts)
+        period_of = np.array([index.period_of_window(int(s)) for s in distinct], dtype=np.int64)
+        periods = period_of[np.searchsorted(distinct, starts)]
+    totals = (
+        windows.append_column("period", pa.array(periods, pa.int64()))
+        .group_by(["tenant_id", "meter", "dimension", "period"], use_threads=False)
+        .aggregate([("quantity", "sum"), ("event_count", "sum")])
+        .to_pylist()
+    )
+    totals.sort(
+        key=lambda t: (
+            t["tenant_id"],
+            t["meter"],
+            t["period"],
+            t["dimension"] is None,
+            t["dimension"] or "",
+        )
+    )
     rows = []
-    for (tenant, meter, dimension, period), (nanos, count) in sorted(totals.items(), key=_order):
-        row: dict[str, Any] = {"tenant_id": tenant, "meter": meter}
+    for total in totals:
+        row: dict[str, Any] = {"tenant_id": total["tenant_id"], "meter": total["meter"]}
         if query.group_by is not None:
-            row[query.group_by] = dimension
-        row["period_start"] = (_EPOCH + period * _MICROSECOND).astimezone(query.tz)
-        row["quantity"] = Decimal(nanos).scaleb(-9, _EXACT)
-        row["event_count"] = count
+            row[query.group_by] = total["dimension"]
+        row["period_start"] = (_EPOCH + total["period"] * _MICROSECOND).astimezone(query.tz)
+        row["quantity"] = total["quantity_sum"]
+        row["event_count"] = total["event_count_sum"]
         rows.append(row)
     return rows
-
-
-def _order(item: tuple[tuple[str, str, str | None, int], list[int]]) -> tuple[Any, ...]:
-    tenant, meter, dimension, period = item[0]
-    return (tenant, meter, period, dimension is None, dimension or "")
-
-
-_Source = Iterable[tuple[str, str, str | None, int, int, int]]
-"""(tenant, meter, dimension, window start µs, quantity nano-units, event count)."""
-
-
-def _us(moment: datetime) -> int:
-    return (moment - _EPOCH) // _MICROSECOND
-
-
-def _nanos(value: Decimal) -> int:
-    return int(value.scaleb(9, _EXACT))
 
 
 def _common_conditions(query: Rollup) -> list[str]:
@@ -147,36 +140,27 @@ def _where(conditions: list[str]) -> str:
     return ("WHERE " + " AND ".join(conditions)) if conditions else ""
 
 
-def _usage_windows(lake: Lake, query: Rollup) -> _Source:
+def _usage_windows(lake: Lake, query: Rollup) -> pa.Table:
     conditions = _common_conditions(query)
     if query.start is not None:
         conditions.append(f"window_start >= {instant_literal(query.start)}")
     if query.end is not None:
         conditions.append(f"window_start < {instant_literal(query.end)}")
-    table = sql(
+    return sql(
         lake,
-        "SELECT tenant_id, meter, window_start, quantity, event_count FROM usage_windows "
-        + _where(conditions),
+        "SELECT tenant_id, meter, CAST(NULL AS VARCHAR) AS dimension, window_start, "
+        f"{_WIDE_QUANTITY} AS quantity, event_count FROM usage_windows {_where(conditions)}",
         [USAGE_WINDOWS],
     )
-    for row in table.to_pylist():
-        yield (
-            row["tenant_id"],
-            row["meter"],
-            None,
-            _us(row["window_start"]),
-            _nanos(row["quantity"]),
-            row["event_count"],
-        )
 
 
 def _window_ceiling(moment: datetime, window_us: int) -> datetime:
     """The first window start at or after ``moment``."""
-    micros = -(-_us(moment) // window_us) * window_us
+    micros = -(-((moment - _EPOCH) // _MICROSECOND) // window_us) * window_us
     return _EPOCH + micros * _MICROSECOND
 
 
-def _ledger_windows(lake: Lake, query: Rollup, window_us: int) -> _Source:
+def _ledger_windows(lake: Lake, query: Rollup, window_us: int) -> pa.Table:
     # A window starts in [start, end) exactly when its events' times are in
     # [ceil(start), ceil(end)), ceil rounding up to a window start: the same windows as above.
     conditions = _common_conditions(query)
@@ -190,22 +174,15 @@ def _ledger_windows(lake: Lake, query: Rollup, window_us: int) -> _Source:
         conditions.append(f"event_date <= DATE '{upper.date().isoformat()}'")
     window = f"date_bin(INTERVAL '{window_us} microseconds', event_time, {_EPOCH_LITERAL})"
     dimension = f"dimensions[{literal(query.group_by or '')}]"
-    table = sql(
+    return sql(
         lake,
         f"SELECT tenant_id, meter, {dimension} AS dimension, {window} AS window_start, "
-        "SUM(CAST(quantity AS DECIMAL(76, 9))) AS quantity, COUNT(*) AS event_count "
+        f"SUM({_WIDE_QUANTITY}) AS quantity, COUNT(*) AS event_count "
         f"FROM events {_where(conditions)} GROUP BY 1, 2, 3, 4",
         [EVENTS],
     )
-    for row in table.to_pylist():
-        yield (
-            row["tenant_id"],
-            row["meter"],
-            row["dimension"],
-            _us(row["window_start"]),
-            _nanos(row["quantity"]),
-            row["event_count"],
-        )
 
 
 _EPOCH_LITERAL = "TIMESTAMP '1970-01-01T00:00:00Z'"
+_WIDE_QUANTITY = "CAST(quantity AS DECIMAL(76, 9))"
+"""decimal(38, 9) widened: a sum of fewer than 2^63 such values cannot overflow 67 digits."""
