@@ -239,6 +239,12 @@ def test_log_cleanup_is_skipped_when_the_table_keeps_logs_less_than_the_floor(tm
     assert len(list(log_dir.glob("*.json"))) == count
 
 
+def test_the_command_has_help_with_examples_and_the_floor():
+    result = CliRunner().invoke(main, ["maintain", "--help"])
+    assert result.exit_code == 0
+    assert "Examples:" in result.output and "The retention floor is 7d" in result.output
+
+
 def test_the_command_reports_each_table(small_files_lake):
     result = CliRunner().invoke(
         main, ["maintain", "--lake", small_files_lake.root, "--format", "json"]
