@@ -148,7 +148,3 @@ class PeriodIndex:
             )
             raise ConfigError(msg)
         return period
-
-    def label(self, period_us: int) -> datetime:
-        """A period start as an aware time in the zone."""
-        return (_EPOCH + period_us * _MICROSECOND).astimezone(self.tz)

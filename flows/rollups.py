@@ -28,6 +28,7 @@ import pyarrow as pa
 
 from meterwax.errors import ConfigError, LakeError
 from meterwax.flows.periods import Granularity, PeriodIndex
+from meterwax.flows.usage import UsageFilter
 from meterwax.sinks.lake import Lake
 from meterwax.sinks.queries import instant_literal, literal, parse_instant, sql
 from meterwax.sinks.schemas import EVENTS, TIMESTAMP, USAGE_WINDOWS
@@ -127,29 +128,12 @@ def rollup(lake: Lake, query: Rollup) -> list[dict[str, Any]]:
     return rows
 
 
-def _common_conditions(query: Rollup) -> list[str]:
-    conditions = []
-    if query.tenant is not None:
-        conditions.append(f"tenant_id = {literal(query.tenant)}")
-    if query.meter is not None:
-        conditions.append(f"meter = {literal(query.meter)}")
-    return conditions
-
-
-def _where(conditions: list[str]) -> str:
-    return ("WHERE " + " AND ".join(conditions)) if conditions else ""
-
-
 def _usage_windows(lake: Lake, query: Rollup) -> pa.Table:
-    conditions = _common_conditions(query)
-    if query.start is not None:
-        conditions.append(f"window_start >= {instant_literal(query.start)}")
-    if query.end is not None:
-        conditions.append(f"window_start < {instant_literal(query.end)}")
+    where = UsageFilter(query.tenant, query.meter, query.start, query.end).where_clause()
     return sql(
         lake,
         "SELECT tenant_id, meter, CAST(NULL AS VARCHAR) AS dimension, window_start, "
-        f"{_WIDE_QUANTITY} AS quantity, event_count FROM usage_windows {_where(conditions)}",
+        f"{_WIDE_QUANTITY} AS quantity, event_count FROM usage_windows {where}",
         [USAGE_WINDOWS],
     )
 
@@ -163,7 +147,7 @@ def _window_ceiling(moment: datetime, window_us: int) -> datetime:
 def _ledger_windows(lake: Lake, query: Rollup, window_us: int) -> pa.Table:
     # A window starts in [start, end) exactly when its events' times are in
     # [ceil(start), ceil(end)), ceil rounding up to a window start: the same windows as above.
-    conditions = _common_conditions(query)
+    conditions = UsageFilter(query.tenant, query.meter).conditions()
     if query.start is not None:
         lower = _window_ceiling(query.start, window_us)
         conditions.append(f"event_time >= {instant_literal(lower)}")
@@ -178,7 +162,7 @@ def _ledger_windows(lake: Lake, query: Rollup, window_us: int) -> pa.Table:
         lake,
         f"SELECT tenant_id, meter, {dimension} AS dimension, {window} AS window_start, "
         f"SUM({_WIDE_QUANTITY}) AS quantity, COUNT(*) AS event_count "
-        f"FROM events {_where(conditions)} GROUP BY 1, 2, 3, 4",
+        f"FROM events WHERE {' AND '.join(conditions) or 'TRUE'} GROUP BY 1, 2, 3, 4",
         [EVENTS],
     )
 

@@ -34,6 +34,11 @@ class UsageFilter:
 
     def where_clause(self) -> str:
         """The SQL WHERE clause (or an empty string)."""
+        conditions = self.conditions()
+        return ("WHERE " + " AND ".join(conditions)) if conditions else ""
+
+    def conditions(self) -> list[str]:
+        """The SQL conditions, to be joined with AND."""
         conditions = []
         if self.tenant is not None:
             conditions.append(f"tenant_id = {literal(self.tenant)}")
@@ -43,7 +48,7 @@ class UsageFilter:
             conditions.append(f"window_start >= {instant_literal(self.start)}")
         if self.end is not None:
             conditions.append(f"window_start < {instant_literal(self.end)}")
-        return ("WHERE " + " AND ".join(conditions)) if conditions else ""
+        return conditions
 
 
 def window_rows(lake: Lake, usage: UsageFilter) -> list[dict[str, Any]]:
