@@ -49,8 +49,10 @@ def main(verbose: int) -> None:
     )
 
 
-for command in (run, demo, usage, maintain):
+for command in (run, demo, usage):
     main.add_command(command)
+
+main.add_command(maintain)
 
 
 def entry() -> None:
