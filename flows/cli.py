@@ -18,6 +18,7 @@ from meterwax import __version__
 from meterwax.errors import MeterwaxError
 from meterwax.flows.commands.corrections import corrections
 from meterwax.flows.commands.demo import demo
+from meterwax.flows.commands.maintain import maintain
 from meterwax.flows.commands.options import CONTEXT
 from meterwax.flows.commands.reconcile import reconcile_command
 from meterwax.flows.commands.run import run
@@ -52,6 +53,8 @@ def main(verbose: int) -> None:
 
 for command in (run, demo, usage, corrections, reconcile_command):
     main.add_command(command)
+
+main.add_command(maintain)
 
 
 def entry() -> None:

@@ -48,6 +48,12 @@ class LakeSettings(_Settings):
     lake: str = Field("./lake", description="lake root: a directory or s3://… URI")
 
 
+class UsageSettings(LakeSettings):
+    """``meterwax usage``: the lake, and the zone that calendar periods and dates are in."""
+
+    tz: str = Field("UTC", description="IANA time zone of --granularity periods and dates")
+
+
 class RulesSettings(_Settings):
     """What is counted and when: the settings that shape the partition processors' state."""
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 from collections.abc import Sequence
 from datetime import datetime
@@ -64,3 +66,20 @@ def _json_default(value: Any) -> Any:
 def to_json(data: Any) -> str:
     """JSON with exact decimals as strings and UTC times in RFC 3339."""
     return json.dumps(data, default=_json_default, indent=2)
+
+
+def _csv_cell(value: Any) -> Any:
+    if value is None:
+        return ""
+    if isinstance(value, Decimal | datetime):
+        return _json_default(value)
+    return value
+
+
+def csv_text(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    """CSV with a header line; exact decimals, RFC 3339 times, empty cells for None."""
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(headers)
+    writer.writerows([_csv_cell(value) for value in row] for row in rows)
+    return out.getvalue().rstrip("\n")

@@ -34,6 +34,11 @@ class UsageFilter:
 
     def where_clause(self) -> str:
         """The SQL WHERE clause (or an empty string)."""
+        conditions = self.conditions()
+        return ("WHERE " + " AND ".join(conditions)) if conditions else ""
+
+    def conditions(self) -> list[str]:
+        """The SQL conditions, to be joined with AND."""
         conditions = []
         if self.tenant is not None:
             conditions.append(f"tenant_id = {literal(self.tenant)}")
@@ -43,7 +48,7 @@ class UsageFilter:
             conditions.append(f"window_start >= {instant_literal(self.start)}")
         if self.end is not None:
             conditions.append(f"window_start < {instant_literal(self.end)}")
-        return ("WHERE " + " AND ".join(conditions)) if conditions else ""
+        return conditions
 
 
 def window_rows(lake: Lake, usage: UsageFilter) -> list[dict[str, Any]]:
@@ -64,7 +69,7 @@ def tenant_totals(lake: Lake, usage: UsageFilter) -> list[dict[str, Any]]:
     table = sql(
         lake,
         "SELECT tenant_id, meter, COUNT(*) AS windows, SUM(event_count) AS event_count, "
-        f"SUM(quantity) AS quantity FROM usage_windows {usage.where_clause()} "
+        f"SUM(CAST(quantity AS DECIMAL(76, 9))) AS quantity FROM usage_windows {usage.where_clause()} "
         "GROUP BY tenant_id, meter ORDER BY tenant_id, meter",
         [USAGE_WINDOWS],
         version=usage.as_of,
