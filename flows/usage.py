@@ -69,7 +69,8 @@ def tenant_totals(lake: Lake, usage: UsageFilter) -> list[dict[str, Any]]:
     table = sql(
         lake,
         "SELECT tenant_id, meter, COUNT(*) AS windows, SUM(event_count) AS event_count, "
-        f"SUM(CAST(quantity AS DECIMAL(76, 9))) AS quantity FROM usage_windows {usage.where_clause()} "
+        "SUM(CAST(quantity AS DECIMAL(76, 9))) AS quantity "
+        f"FROM usage_windows {usage.where_clause()} "
         "GROUP BY tenant_id, meter ORDER BY tenant_id, meter",
         [USAGE_WINDOWS],
         version=usage.as_of,
