@@ -42,17 +42,19 @@ def _date_predicate(dates: Sequence[str]) -> str:
 
 
 def existing_totals(
-    table: DeltaTable, dates: Sequence[str]
+    table: DeltaTable, dates: Sequence[str], *, tenants: set[str]
 ) -> dict[WindowKey, tuple[int, int, int]]:
-    """Rows of the given window dates in ``table``'s loaded snapshot: key → (nanos, count, rev)."""
-    if not dates:
+    """Rows of these tenants and window dates in ``table``: key → (nanos, count, revision)."""
+    if not dates or not tenants:
         return {}
+    table.update_incremental()
+    tenant_list = ", ".join("'" + t.replace("'", "''") + "'" for t in sorted(tenants))
     result = pa.table(
         QueryBuilder()
         .register("w", table)
         .execute(
             "SELECT tenant_id, meter, window_start, quantity, event_count, revision FROM w "
-            f"WHERE {_date_predicate(dates)}"
+            f"WHERE {_date_predicate(dates)} AND tenant_id IN ({tenant_list})"
         )
         .read_all()
     )
@@ -82,27 +84,20 @@ def insert_first_totals(
     app_id: str,
     stats: CommitStats,
 ) -> list[WindowRow]:
-    """Insert windows that have no row yet; return the ones that exist with other totals."""
+    """Insert windows that have no row yet; return the ones that exist with other totals.
+
+    The insert-only MERGE reports how many rows it inserted. Only when that falls short of
+    the batch (a replay, or a window another partition wrote first) are the existing rows of
+    this batch's tenants read back, to tell a replay (same totals) from a conflict.
+    """
     if not rows:
         return []
-    conflicts: list[WindowRow] = []
+    dates = [_date_of(r.window_start_us) for r in rows]
+    source = windows_table(rows, revision=0, updated_at=datetime.now(UTC))
 
-    def attempt() -> None:
+    def attempt() -> int:
         table.update_incremental()
-        dates = [_date_of(r.window_start_us) for r in rows]
-        existing = existing_totals(table, dates)
-        fresh = []
-        conflicts.clear()
-        for row in rows:
-            found = existing.get((row.tenant_id, row.meter, row.window_start_us))
-            if found is None:
-                fresh.append(row)
-            elif found != (row.quantity_nanos, row.event_count, 0):
-                conflicts.append(row)
-        if not fresh:
-            return
-        source = windows_table(fresh, revision=0, updated_at=datetime.now(UTC))
-        (
+        metrics = (
             table.merge(
                 source,
                 f"{WINDOW_KEY} AND t.{_date_predicate(dates)}",
@@ -110,16 +105,25 @@ def insert_first_totals(
                 target_alias="t",
                 streamed_exec=False,
                 commit_properties=CommitProperties(
-                    app_transactions=[Transaction(app_id, max(r.position for r in fresh))]
+                    app_transactions=[Transaction(app_id, max(r.position for r in rows))]
                 ),
             )
             .when_not_matched_insert_all()
             .execute()
         )
         stats.commits += 1
+        return int(metrics["num_target_rows_inserted"])
 
-    retry_commit(attempt, f"insert windows ({app_id})", stats)
-    return conflicts
+    inserted = retry_commit(attempt, f"insert windows ({app_id})", stats)
+    if inserted == len(rows):
+        return []
+    existing = existing_totals(table, dates, tenants={r.tenant_id for r in rows})
+    return [
+        row
+        for row in rows
+        if existing.get((row.tenant_id, row.meter, row.window_start_us))
+        != (row.quantity_nanos, row.event_count, 0)
+    ]
 
 
 def merge_revised_totals(
