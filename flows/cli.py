@@ -17,8 +17,11 @@ import click
 from meterwax import __version__
 from meterwax.errors import MeterwaxError
 from meterwax.flows.commands.demo import demo
+from meterwax.flows.commands.heartbeat import heartbeat
 from meterwax.flows.commands.options import CONTEXT
+from meterwax.flows.commands.produce import produce
 from meterwax.flows.commands.run import run
+from meterwax.flows.commands.topics import topics
 from meterwax.flows.commands.usage import usage
 
 
@@ -49,6 +52,8 @@ def main(verbose: int) -> None:
 
 
 for command in (run, demo, usage):
+    main.add_command(command)
+for command in (produce, heartbeat, topics):  # Kafka
     main.add_command(command)
 
 
