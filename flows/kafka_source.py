@@ -11,10 +11,12 @@ every run therefore starts at the beginning, and the sinks skip what the Delta l
 already committed. An offset that is no longer in the log (deleted by retention) fails the
 run instead of silently jumping to the end.
 
-With ``stop_at_end`` each partition's high watermark is read once, when the partition is built,
+With ``stop_at_end`` each partition's end offset is read once, when the partition is built,
 and the partition ends when it has read up to there: the run covers exactly the messages that
-were in the topic when it started, whatever is produced meanwhile. Without it the source tails
-the topic forever.
+were in the topic when it started, whatever is produced meanwhile. The consumer reads only
+committed transactions (librdkafka's default), so that end is the last stable offset: a
+transaction still open when the run starts belongs to the next run. Without ``stop_at_end``
+the source tails the topic forever.
 
 Errors: end-of-partition events are expected; an error librdkafka marks retriable is logged
 and the read goes on (librdkafka retries it); any other consumer error, and any fatal client
@@ -174,14 +176,16 @@ class _KafkaPartition(StatefulSourcePartition[SourceBatch, int]):
         payloads: list[bytes | None] = []
         keys: list[bytes | None] = []
         timestamps: list[int | None] = []
+        end_seen = False
         for message in messages:
             error = message.error()
             if error is not None:
-                self._on_message_error(error, message)
+                end_seen |= self._on_message_error(error, message)
                 continue
             offset = message.offset()
             if self._end is not None and offset >= self._end:
-                break  # produced after the run started: the next run reads it
+                end_seen = True  # produced after the run started: the next run reads it
+                break
             kind, timestamp_ms = message.timestamp()
             offsets.append(offset)
             payloads.append(message.value())
@@ -189,29 +193,30 @@ class _KafkaPartition(StatefulSourcePartition[SourceBatch, int]):
             timestamps.append(None if kind == TIMESTAMP_NOT_AVAILABLE else timestamp_ms)
         if offsets:
             self._next_offset = offsets[-1] + 1
+        if end_seen and self._end is not None:
+            # The log reached the run's end (an end-of-partition event at or past it, or a
+            # message beyond it). Offsets may have gaps (transaction markers, compaction), so
+            # no message need have offset end - 1.
+            self._next_offset = max(self._next_offset, self._end)
         # Idle: sleep instead of spinning; busy: come back at once.
         self._awake = None if messages else datetime.now(UTC) + IDLE_WAIT
         if not offsets:
             return []
         return [SourceBatch(self._where, offsets, payloads, keys, timestamps)]
 
-    def _on_message_error(self, error: KafkaError, message: Message) -> None:
+    def _on_message_error(self, error: KafkaError, message: Message) -> bool:
+        """Handle an error event; True if it says the end of the log is at or past the end."""
         if error.code() == KafkaError._PARTITION_EOF:
-            # The end of the log as the broker sees it. Offsets may have gaps (transaction
-            # markers, compaction), so the end is reached even if no message had offset end-1.
-            end_offset = message.offset()
-            if self._end is not None and end_offset >= self._end:
-                self._next_offset = max(self._next_offset, self._end)
-            return
+            return self._end is not None and message.offset() >= self._end
         if error.retriable() and not error.fatal():
             log.warning("%s: retrying after %s", self._name, error.str())
-            return
+            return False
         msg = (
             f"cannot read {self._name} at offset {self._describe_offset()}: {error.str()} "
             f"({error.name()})"
         )
         if error.code() == KafkaError._AUTO_OFFSET_RESET:
-            msg += "; the offset is no longer in the log (deleted by retention?)"
+            msg += "; that offset is not in the log (deleted by retention?)"
         raise BrokerError(msg)
 
     def _describe_offset(self) -> str:
