@@ -69,8 +69,8 @@ def second_broker(tmp_path: Path) -> Iterator[tuple[str, Callable[[], None]]]:
     """
     env = {**os.environ, "METERWAX_KAFKA_RUN_DIR": str(tmp_path / "kafka-run")}
 
-    def kafka(verb: str) -> str:
-        done = subprocess.run(
+    def kafka(verb: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
             ["bash", str(KAFKA_SCRIPT), verb],
             env=env,
             capture_output=True,
@@ -78,13 +78,26 @@ def second_broker(tmp_path: Path) -> Iterator[tuple[str, Callable[[], None]]]:
             timeout=180,
             check=False,
         )
-        assert done.returncode == 0, f"scripts/kafka {verb} failed:\n{done.stderr}"
-        return done.stdout.strip().splitlines()[-1] if done.stdout.strip() else ""
 
-    address = kafka("start")
+    def start() -> str:
+        # The script picks free ports just before the JVM binds them; another process can
+        # take one in between ("Address already in use"). One retry on fresh ports covers
+        # that race; any other failure shows up twice in the message.
+        attempts = []
+        for _ in range(2):
+            done = kafka("start")
+            if done.returncode == 0:
+                return done.stdout.strip().splitlines()[-1]
+            attempts.append(done.stderr)
+            kafka("stop")
+        raise AssertionError("scripts/kafka could not start a broker:\n" + "\n---\n".join(attempts))
+
+    address = start()
 
     def restart() -> None:
-        assert kafka("restart") == address
+        done = kafka("restart")
+        assert done.returncode == 0, f"scripts/kafka restart failed:\n{done.stderr}"
+        assert done.stdout.strip().splitlines()[-1] == address
 
     try:
         yield address, restart

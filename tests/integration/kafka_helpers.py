@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import sys
 import time
@@ -9,6 +10,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from pathlib import Path
 from typing import TypeVar
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
@@ -136,10 +138,28 @@ def wait_for(
         if result:
             return result
         if process is not None and process.poll() is not None:
-            out, err = process.communicate()
-            raise AssertionError(
-                f"meterwax exited ({process.returncode}) before {what}:\n{out}\n{err}"
-            )
+            raise AssertionError(f"meterwax exited ({process.returncode}) before {what}")
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout_s:.0f}s waiting for {what}")
         time.sleep(0.2)
+
+
+def start_meterwax(log: Path, *args: str) -> subprocess.Popen[str]:
+    """Start meterwax in the background, its output going to ``log`` (never a pipe that could
+    fill up and block it)."""
+    with log.open("w") as handle:
+        return subprocess.Popen(
+            meterwax_command(*args), stdout=handle, stderr=subprocess.STDOUT, text=True
+        )
+
+
+def stop(process: subprocess.Popen[str], sig: int = signal.SIGTERM, timeout: float = 60) -> int:
+    """Send ``sig`` and wait for the exit status (kill it if it does not stop in time)."""
+    if process.poll() is None:
+        process.send_signal(sig)
+    try:
+        return process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+        raise
