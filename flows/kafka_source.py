@@ -9,7 +9,9 @@ Offsets are tracked by meterwax, never by a consumer group: each partition's con
 offset to read) or at the beginning of the partition, and commits nothing. Without recovery
 every run therefore starts at the beginning, and the sinks skip what the Delta log says is
 already committed. An offset that is no longer in the log (deleted by retention) fails the
-run instead of silently jumping to the end.
+run instead of silently jumping to the end. Each partition has a consumer of its own, so
+librdkafka fetches and decompresses partitions in parallel: on the 2-core development machine
+four consumers read a 4-partition topic about twice as fast as one consumer assigned all four.
 
 With ``stop_at_end`` each partition's end offset is read once, when the partition is built,
 and the partition ends when it has read up to there: the run covers exactly the messages that
@@ -124,11 +126,12 @@ class _KafkaPartition(StatefulSourcePartition[SourceBatch, int]):
         """The next offset to read; OFFSET_BEGINNING until the first message arrives."""
         self._fatal: KafkaError | None = None
         self._awake: datetime | None = None
+        # group.id and client.id may come from the extra settings (ACLs can require them).
+        names = {"group.id": GROUP_ID, "client.id": f"meterwax-{topic}-{where.partition}"}
         self._consumer: Consumer = cluster.client(
             Consumer,
+            **{key: value for key, value in names.items() if key not in cluster.extra},
             **{
-                "group.id": GROUP_ID,
-                "client.id": f"meterwax-{topic}-{where.partition}",
                 "enable.auto.commit": False,
                 "enable.auto.offset.store": False,
                 "enable.partition.eof": True,
