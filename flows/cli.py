@@ -18,10 +18,13 @@ from meterwax import __version__
 from meterwax.errors import MeterwaxError
 from meterwax.flows.commands.corrections import corrections
 from meterwax.flows.commands.demo import demo
+from meterwax.flows.commands.heartbeat import heartbeat
 from meterwax.flows.commands.maintain import maintain
 from meterwax.flows.commands.options import CONTEXT
+from meterwax.flows.commands.produce import produce
 from meterwax.flows.commands.reconcile import reconcile_command
 from meterwax.flows.commands.run import run
+from meterwax.flows.commands.topics import topics
 from meterwax.flows.commands.usage import usage
 
 
@@ -51,10 +54,10 @@ def main(verbose: int) -> None:
     )
 
 
-for command in (run, demo, usage, corrections, reconcile_command):
+for command in (run, demo, usage, corrections, reconcile_command, maintain):
     main.add_command(command)
-
-main.add_command(maintain)
+for command in (produce, heartbeat, topics):  # Kafka
+    main.add_command(command)
 
 
 def entry() -> None:

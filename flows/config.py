@@ -8,13 +8,16 @@ microseconds; ``off`` disables the optional limits.
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any
 
 from pydantic import BeforeValidator, Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings.exceptions import SettingsError
 
 from meterwax.durations import format_duration_us, parse_duration_us
 from meterwax.errors import ConfigError
+from meterwax.flows.kafka_clients import Cluster, parse_brokers
 from meterwax.operators.decode import DEFAULT_MAX_EVENT_BYTES
 from meterwax.operators.partition import MeteringRules
 
@@ -102,8 +105,126 @@ class RulesSettings(_Settings):
         )
 
 
-class RunSettings(LakeSettings, RulesSettings):
+def _brokers(value: object) -> object:
+    if not isinstance(value, str):
+        return value
+    try:
+        return parse_brokers(value)
+    except ConfigError as error:
+        raise ValueError(str(error)) from None
+
+
+_TOPIC_NAME = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
+
+
+def _topic(value: object) -> object:
+    if isinstance(value, str) and (not _TOPIC_NAME.match(value) or value in {".", ".."}):
+        msg = "a Kafka topic name is 1–249 letters, digits, '.', '_' or '-'"
+        raise ValueError(msg)
+    return value
+
+
+def _string_values(value: object) -> object:
+    if isinstance(value, dict):
+        return {
+            key: str(item).lower() if isinstance(item, bool) else str(item)
+            for key, item in value.items()
+        }
+    return value
+
+
+def _addresses(value: object) -> object:
+    if not isinstance(value, str):
+        return value
+    entries = [entry.strip() for entry in value.split(";")]
+    for entry in entries:
+        host, _, port = entry.rpartition(":")
+        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+            msg = f"{entry!r} is not HOST:PORT (addresses are HOST:PORT;HOST:PORT…)"
+            raise ValueError(msg)
+    return ";".join(entries)
+
+
+class KafkaSettings(_Settings):
+    """Which Kafka cluster and topic; extra librdkafka settings (security…) pass through."""
+
+    brokers: Annotated[str | None, BeforeValidator(_brokers)] = Field(
+        None, description="Kafka bootstrap servers: HOST:PORT[,HOST:PORT…]"
+    )
+    topic: Annotated[str, BeforeValidator(_topic)] = Field(
+        "usage-events", description="the topic of usage events"
+    )
+    kafka_config: Annotated[dict[str, str], BeforeValidator(_string_values)] = Field(
+        default_factory=dict, description="extra librdkafka settings; the variable holds JSON"
+    )
+
+    def cluster(self) -> Cluster:
+        """The brokers as a :class:`Cluster`; ConfigError if none were given."""
+        if self.brokers is None:
+            msg = "no Kafka brokers: give --brokers HOST:PORT (or set METERWAX_BROKERS)"
+            raise ConfigError(msg)
+        return Cluster(self.brokers, dict(self.kafka_config))
+
+
+class ProcessSettings(_Settings):
+    """Where this process sits in a multi-process Bytewax cluster (all processes run alike)."""
+
+    process_id: int | None = Field(None, ge=0, description="this process's index in addresses")
+    addresses: Annotated[str | None, BeforeValidator(_addresses)] = Field(
+        None, description="every process's HOST:PORT, separated by ';', the same list for all"
+    )
+
+    def cluster_addresses(self) -> list[str] | None:
+        """The address list, after checking it goes with the process id (None: one process)."""
+        if self.addresses is None and self.process_id is None:
+            return None
+        if self.addresses is None or self.process_id is None:
+            msg = "--process-id and --addresses go together (give both, or neither)"
+            raise ConfigError(msg)
+        addresses = self.addresses.split(";")
+        if self.process_id >= len(addresses):
+            msg = (
+                f"--process-id {self.process_id} is not an index into the {len(addresses)} "
+                f"--addresses {self.addresses!r} (0…{len(addresses) - 1})"
+            )
+            raise ConfigError(msg)
+        return addresses
+
+
+class ProduceSettings(KafkaSettings):
+    """``meterwax produce``: the synthetic workload of the demo, into Kafka or a file."""
+
+    events: int = Field(10_000, ge=0, description="messages to produce, duplicates included")
+    rate: float | None = Field(None, gt=0, description="messages per second (None: unlimited)")
+    tenants: int = Field(20, ge=1, description="distinct tenants")
+    duplicates: float = Field(0.02, ge=0, lt=1, description="share of retried duplicates")
+    late: float = Field(0.01, ge=0, lt=1, description="share of late events")
+    invalid: float = Field(0.001, ge=0, lt=1, description="share of invalid messages")
+    seed: int = Field(7, description="generator seed: the same seed gives the same stream")
+
+
+class HeartbeatSettings(KafkaSettings):
+    """``meterwax heartbeat``: a heartbeat into every partition of the topic, periodically."""
+
+    every: Duration = Field(parse_duration_us("10s"), gt=0, description="time between heartbeats")
+
+
+class TopicSettings(KafkaSettings):
+    """``meterwax topics create``: the events topic, with settings fit for replays."""
+
+    partitions: int | None = Field(None, ge=1, description="partitions (the unit of parallelism)")
+    replication_factor: int = Field(1, ge=1, description="copies of every partition")
+    retention: Duration = Field(
+        parse_duration_us("40d"), gt=0, description="how long messages stay replayable"
+    )
+
+
+class RunSettings(LakeSettings, RulesSettings, KafkaSettings, ProcessSettings):
     """``meterwax run``: the main flow."""
+
+    stop_at_end: bool = Field(
+        False, description="Kafka input: stop at the end the topic had when the run started"
+    )
 
     workers: int = Field(1, ge=1, description="Bytewax workers (threads) in this process")
     batch_size: int = Field(10_000, ge=1, description="messages per source read")
@@ -120,6 +241,9 @@ def load(model: type[_Settings], **given: Any) -> Any:
     explicit = {name: value for name, value in given.items() if value is not None}
     try:
         return model(**explicit)
+    except SettingsError as error:
+        msg = f'{error} (METERWAX_* variables of map settings hold JSON, e.g. \'{{"k": "v"}}\')'
+        raise ConfigError(msg) from None
     except ValidationError as error:
         problems = []
         for problem in error.errors(include_url=False):

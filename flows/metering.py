@@ -19,11 +19,14 @@ from pathlib import Path
 import bytewax.operators as op
 from bytewax._bytewax import cli_main, run_main
 from bytewax.dataflow import Dataflow
+from bytewax.errors import BytewaxRuntimeError
 from bytewax.inputs import Source
 from bytewax.outputs import Sink
 from bytewax.recovery import RecoveryConfig
 
 from meterwax.durations import format_duration_us
+from meterwax.errors import MeterwaxError
+from meterwax.flows.stopping import StopRequest
 from meterwax.metrics import RunStats
 from meterwax.operators.dataflow import meter_partitions
 from meterwax.operators.partition import MeteringRules
@@ -59,6 +62,8 @@ class RunReport:
     seconds: float
     partitions: list[SourcePartition] = field(default_factory=list)
     workers: int = 1
+    stopped_by: str | None = None
+    """The signal that stopped a run before the end of its input (None: it ran to the end)."""
 
 
 def execute(
@@ -95,12 +100,48 @@ def run_to_lake(
     workers: int = 1,
     epoch_interval_us: int = 5_000_000,
     recovery_dir: Path | None = None,
+    process_id: int | None = None,
+    addresses: list[str] | None = None,
+    stop: StopRequest | None = None,
 ) -> RunReport:
-    """Create the lake's tables if needed, run the main flow to the end of its input."""
+    """Create the lake's tables if needed, run the main flow to the end of its input.
+
+    With ``addresses``, this process is number ``process_id`` of a multi-process run and
+    reports its own share. If ``stop`` records a signal, the run ends early and the report
+    says so (it counts what was committed). A deliberate meterwax error raised inside the
+    dataflow (a Kafka or lake failure) is raised as itself, not wrapped in Bytewax's.
+    """
     lake.ensure_tables(rules.window_us)
     stats = RunStats()
     sink = MeteringSink(lake, partitions, window_us=rules.window_us, stats=stats)
     flow = build_flow(source, sink, rules)
     started = time.monotonic()
-    execute(flow, workers=workers, epoch_interval_us=epoch_interval_us, recovery_dir=recovery_dir)
+    try:
+        execute(
+            flow,
+            workers=workers,
+            epoch_interval_us=epoch_interval_us,
+            recovery_dir=recovery_dir,
+            process_id=process_id,
+            addresses=addresses,
+        )
+    except (KeyboardInterrupt, BytewaxRuntimeError) as error:
+        if stop is not None and stop.requested:
+            return RunReport(stats, time.monotonic() - started, partitions, workers, stop.name)
+        cause = _meterwax_cause(error)
+        if cause is None:
+            raise
+        raise cause from None
     return RunReport(stats, time.monotonic() - started, partitions, workers)
+
+
+def _meterwax_cause(error: BaseException) -> MeterwaxError | None:
+    """The first deliberate meterwax error in an exception's chain of causes."""
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        if isinstance(current, MeterwaxError):
+            return current
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return None

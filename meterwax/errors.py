@@ -11,3 +11,7 @@ class ConfigError(MeterwaxError):
 
 class LakeError(MeterwaxError):
     """The lake is missing, unreadable, or was written with incompatible settings."""
+
+
+class BrokerError(MeterwaxError):
+    """Kafka is unreachable, a topic is missing, or a read or write failed for good."""

@@ -14,6 +14,7 @@ from deltalake.exceptions import DeltaError, TableNotFoundError
 
 from meterwax.durations import format_duration_us
 from meterwax.errors import LakeError
+from meterwax.sinks.delta_writes import CommitStats, retry_commit
 from meterwax.sinks.schemas import ALL_TABLES, USAGE_WINDOWS, TableSpec
 
 WINDOW_PROPERTY = "meterwax.window_us"
@@ -83,15 +84,21 @@ class Lake:
             properties = dict(spec.properties)
             if spec is USAGE_WINDOWS:
                 properties[WINDOW_PROPERTY] = str(window_us)
-            DeltaTable.create(
-                self.uri(spec),
-                schema=spec.schema,
-                mode="ignore",
-                partition_by=list(spec.partition_by) or None,
-                configuration=properties,
-                storage_options=self.storage_options,
-                raise_if_key_not_exists=False,
-            )
+
+            def create(spec: TableSpec = spec, properties: dict[str, str] = properties) -> None:
+                DeltaTable.create(
+                    self.uri(spec),
+                    schema=spec.schema,
+                    mode="ignore",
+                    partition_by=list(spec.partition_by) or None,
+                    configuration=properties,
+                    storage_options=self.storage_options,
+                    raise_if_key_not_exists=False,
+                )
+
+            # The processes of a multi-process run start together and all create the tables:
+            # the loser of a race gets a commit conflict, and its retry finds the table there.
+            retry_commit(create, f"create table {spec.name}", CommitStats())
         existing = self.window_us()
         if existing is not None and existing != window_us:
             msg = (

@@ -1,4 +1,4 @@
-"""``meterwax run``: the main flow over input files."""
+"""``meterwax run``: the main flow over input files or a Kafka topic."""
 
 from __future__ import annotations
 
@@ -7,11 +7,15 @@ from typing import Any
 
 import click
 
+from meterwax.errors import ConfigError
 from meterwax.flows import config
+from meterwax.flows.commands.kafka_options import kafka_options, parse_kafka_config
 from meterwax.flows.commands.options import CONTEXT, lake_option, rules_options
 from meterwax.flows.file_source import FileSource
+from meterwax.flows.kafka_source import KafkaSource
 from meterwax.flows.metering import RunReport, run_to_lake
 from meterwax.flows.render import to_json
+from meterwax.flows.stopping import stop_on_signals
 from meterwax.flows.summary import render_summary, summary_data
 from meterwax.sinks.lake import Lake
 
@@ -21,7 +25,12 @@ Examples:
   meterwax run --input events.jsonl --lake ./lake
   meterwax run --input a.jsonl --input b.jsonl --lake ./lake --workers 2
   METERWAX_WINDOW=5m meterwax run --input events.jsonl --lake ./lake --format json
+  meterwax run --brokers localhost:9092 --topic usage-events --lake ./lake
+  meterwax run --brokers localhost:9092 --lake ./lake --stop-at-end --workers 2
+  meterwax run --brokers kafka:9092 --lake s3://bucket/lake -i 0 -a "w0:2101;w1:2101"
 """
+
+_KAFKA_ONLY = ("topic", "stop_at_end", "kafka_config")
 
 
 @click.command(epilog=_RUN_EXAMPLES, context_settings=CONTEXT)
@@ -29,16 +38,32 @@ Examples:
     "--input",
     "inputs",
     multiple=True,
-    required=True,
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
     help="JSON Lines file of events (repeat for several; each file is one partition).",
 )
+@kafka_options
+@click.option(
+    "--stop-at-end",
+    is_flag=True,
+    default=None,
+    help="Kafka: stop at the end the topic had when the run started (default: tail forever).",
+)
 @lake_option
 @rules_options
-@click.option("--workers", type=int, help="Worker threads in this process.  [default 1]")
+@click.option(
+    "--workers", type=int, help="Worker threads in this process (per process).  [default 1]"
+)
 @click.option("--batch-size", type=int, help="Messages read per batch.  [default 10000]")
 @click.option(
     "--commit-interval", help="How often Delta commits happen (Bytewax epoch).  [default 5s]"
+)
+@click.option(
+    "-i", "--process-id", type=int, help="Multi-process: this process's index in --addresses."
+)
+@click.option(
+    "-a",
+    "--addresses",
+    help="Multi-process: every process's HOST:PORT, ';'-separated, the same for all.",
 )
 @click.option(
     "--format",
@@ -48,30 +73,84 @@ Examples:
     show_default=True,
     help="Summary format.",
 )
-def run(inputs: tuple[Path, ...], output_format: str, **flags: Any) -> None:
-    """Run the main flow over input files to their end, then print a summary.
+@click.pass_context
+def run(
+    ctx: click.Context,
+    inputs: tuple[Path, ...],
+    kafka_config: tuple[str, ...],
+    output_format: str,
+    **flags: Any,
+) -> None:
+    """Run the main flow over input files to their end, or over a Kafka topic.
 
     Validates every event, drops duplicates, counts on-time events into the ledger and into
     tumbling windows, sends late events to late_events and rejected input to quarantine.
     Re-running the same input changes nothing.
+
+    Kafka input (--brokers) reads every partition of the topic from its beginning and tails
+    it until stopped (Ctrl-C or SIGTERM: what was committed stays committed), or with
+    --stop-at-end up to the end the topic had when the run started. Several processes share
+    the partitions with -i/-a (start one `meterwax run` per address).
     """
+    flags["kafka_config"] = parse_kafka_config(kafka_config)
+    if inputs:
+        if flags["brokers"] is not None:
+            msg = "--input and --brokers are mutually exclusive: read files or a topic, not both"
+            raise ConfigError(msg)
+        for name in _KAFKA_ONLY:
+            if flags[name] is not None:
+                flag = "--" + name.replace("_", "-")
+                msg = f"{flag} is for Kafka input (--brokers), not for --input files"
+                raise ConfigError(msg)
     settings = config.load(config.RunSettings, **flags)
-    source = FileSource(list(inputs), batch_size=settings.batch_size)
-    report = run_to_lake(
-        source,
-        source.partitions,
-        Lake(settings.lake),
-        settings.rules(),
-        workers=settings.workers,
-        epoch_interval_us=settings.commit_interval,
-    )
-    names = ", ".join(p.name for p in inputs)
+    if not inputs and settings.brokers is None:
+        msg = "nothing to read: give --input FILE or --brokers HOST:PORT (or set METERWAX_BROKERS)"
+        raise ConfigError(msg)
+    addresses = settings.cluster_addresses()
+    source: FileSource | KafkaSource
+    if inputs:
+        source = FileSource(list(inputs), batch_size=settings.batch_size)
+        what = ", ".join(p.name for p in inputs)
+    else:
+        source = KafkaSource(
+            settings.cluster(),
+            settings.topic,
+            batch_size=settings.batch_size,
+            stop_at_end=settings.stop_at_end,
+        )
+        what = f"kafka:{settings.topic} ({len(source.partitions)} partitions)"
+    if addresses is not None:
+        what += f", process {settings.process_id} of {len(addresses)}"
+    with stop_on_signals() as stop:
+        report = run_to_lake(
+            source,
+            source.partitions,
+            Lake(settings.lake),
+            settings.rules(),
+            workers=settings.workers,
+            epoch_interval_us=settings.commit_interval,
+            process_id=settings.process_id,
+            addresses=addresses,
+            stop=stop,
+        )
     print_summary(
-        report, f"meterwax run: {names} → {settings.lake} ({settings.describe()})", output_format
+        report, f"meterwax run: {what} → {settings.lake} ({settings.describe()})", output_format
     )
+    if report.stopped_by:
+        ctx.exit(stop.exit_code)
 
 
 def print_summary(report: RunReport, title: str, output_format: str) -> None:
     """Print a run's summary as a table or JSON."""
     data = summary_data(report, title=title)
-    click.echo(to_json(data) if output_format == "json" else render_summary(data))
+    if report.stopped_by:
+        data["stopped_by"] = report.stopped_by
+    if output_format == "json":
+        click.echo(to_json(data))
+        return
+    click.echo(render_summary(data))
+    if report.stopped_by:
+        click.echo(
+            f"  stopped by {report.stopped_by}: the numbers above are what was committed; "
+            "a rerun skips what was committed and does the rest"
+        )

@@ -1,0 +1,60 @@
+"""Stopping long-running commands on SIGTERM as on Ctrl-C, and knowing that it happened.
+
+``docker stop`` and Kubernetes send SIGTERM, which by default kills Python without running
+any cleanup; Ctrl-C raises KeyboardInterrupt. Inside :func:`stop_on_signals` both raise
+KeyboardInterrupt and are recorded, so a command can tell a requested stop (print what was
+committed, exit ``128 + signal``) from a failure. Bytewax turns the interrupt into its own
+runtime error when it happens inside a dataflow, which is why the record matters.
+
+Stopping is safe for the main flow: the sinks commit at every epoch, so a stop loses only
+uncommitted work, which the next run reads and writes again (idempotently).
+"""
+
+from __future__ import annotations
+
+import signal
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from types import FrameType
+
+
+@dataclass
+class StopRequest:
+    """Which signal asked the command to stop (None: none did)."""
+
+    signum: int | None = None
+
+    @property
+    def requested(self) -> bool:
+        """True once a stop signal arrived."""
+        return self.signum is not None
+
+    @property
+    def name(self) -> str:
+        """``SIGTERM``, ``SIGINT``… (empty when no signal arrived)."""
+        return signal.Signals(self.signum).name if self.signum is not None else ""
+
+    @property
+    def exit_code(self) -> int:
+        """The conventional exit code of a process stopped by this signal."""
+        return 128 + (self.signum or 0)
+
+
+@contextmanager
+def stop_on_signals(
+    signals: tuple[signal.Signals, ...] = (signal.SIGINT, signal.SIGTERM),
+) -> Iterator[StopRequest]:
+    """Within the block, each of ``signals`` is recorded and raises KeyboardInterrupt."""
+    request = StopRequest()
+
+    def handle(signum: int, _frame: FrameType | None) -> None:
+        request.signum = request.signum or signum
+        raise KeyboardInterrupt(signal.Signals(signum).name)
+
+    previous = {sig: signal.signal(sig, handle) for sig in signals}
+    try:
+        yield request
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)

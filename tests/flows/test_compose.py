@@ -1,0 +1,69 @@
+"""docker-compose.yml and the Dockerfile stay in step with the command line.
+
+No Docker engine is needed: every service command in the compose file is parsed by the real
+``meterwax`` CLI (a renamed flag would otherwise only show up when a user runs compose).
+Checking the whole file's syntax is `docker-compose config` (see the README).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import click
+
+from meterwax.flows.cli import main
+
+REPO = Path(__file__).resolve().parents[2]
+COMPOSE = (REPO / "docker-compose.yml").read_text()
+
+
+def service_commands() -> dict[str, list[str]]:
+    """``service name → command`` for every service whose command is a one-line JSON list."""
+    commands: dict[str, list[str]] = {}
+    service = None
+    for line in COMPOSE.splitlines():
+        header = re.match(r"^  ([a-z][a-z0-9-]*):\s*$", line)
+        if header:
+            service = header.group(1)
+        command = re.match(r"^    command: (\[.*\])\s*$", line)
+        if command and service is not None:
+            commands[service] = json.loads(command.group(1))
+    return commands
+
+
+def parse(args: list[str]) -> click.Context:
+    """Parse a command line down to its leaf command, without running it."""
+    command: click.Command = main
+    context = click.Context(main, info_name="meterwax")
+    rest = list(args)
+    while isinstance(command, click.Group):
+        name, rest = rest[0], rest[1:]
+        sub = command.get_command(context, name)
+        assert sub is not None, f"unknown command {name!r} in {args}"
+        command = sub
+        context = click.Context(sub, info_name=name, parent=context)
+    return command.make_context(context.info_name, rest, parent=context.parent)
+
+
+def test_every_compose_command_is_a_valid_meterwax_command_line():
+    commands = service_commands()
+    assert {"topics", "meterwax", "heartbeat", "produce"} <= set(commands)
+    for service, args in commands.items():
+        context = parse(args)
+        assert context.command.name, service
+    assert parse(commands["meterwax"]).params["lake"] == "/lake"
+    assert "lake:/lake" in COMPOSE
+
+
+def test_compose_runs_apache_kafka_4_in_kraft_mode():
+    image = re.search(r"image: apache/kafka:(\d+)\.", COMPOSE)
+    assert image and int(image.group(1)) == 4
+    assert "KAFKA_PROCESS_ROLES: broker,controller" in COMPOSE
+
+
+def test_the_image_runs_meterwax_on_a_python_bytewax_supports():
+    dockerfile = (REPO / "Dockerfile").read_text()
+    assert re.search(r"^FROM python:3\.(8|9|10|11|12)-slim$", dockerfile, re.MULTILINE)
+    assert 'ENTRYPOINT ["meterwax"]' in dockerfile
