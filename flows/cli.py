@@ -23,6 +23,7 @@ from meterwax.flows.commands.maintain import maintain
 from meterwax.flows.commands.options import CONTEXT
 from meterwax.flows.commands.produce import produce
 from meterwax.flows.commands.reconcile import reconcile_command
+from meterwax.flows.commands.replay import replay_command
 from meterwax.flows.commands.run import run
 from meterwax.flows.commands.topics import topics
 from meterwax.flows.commands.usage import usage
@@ -56,7 +57,7 @@ def main(verbose: int) -> None:
 
 for command in (run, demo, usage, corrections, reconcile_command, maintain):
     main.add_command(command)
-for command in (produce, heartbeat, topics):  # Kafka
+for command in (produce, heartbeat, topics, replay_command):  # Kafka
     main.add_command(command)
 
 

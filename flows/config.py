@@ -219,6 +219,10 @@ class TopicSettings(KafkaSettings):
     )
 
 
+class ReplaySettings(LakeSettings, KafkaSettings):
+    """``meterwax replay``: a topic range and the lake to repair."""
+
+
 class RunSettings(LakeSettings, RulesSettings, KafkaSettings, ProcessSettings):
     """``meterwax run``: the main flow."""
 
@@ -228,9 +232,18 @@ class RunSettings(LakeSettings, RulesSettings, KafkaSettings, ProcessSettings):
 
     workers: int = Field(1, ge=1, description="Bytewax workers (threads) in this process")
     batch_size: int = Field(10_000, ge=1, description="messages per source read")
-    commit_interval: Duration = Field(
-        parse_duration_us("5s"), description="epoch length: how often Delta commits happen"
+    snapshot_interval: Duration = Field(
+        parse_duration_us("5s"),
+        description="Bytewax epoch: how often state is snapshotted and Delta commits happen",
     )
+    recovery_dir: str | None = Field(
+        None, description="Bytewax recovery store (Kafka input: a default under --state-dir)"
+    )
+    state_dir: str = Field(
+        "./.meterwax", description="where default recovery stores are kept (Kafka input)"
+    )
+    recovery: bool = Field(True, description="Kafka input: resume from the recovery store")
+    metrics_port: int | None = Field(None, ge=1, le=65535, description="serve /metrics here")
 
 
 def load(model: type[_Settings], **given: Any) -> Any:

@@ -103,6 +103,7 @@ def run_to_lake(
     process_id: int | None = None,
     addresses: list[str] | None = None,
     stop: StopRequest | None = None,
+    stats: RunStats | None = None,
 ) -> RunReport:
     """Create the lake's tables if needed, run the main flow to the end of its input.
 
@@ -112,7 +113,7 @@ def run_to_lake(
     dataflow (a Kafka or lake failure) is raised as itself, not wrapped in Bytewax's.
     """
     lake.ensure_tables(rules.window_us)
-    stats = RunStats()
+    stats = stats or RunStats()
     sink = MeteringSink(lake, partitions, window_us=rules.window_us, stats=stats)
     flow = build_flow(source, sink, rules)
     started = time.monotonic()

@@ -1,23 +1,34 @@
-"""The Bytewax recovery store of a main-flow run: create it, or check it before resuming.
+"""The Bytewax recovery store of a main-flow run: where it is, create it, check it on resume.
 
-Bytewax keeps operator state and source offsets in SQLite partitions under one directory and
-resumes from the newest complete epoch there. Resuming a store that was made for another input
-(another topic, another partition count, another window length) would silently mix states,
-so meterwax writes what the store was made for next to it and refuses a mismatch.
+Bytewax keeps operator state (watermarks, dedupe indexes, open windows) and source offsets in
+SQLite partitions under one directory, and resumes from the newest epoch complete there.
+Resuming a store that was made for another input (another topic or partition count, another
+window length, another lake) would silently mix states, so meterwax writes what the store was
+made for next to it and refuses a mismatch.
+
+Kafka input keeps a store by default, under ``<state dir>/recovery/<hash of lake and topic>``
+(``--state-dir``, default ``./.meterwax``);
+file input has none unless ``--recovery-dir`` is given (a file is a complete input: a rerun
+reads it again and the lake skips what it already holds).
 """
 
 from __future__ import annotations
 
+import fcntl
+import hashlib
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Protocol
 
 from bytewax._bytewax import init_db_dir
-from bytewax.recovery import RecoveryConfig
 
 from meterwax.errors import ConfigError
+from meterwax.operators.records import SourcePartition
+from meterwax.sinks.lake import Lake
 
 IDENTITY_FILE = "meterwax-recovery.json"
+FLOW = "meterwax_metering"
 
 
 @dataclass(frozen=True)
@@ -25,41 +36,74 @@ class StoreIdentity:
     """What a recovery store belongs to."""
 
     flow: str
+    lake: str
     source: str
-    """``kafka:<topic>`` or the file origins, comma-separated."""
+    """The origins of the input (``kafka:<topic>`` or file origins), comma-separated."""
     partitions: int
     window_us: int
 
 
-def prepare_store(
-    directory: Path, identity: StoreIdentity, *, store_partitions: int = 1
-) -> RecoveryConfig:
-    """Create and initialise the store if it is new; otherwise check it matches ``identity``."""
-    identity_path = directory / IDENTITY_FILE
-    has_state = directory.is_dir() and any(directory.glob("part-*.sqlite3"))
-    if not has_state:
-        directory.mkdir(parents=True, exist_ok=True)
-        init_db_dir(directory, store_partitions)
-        identity_path.write_text(json.dumps(asdict(identity), indent=2) + "\n")
-        return RecoveryConfig(str(directory))
-    if not identity_path.exists():
-        msg = (
-            f"recovery store {directory} has state but no {IDENTITY_FILE}: it was not made by "
-            "meterwax; use an empty directory"
-        )
-        raise ConfigError(msg)
-    recorded = StoreIdentity(**json.loads(identity_path.read_text()))
-    differences = [
-        f"{name} {getattr(recorded, name)!r} (this run: {getattr(identity, name)!r})"
-        for name in ("flow", "source", "partitions", "window_us")
-        if getattr(recorded, name) != getattr(identity, name)
-    ]
-    if differences:
-        msg = (
-            f"recovery store {directory} was made for another input: "
-            + "; ".join(differences)
-            + ". Resuming it would mix states. Use a new --recovery-dir (the lake's Delta "
-            "transaction log keeps the run exactly once), or the original settings."
-        )
-        raise ConfigError(msg)
-    return RecoveryConfig(str(directory))
+class _RecoverySettings(Protocol):
+    recovery_dir: str | None
+    recovery: bool
+    state_dir: str
+    window: int
+
+
+def recovery_store(
+    settings: _RecoverySettings, lake: Lake, partitions: list[SourcePartition], *, kafka: bool
+) -> Path | None:
+    """The prepared store directory for this run, or None when the run keeps none."""
+    if settings.recovery_dir is None and not (kafka and settings.recovery):
+        return None
+    identity = StoreIdentity(
+        flow=FLOW,
+        lake=lake.root,
+        source=",".join(sorted({p.source for p in partitions})),
+        partitions=len(partitions),
+        window_us=settings.window,
+    )
+    if settings.recovery_dir is not None:
+        directory = Path(settings.recovery_dir)
+    else:
+        digest = hashlib.sha256(f"{identity.lake}\n{identity.source}".encode()).hexdigest()
+        directory = Path(settings.state_dir) / "recovery" / digest[:16]
+    prepare_store(directory, identity)
+    return directory
+
+
+def prepare_store(directory: Path, identity: StoreIdentity, *, store_partitions: int = 1) -> None:
+    """Create and initialise the store if it is new; otherwise check it matches ``identity``.
+
+    Several processes of one run may prepare the same directory at once; a lock file makes
+    exactly one of them create it.
+    """
+    directory.mkdir(parents=True, exist_ok=True)
+    with (directory / ".lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        identity_path = directory / IDENTITY_FILE
+        has_state = any(directory.glob("part-*.sqlite3"))
+        if not has_state:
+            init_db_dir(directory, store_partitions)
+            identity_path.write_text(json.dumps(asdict(identity), indent=2) + "\n")
+            return
+        if not identity_path.exists():
+            msg = (
+                f"recovery store {directory} has state but no {IDENTITY_FILE}: it was not made "
+                "by meterwax; use an empty directory"
+            )
+            raise ConfigError(msg)
+        recorded = json.loads(identity_path.read_text())
+        differences = [
+            f"{name} {recorded.get(name)!r} (this run: {value!r})"
+            for name, value in asdict(identity).items()
+            if recorded.get(name) != value
+        ]
+        if differences:
+            msg = (
+                f"recovery store {directory} was made for another input: "
+                + "; ".join(differences)
+                + ". Resuming it would mix states: use another --recovery-dir (the lake's "
+                "Delta log keeps a fresh start exactly once) or the original settings."
+            )
+            raise ConfigError(msg)

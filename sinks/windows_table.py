@@ -86,10 +86,16 @@ def insert_first_totals(
 ) -> list[WindowRow]:
     """Insert windows that have no row yet; return the ones that exist with other totals.
 
-    The insert-only MERGE reports how many rows it inserted. Only when that falls short of
-    the batch (a replay, or a window another partition wrote first) are the existing rows of
-    this batch's tenants read back, to tell a replay (same totals) from a conflict.
+    Rows at or below the position this source partition has already committed (the ``txn``
+    version of ``app_id``) were handled by an earlier run, conflicts included: a replay skips
+    them. The insert-only MERGE reports how many of the others it inserted; only when that
+    falls short (a window another partition wrote first, or one already corrected) are this
+    batch's tenants read back, to tell an identical row from a conflict.
     """
+    table.update_incremental()
+    committed = table.transaction_version(app_id)
+    if committed is not None:
+        rows = [r for r in rows if r.position > committed]
     if not rows:
         return []
     dates = [_date_of(r.window_start_us) for r in rows]

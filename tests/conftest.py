@@ -20,6 +20,12 @@ settings.register_profile(
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _state_outside_the_repository(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Default recovery stores of Kafka runs go to a temporary directory, not ./.meterwax."""
+    os.environ["METERWAX_STATE_DIR"] = str(tmp_path_factory.mktemp("meterwax-state"))
+
+
 def write_lines(path: Path, payloads: Iterable[bytes]) -> Path:
     """Write one payload per line."""
     with path.open("wb") as handle:

@@ -53,7 +53,7 @@ def demo(lake: str, events: int, tenants: int, seed: int) -> None:
         source.partitions,
         lake_root,
         settings.rules(),
-        epoch_interval_us=settings.commit_interval,
+        epoch_interval_us=settings.snapshot_interval,
     )
     print_summary(report, f"meterwax run: {input_path.name} → {lake_root.root}", "table")
     fixed = run_corrections(lake_root, once=True).stats.snapshot()

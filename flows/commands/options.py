@@ -44,3 +44,12 @@ def rules_options(function: Any) -> Any:
     for option in reversed(options):
         function = option(function)
     return function
+
+
+def metrics_option(function: Any) -> Any:
+    """Add ``--metrics-port``."""
+    return click.option(
+        "--metrics-port",
+        type=int,
+        help="Serve Prometheus metrics on this port while running.  [env METERWAX_METRICS_PORT]",
+    )(function)

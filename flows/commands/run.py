@@ -10,13 +10,15 @@ import click
 from meterwax.errors import ConfigError
 from meterwax.flows import config
 from meterwax.flows.commands.kafka_options import kafka_options, parse_kafka_config
-from meterwax.flows.commands.options import CONTEXT, lake_option, rules_options
+from meterwax.flows.commands.options import CONTEXT, lake_option, metrics_option, rules_options
 from meterwax.flows.file_source import FileSource
 from meterwax.flows.kafka_source import KafkaSource
 from meterwax.flows.metering import RunReport, run_to_lake
+from meterwax.flows.recovery import recovery_store
 from meterwax.flows.render import to_json
 from meterwax.flows.stopping import stop_on_signals
 from meterwax.flows.summary import render_summary, summary_data
+from meterwax.metrics import RunStats, serve
 from meterwax.sinks.lake import Lake
 
 _RUN_EXAMPLES = """
@@ -26,11 +28,12 @@ Examples:
   meterwax run --input a.jsonl --input b.jsonl --lake ./lake --workers 2
   METERWAX_WINDOW=5m meterwax run --input events.jsonl --lake ./lake --format json
   meterwax run --brokers localhost:9092 --topic usage-events --lake ./lake
+  meterwax run --brokers localhost:9092 --lake ./lake --recovery-dir /var/lib/meterwax/rec
   meterwax run --brokers localhost:9092 --lake ./lake --stop-at-end --workers 2
   meterwax run --brokers kafka:9092 --lake s3://bucket/lake -i 0 -a "w0:2101;w1:2101"
 """
 
-_KAFKA_ONLY = ("topic", "stop_at_end", "kafka_config")
+_KAFKA_ONLY = ("topic", "stop_at_end", "kafka_config", "recovery")
 
 
 @click.command(epilog=_RUN_EXAMPLES, context_settings=CONTEXT)
@@ -55,8 +58,28 @@ _KAFKA_ONLY = ("topic", "stop_at_end", "kafka_config")
 )
 @click.option("--batch-size", type=int, help="Messages read per batch.  [default 10000]")
 @click.option(
-    "--commit-interval", help="How often Delta commits happen (Bytewax epoch).  [default 5s]"
+    "--snapshot-interval",
+    "--commit-interval",
+    "snapshot_interval",
+    help="Bytewax epoch: how often state is snapshotted and Delta commits happen.  [default 5s]",
 )
+@click.option(
+    "--recovery-dir",
+    help="Bytewax recovery store: created when missing, resumed when present. "
+    "[Kafka default: <state dir>/recovery/<lake+topic hash>; files: none]",
+)
+@click.option(
+    "--state-dir",
+    help="Where default recovery stores live.  [env METERWAX_STATE_DIR; default ./.meterwax]",
+)
+@click.option(
+    "--no-recovery",
+    "recovery",
+    flag_value=False,
+    default=None,
+    help="Kafka input: do not keep a recovery store (every start re-reads the topic).",
+)
+@metrics_option
 @click.option(
     "-i", "--process-id", type=int, help="Multi-process: this process's index in --addresses."
 )
@@ -87,9 +110,11 @@ def run(
     tumbling windows, sends late events to late_events and rejected input to quarantine.
     Re-running the same input changes nothing.
 
-    Kafka input (--brokers) reads every partition of the topic from its beginning and tails
-    it until stopped (Ctrl-C or SIGTERM: what was committed stays committed), or with
-    --stop-at-end up to the end the topic had when the run started. Several processes share
+    Kafka input (--brokers) reads every partition of the topic and tails it until stopped
+    (Ctrl-C or SIGTERM: what was committed stays committed), or with --stop-at-end up to the
+    end the topic had when the run started. It keeps a Bytewax recovery store (snapshots every
+    --snapshot-interval) and resumes from it after a stop or a crash; the lake's Delta
+    transaction log makes whatever is replayed count exactly once. Several processes share
     the partitions with -i/-a (start one `meterwax run` per address).
     """
     flags["kafka_config"] = parse_kafka_config(kafka_config)
@@ -121,17 +146,26 @@ def run(
         what = f"kafka:{settings.topic} ({len(source.partitions)} partitions)"
     if addresses is not None:
         what += f", process {settings.process_id} of {len(addresses)}"
+    lake = Lake(settings.lake)
+    recovery_dir = recovery_store(settings, lake, source.partitions, kafka=not inputs)
+    if recovery_dir is not None:
+        what += f", recovery {recovery_dir}"
+    stats = RunStats()
+    if settings.metrics_port is not None:
+        serve(stats, settings.metrics_port)
     with stop_on_signals() as stop:
         report = run_to_lake(
             source,
             source.partitions,
-            Lake(settings.lake),
+            lake,
             settings.rules(),
             workers=settings.workers,
-            epoch_interval_us=settings.commit_interval,
+            epoch_interval_us=settings.snapshot_interval,
+            recovery_dir=recovery_dir,
             process_id=settings.process_id,
             addresses=addresses,
             stop=stop,
+            stats=stats,
         )
     print_summary(
         report, f"meterwax run: {what} → {settings.lake} ({settings.describe()})", output_format

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -109,10 +110,17 @@ def meterwax_command(*args: str) -> list[str]:
     return [sys.executable, "-m", "meterwax", *args]
 
 
-def run_meterwax(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    """Run meterwax to completion in a subprocess."""
+def run_meterwax(
+    *args: str, timeout: float = 120, env_extra: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run meterwax to completion in a subprocess (``env_extra`` added to its environment)."""
     return subprocess.run(
-        meterwax_command(*args), capture_output=True, text=True, timeout=timeout, check=False
+        meterwax_command(*args),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+        env={**os.environ, **(env_extra or {})},
     )
 
 
@@ -144,12 +152,18 @@ def wait_for(
         time.sleep(0.2)
 
 
-def start_meterwax(log: Path, *args: str) -> subprocess.Popen[str]:
+def start_meterwax(
+    log: Path, *args: str, env_extra: dict[str, str] | None = None
+) -> subprocess.Popen[str]:
     """Start meterwax in the background, its output going to ``log`` (never a pipe that could
     fill up and block it)."""
     with log.open("w") as handle:
         return subprocess.Popen(
-            meterwax_command(*args), stdout=handle, stderr=subprocess.STDOUT, text=True
+            meterwax_command(*args),
+            stdout=handle,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env={**os.environ, **(env_extra or {})},
         )
 
 

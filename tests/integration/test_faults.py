@@ -1,0 +1,215 @@
+"""Fault injection: SIGKILL the flows at random moments and at every dangerous point, G1–G5 hold.
+
+A producer keeps writing a stream with duplicates, late and invalid events while the main
+flow (Kafka input, recovery on) is killed over and over: at random times, and through crash
+points right after one table committed and before the next, and at the start of an epoch
+snapshot. Sometimes it stays down longer than the allowed lateness. Then it runs to the end,
+the correction flow is killed between its own commits and rerun, and every guarantee is
+checked exactly against the messages stored in the topic, and against a clean run.
+
+The short version runs in ``make test``. The long one:
+
+    METERWAX_FAULT_KILLS=60 METERWAX_FAULT_EVENTS=100000 METERWAX_FAULT_SEED=7 make test \\
+        PYTEST_ARGS="-m fault"
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import shutil
+import signal
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from meterwax.flows.generator import Workload, generate
+from meterwax.flows.kafka_producer import Record, RecordWriter
+from meterwax.sinks.lake import Lake
+from tests.integration.guarantees import (
+    check_g1_ledger,
+    check_g2_totals,
+    check_g3_audit,
+    check_g4_accounting,
+    comparable_tables,
+)
+from tests.integration.kafka_helpers import read_topic, run_meterwax, start_meterwax
+
+KILLS = int(os.environ.get("METERWAX_FAULT_KILLS", "12"))
+EVENTS = int(os.environ.get("METERWAX_FAULT_EVENTS", "12000"))
+SEED = int(os.environ.get("METERWAX_FAULT_SEED", str(random.SystemRandom().randrange(10_000))))
+LATENESS_S = 5
+RULES = ("--allowed-lateness", f"{LATENESS_S}s")
+CRASH_POINTS = ("sink.snapshot", "sink.after_events", "sink.after_windows", "sink.after_late")
+CORRECTION_CRASHES = (
+    "corrections.after_ledger",
+    "corrections.after_audit",
+    "corrections.after_windows",
+)
+
+pytestmark = [pytest.mark.kafka, pytest.mark.fault, pytest.mark.slow]
+
+
+def _workload(seed: int) -> Workload:
+    return Workload(
+        events=EVENTS,
+        tenants=25,
+        seed=seed,
+        duplicates=0.03,
+        late=0.02,
+        invalid=0.003,
+        max_retry_delay=2_000,
+        events_per_second=40,
+        jitter_s=1,
+        allowed_lateness_s=LATENESS_S,
+    )
+
+
+class _Producer(threading.Thread):
+    """Writes the stream in small chunks, so it is still writing while the flow is killed."""
+
+    def __init__(self, cluster, topic: str, messages, seconds: float) -> None:
+        super().__init__(daemon=True)
+        self._writer = RecordWriter(cluster, topic)
+        self._messages = messages
+        self._pause = seconds / max(1, len(messages) // 200)
+        self.undelivered = 0
+
+    def run(self) -> None:
+        for start in range(0, len(self._messages), 200):
+            chunk = self._messages[start : start + 200]
+            report = self._writer.write_all(Record(m.key, m.payload) for m in chunk)
+            self.undelivered += report.undelivered
+            time.sleep(self._pause)
+
+
+def _run_args(bootstrap: str, topic: str, lake: Lake, recovery: Path) -> tuple[str, ...]:
+    return (
+        "run",
+        "--brokers",
+        bootstrap,
+        "--topic",
+        topic,
+        "--lake",
+        lake.root,
+        "--recovery-dir",
+        str(recovery),
+        "--snapshot-interval",
+        "300ms",
+        "--batch-size",
+        "400",
+        *RULES,
+    )
+
+
+def _kill_rounds(bootstrap, topic, lake, recovery, log_dir: Path, rng, producer) -> list[str]:
+    """Start and kill the main flow until ``KILLS`` kills happened and the producer is done."""
+    kills: list[str] = []
+    unreached = list(CRASH_POINTS)
+    round_number = 0
+    while len(kills) < KILLS or producer.is_alive() or unreached:
+        round_number += 1
+        assert round_number <= 4 * KILLS + 40, f"crash points never reached: {unreached}"
+        # Crash points first, while the producer still writes (they need data to flush).
+        point = unreached[0] if unreached and round_number % 2 == 1 else None
+        log = log_dir / f"round-{round_number}.log"
+        process = start_meterwax(
+            log,
+            *_run_args(bootstrap, topic, lake, recovery),
+            env_extra={"METERWAX_CRASH_AT": point} if point else None,
+        )
+        deadline = time.monotonic() + (15.0 if point else rng.uniform(0.8, 4.0))
+        while process.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if process.poll() is None:
+            process.send_signal(signal.SIGKILL)
+        code = process.wait(timeout=30)
+        assert code == -signal.SIGKILL, (
+            f"round {round_number} exited {code}:\n{log.read_text()[-3000:]}"
+        )
+        reached = point is not None and "crash point" in log.read_text()
+        if reached:
+            unreached.remove(point)
+        kills.append(point if reached else "random")
+        if rng.random() < 0.25:
+            time.sleep(LATENESS_S + 1)  # down for longer than the allowed lateness
+    return kills
+
+
+def test_g1_to_g5_hold_when_the_flows_are_killed_at_random_and_at_every_commit(
+    tmp_path, bootstrap, cluster, new_topic
+):
+    rng = random.Random(SEED)
+    messages = list(generate(_workload(SEED)))
+    topic = new_topic(4)
+    lake, recovery = Lake(tmp_path / "lake"), tmp_path / "recovery"
+    producer = _Producer(cluster, topic, messages, seconds=max(30.0, KILLS * 2.5))
+    producer.start()
+    kills = _kill_rounds(bootstrap, topic, lake, recovery, tmp_path, rng, producer)
+    producer.join()
+    assert producer.undelivered == 0
+
+    finished = run_meterwax(*_run_args(bootstrap, topic, lake, recovery), "--stop-at-end")
+    assert finished.returncode == 0, finished.stderr[-3000:]
+    for point in CORRECTION_CRASHES:
+        crashed = run_meterwax(
+            "corrections", "--lake", lake.root, "--once", env_extra={"METERWAX_CRASH_AT": point}
+        )
+        assert crashed.returncode in (-signal.SIGKILL, 0), crashed.stderr[-2000:]
+    assert run_meterwax("corrections", "--lake", lake.root, "--once").returncode == 0
+    assert run_meterwax("reconcile", "--lake", lake.root).returncode == 0
+
+    stored = read_topic(bootstrap, topic)
+    assert len(stored) == len(messages)
+    check_g1_ledger(lake, messages)
+    check_g2_totals(lake, messages)
+    check_g3_audit(lake)
+    check_g4_accounting(lake, stored, origin=f"kafka:{topic}")
+
+    # G5: the same tables as a run that was never interrupted.
+    reference = Lake(tmp_path / "reference")
+    clean = run_meterwax(
+        "run",
+        "--brokers",
+        bootstrap,
+        "--topic",
+        topic,
+        "--lake",
+        reference.root,
+        "--no-recovery",
+        "--stop-at-end",
+        *RULES,
+    )
+    assert clean.returncode == 0, clean.stderr[-3000:]
+    assert run_meterwax("corrections", "--lake", reference.root, "--once").returncode == 0
+    final = comparable_tables(lake)
+    assert final == comparable_tables(reference)
+
+    # Replaying the whole topic, and starting over without the recovery store, change nothing.
+    replayed = run_meterwax(
+        "replay",
+        "--brokers",
+        bootstrap,
+        "--topic",
+        topic,
+        "--lake",
+        lake.root,
+        "--from-offsets",
+        "0:0,1:0,2:0,3:0",
+    )
+    assert replayed.returncode == 0, replayed.stderr[-3000:]
+    assert "0 missing events counted" in replayed.stdout
+    shutil.rmtree(recovery)
+    again = run_meterwax(*_run_args(bootstrap, topic, lake, recovery), "--stop-at-end")
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert run_meterwax("corrections", "--lake", lake.root, "--once").returncode == 0
+    assert comparable_tables(lake) == final
+
+    print(
+        f"seed {SEED}: {len(kills)} kills ({', '.join(sorted(set(kills)))}), "
+        f"{len(messages)} messages"
+    )
+    assert len(kills) >= KILLS
+    assert set(CRASH_POINTS) <= set(kills), kills
