@@ -107,10 +107,10 @@ class CorrectionsReport:
 
 
 def run_corrections(
-    lake: Lake, *, once: bool = True, poll_interval_s: float = 5.0
+    lake: Lake, *, once: bool = True, poll_interval_s: float = 5.0, stats: RunStats | None = None
 ) -> CorrectionsReport:
     """Run the correction flow (to completion when ``once``)."""
-    stats = RunStats()
+    stats = stats or RunStats()
     started = time.monotonic()
     run_main(build_corrections_flow(lake, once=once, poll_interval_s=poll_interval_s, stats=stats))
     return CorrectionsReport(stats, time.monotonic() - started)

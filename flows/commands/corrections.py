@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 import click
+from bytewax.errors import BytewaxRuntimeError
 
 from meterwax.durations import parse_duration_us
 from meterwax.flows import config
-from meterwax.flows.commands.options import CONTEXT, lake_option
+from meterwax.flows.commands.options import CONTEXT, lake_option, metrics_option
 from meterwax.flows.corrections import run_corrections
 from meterwax.flows.render import format_decimal, text_table, to_json
+from meterwax.flows.stopping import stop_on_signals
+from meterwax.metrics import RunStats, serve
 from meterwax.sinks.lake import Lake
 from meterwax.sinks.queries import literal, sql
 from meterwax.sinks.schemas import USAGE_CORRECTIONS
@@ -33,6 +37,7 @@ Examples:
     show_default=True,
     help="How often to look for new late events when following.",
 )
+@metrics_option
 @click.option("--show", is_flag=True, help="Print the audit trail (usage_corrections) instead.")
 @click.option("--tenant", help="With --show: only this tenant.")
 @click.option(
@@ -46,6 +51,7 @@ def corrections(
     lake: str | None,
     once: bool,
     poll_interval: str,
+    metrics_port: int | None,
     show: bool,
     tenant: str | None,
     output_format: str,
@@ -62,9 +68,23 @@ def corrections(
     if show:
         _show(lake_root, tenant, output_format)
         return
-    report = run_corrections(
-        lake_root, once=once, poll_interval_s=parse_duration_us(poll_interval) / 1_000_000
-    )
+    stats = RunStats()
+    if metrics_port is not None:
+        serve(stats, metrics_port)
+    with stop_on_signals() as stop:
+        try:
+            report = run_corrections(
+                lake_root,
+                once=once,
+                poll_interval_s=parse_duration_us(poll_interval) / 1_000_000,
+                stats=stats,
+            )
+        except (KeyboardInterrupt, BytewaxRuntimeError):
+            if not stop.requested:
+                raise
+            # Every batch is applied whole or redone by the next run: nothing is half-done.
+            click.echo(f"meterwax corrections: stopped by {stop.name}", err=True)
+            sys.exit(stop.exit_code)
     counters = report.stats.snapshot()
     data = {
         "late_events_read": counters["late_read"],
