@@ -26,7 +26,7 @@ from meterwax.operators.corrections import (
     plan_window_changes,
     reconcile_with_audit,
 )
-from meterwax.sinks.arrow_rows import decimal_to_nanos, timestamp_to_micros
+from meterwax.sinks.arrow_rows import decimal_to_nanos, group_by_window, window_keys
 from meterwax.sinks.corrections_store import CorrectionStore
 from meterwax.sinks.lake import Lake
 from meterwax.sinks.queries import instant_literal, sql
@@ -79,31 +79,16 @@ def ledger_window_totals(
         columns=["tenant_id", "id", "meter", "event_time", "quantity"], filter=condition
     )
     micros = rows.column("event_time").cast(TIMESTAMP).cast(pa.int64()).to_numpy()
-    starts = micros - micros % window_us
-    rows = rows.append_column("window_start_us", pa.array(starts, pa.int64()))
+    starts = pa.array(micros - micros % window_us, pa.int64())
+    keep = None
     if start is not None:
-        rows = rows.filter(pc.field("window_start_us") >= _micros(start))
+        keep = pc.greater_equal(starts, _micros(start))
     if end is not None:
-        rows = rows.filter(pc.field("window_start_us") < _micros(end))
-    grouped = rows.group_by(["tenant_id", "meter", "window_start_us"]).aggregate(
-        [("quantity", "sum"), ("quantity", "count")]
-    )
-    totals = dict(
-        zip(
-            zip(
-                grouped.column("tenant_id").to_pylist(),
-                grouped.column("meter").to_pylist(),
-                grouped.column("window_start_us").to_pylist(),
-                strict=True,
-            ),
-            zip(
-                decimal_to_nanos(grouped.column("quantity_sum")),
-                grouped.column("quantity_count").to_pylist(),
-                strict=True,
-            ),
-            strict=True,
-        )
-    )
+        before_end = pc.less(starts, _micros(end))
+        keep = before_end if keep is None else pc.and_(keep, before_end)
+    if keep is not None:
+        rows = rows.filter(keep)
+    totals = group_by_window(rows, window_us)
     keys = rows.group_by(["tenant_id", "id"]).aggregate([("id", "count")])
     repeated = keys.filter(pc.greater(keys.column("id_count"), 1))
     duplicates = sorted(
@@ -140,12 +125,7 @@ def window_rows(
     return {
         key: CurrentWindow((quantity, count), revision)
         for key, quantity, count, revision in zip(
-            zip(
-                table.column("tenant_id").to_pylist(),
-                table.column("meter").to_pylist(),
-                timestamp_to_micros(table.column("window_start")),
-                strict=True,
-            ),
+            window_keys(table),
             decimal_to_nanos(table.column("quantity")),
             table.column("event_count").to_pylist(),
             table.column("revision").to_pylist(),

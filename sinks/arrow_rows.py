@@ -32,21 +32,27 @@ def decimal_column(nanos: Sequence[int]) -> pa.Array:
     return pa.Array.from_buffers(QUANTITY, len(nanos), [None, pa.py_buffer(buffer)])
 
 
+WIDE_QUANTITY = pa.decimal256(76, 9)
+"""What sums are computed in: no sum of fewer than 2^63 quantities can overflow it."""
+
+
 def decimal_to_nanos(array: pa.Array | pa.ChunkedArray) -> list[int | None]:
-    """Integer nano-units from a ``decimal128(38, 9)`` array, exactly (inverse of the above)."""
+    """Integer nano-units from a scale-9 decimal array, exactly (inverse of the above)."""
     chunks = array.chunks if isinstance(array, pa.ChunkedArray) else [array]
     values: list[int | None] = []
     for chunk in chunks:
-        if chunk.type != QUANTITY:
-            chunk = chunk.cast(QUANTITY)
+        if chunk.type not in (QUANTITY, WIDE_QUANTITY):
+            chunk = chunk.cast(WIDE_QUANTITY)
+        width = chunk.type.byte_width
         data = chunk.buffers()[1]
-        raw = memoryview(data)[chunk.offset * 16 : (chunk.offset + len(chunk)) * 16]
+        raw = memoryview(data)[chunk.offset * width : (chunk.offset + len(chunk)) * width]
         valid = chunk.is_valid().to_pylist() if chunk.null_count else None
         for i in range(len(chunk)):
             if valid is not None and not valid[i]:
                 values.append(None)
             else:
-                values.append(int.from_bytes(raw[i * 16 : (i + 1) * 16], "little", signed=True))
+                item = raw[i * width : (i + 1) * width]
+                values.append(int.from_bytes(item, "little", signed=True))
     return values
 
 
@@ -166,3 +172,45 @@ def conflicts_table(where: SourcePartition, rows: Sequence[WindowRow]) -> pa.Tab
         },
         schema=WINDOW_CONFLICTS.schema,
     )
+
+
+def window_keys(table: pa.Table) -> list[tuple[str, str, int]]:
+    """(tenant_id, meter, window start in µs) of every row of a table with those columns."""
+    return list(
+        zip(
+            table.column("tenant_id").cast(pa.string()).to_pylist(),
+            table.column("meter").cast(pa.string()).to_pylist(),
+            timestamp_to_micros(table.column("window_start")),
+            strict=True,
+        )
+    )
+
+
+def group_by_window(
+    events: pa.Table, window_us: int
+) -> dict[tuple[str, str, int], tuple[int, int]]:
+    """Exact (nano-units, count) per window of ledger rows.
+
+    ``events`` has tenant_id, meter, event_time and quantity. Quantities are summed as
+    decimal(76, 9): a decimal(38, 9) sum wraps around silently past 38 digits.
+    """
+    micros = events.column("event_time").cast(TIMESTAMP).cast(pa.int64()).to_numpy()
+    grouped = (
+        events.select(["tenant_id", "meter"])
+        .append_column("quantity", events.column("quantity").cast(WIDE_QUANTITY))
+        .append_column("window_start_us", pa.array(micros - micros % window_us, pa.int64()))
+        .group_by(["tenant_id", "meter", "window_start_us"])
+        .aggregate([("quantity", "sum"), ("quantity", "count")])
+    )
+    keys = zip(
+        grouped.column("tenant_id").to_pylist(),
+        grouped.column("meter").to_pylist(),
+        grouped.column("window_start_us").to_pylist(),
+        strict=True,
+    )
+    totals = zip(
+        decimal_to_nanos(grouped.column("quantity_sum")),
+        grouped.column("quantity_count").to_pylist(),
+        strict=True,
+    )
+    return dict(zip(keys, totals, strict=True))

@@ -41,9 +41,11 @@ from meterwax.sinks.arrow_rows import (
     date_column,
     decimal_column,
     decimal_to_nanos,
+    group_by_window,
     quarantine_table,
     timestamp_column,
     timestamp_to_micros,
+    window_keys,
 )
 from meterwax.sinks.delta_writes import CommitStats, retry_commit
 from meterwax.sinks.lake import Lake
@@ -278,29 +280,7 @@ class CorrectionStore:
             filter=pc.field("event_date").isin(pa.array(dates, pa.date32()))
             & pc.field("tenant_id").isin(tenants),
         )
-        micros = rows.column("event_time").cast(TIMESTAMP).cast(pa.int64()).to_numpy()
-        starts = micros - micros % self.window_us
-        grouped = (
-            rows.append_column("window_start_us", pa.array(starts))
-            .group_by(["tenant_id", "meter", "window_start_us"])
-            .aggregate([("quantity", "sum"), ("quantity", "count")])
-        )
-        totals = dict(
-            zip(
-                zip(
-                    grouped.column("tenant_id").to_pylist(),
-                    grouped.column("meter").to_pylist(),
-                    grouped.column("window_start_us").to_pylist(),
-                    strict=True,
-                ),
-                zip(
-                    decimal_to_nanos(grouped.column("quantity_sum")),
-                    grouped.column("quantity_count").to_pylist(),
-                    strict=True,
-                ),
-                strict=True,
-            )
-        )
+        totals = group_by_window(rows, self.window_us)
         return {key: value for key, value in totals.items() if key in wanted}
 
     # --- windows and their audit trail ------------------------------------------------------
@@ -320,12 +300,7 @@ class CorrectionStore:
         )
         found = {}
         for key, quantity, count, revision in zip(
-            zip(
-                table.column("tenant_id").to_pylist(),
-                table.column("meter").to_pylist(),
-                timestamp_to_micros(table.column("window_start")),
-                strict=True,
-            ),
+            window_keys(table),
             decimal_to_nanos(table.column("quantity")),
             table.column("event_count").to_pylist(),
             table.column("revision").to_pylist(),
@@ -350,12 +325,7 @@ class CorrectionStore:
         )
         found = {}
         for key, revision, quantity, count in zip(
-            zip(
-                table.column("tenant_id").to_pylist(),
-                table.column("meter").to_pylist(),
-                timestamp_to_micros(table.column("window_start")),
-                strict=True,
-            ),
+            window_keys(table),
             table.column("revision").to_pylist(),
             decimal_to_nanos(table.column("new_quantity")),
             table.column("new_event_count").to_pylist(),

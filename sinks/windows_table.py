@@ -26,7 +26,7 @@ import pyarrow as pa
 from deltalake import CommitProperties, DeltaTable, QueryBuilder, Transaction
 
 from meterwax.operators.records import WindowRow
-from meterwax.sinks.arrow_rows import decimal_to_nanos, timestamp_to_micros, windows_table
+from meterwax.sinks.arrow_rows import decimal_to_nanos, window_keys, windows_table
 from meterwax.sinks.delta_writes import CommitStats, retry_commit
 
 WINDOW_KEY = "t.tenant_id = s.tenant_id AND t.meter = s.meter AND t.window_start = s.window_start"
@@ -58,23 +58,13 @@ def existing_totals(
         )
         .read_all()
     )
-    return dict(
-        zip(
-            zip(
-                result.column("tenant_id").cast(pa.string()).to_pylist(),
-                result.column("meter").cast(pa.string()).to_pylist(),
-                timestamp_to_micros(result.column("window_start")),
-                strict=True,
-            ),
-            zip(
-                decimal_to_nanos(result.column("quantity")),
-                result.column("event_count").to_pylist(),
-                result.column("revision").to_pylist(),
-                strict=True,
-            ),
-            strict=True,
-        )
+    values = zip(
+        decimal_to_nanos(result.column("quantity")),
+        result.column("event_count").to_pylist(),
+        result.column("revision").to_pylist(),
+        strict=True,
     )
+    return dict(zip(window_keys(result), values, strict=True))
 
 
 def insert_first_totals(

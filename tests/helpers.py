@@ -79,3 +79,25 @@ def without(rows_: list[dict[str, Any]], *columns: str) -> list[dict[str, Any]]:
     """Rows minus some columns (e.g. wall-clock ``updated_at``), sorted for comparison."""
     cleaned = [{k: v for k, v in r.items() if k not in columns} for r in rows_]
     return sorted(cleaned, key=lambda r: repr(sorted(r.items(), key=lambda kv: kv[0])))
+
+
+def generated_windows(messages, *, late_too: bool = False) -> dict:
+    """Window totals computed in plain Python from the generator's intents.
+
+    Every unique event meant to be on time (``intent == "valid"``), and with ``late_too`` also
+    the late ones (what the windows hold once the correction flow has run).
+    """
+    counted = {"valid", "late"} if late_too else {"valid"}
+    window = timedelta(minutes=1)
+    epoch = datetime(1970, 1, 1, tzinfo=UTC)
+    totals: dict = {}
+    seen = set()
+    for m in messages:
+        if m.intent not in counted or (m.tenant_id, m.event_id) in seen:
+            continue
+        seen.add((m.tenant_id, m.event_id))
+        moment = epoch + timedelta(microseconds=m.time_us)
+        start = epoch + ((moment - epoch) // window) * window
+        quantity, count = totals.get((m.tenant_id, m.meter, start), (Decimal(0), 0))
+        totals[(m.tenant_id, m.meter, start)] = (quantity + m.quantity, count + 1)
+    return totals

@@ -19,7 +19,7 @@ from meterwax.sinks.corrections_sink import CorrectionWork, apply_work
 from meterwax.sinks.corrections_store import CorrectionStore
 from meterwax.sinks.lake import Lake
 from meterwax.sinks.schemas import EVENTS, QUARANTINE, USAGE_CORRECTIONS, USAGE_WINDOWS
-from tests.helpers import ledger_totals, rows, window_totals
+from tests.helpers import generated_windows, ledger_totals, rows, window_totals
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 WINDOW = timedelta(minutes=1)
@@ -54,21 +54,6 @@ def invoke(*args: str, expect: int = 0) -> str:
     return result.output
 
 
-def unique_counted(messages: list[Generated]) -> dict:
-    """Every unique valid event inside the correction horizon, grouped by window (independent)."""
-    totals: dict = {}
-    seen = set()
-    for m in messages:
-        if m.intent not in {"valid", "late"} or (m.tenant_id, m.event_id) in seen:
-            continue
-        seen.add((m.tenant_id, m.event_id))
-        moment = EPOCH + timedelta(microseconds=m.time_us)
-        start = EPOCH + ((moment - EPOCH) // WINDOW) * WINDOW
-        quantity, count = totals.get((m.tenant_id, m.meter, start), (Decimal(0), 0))
-        totals[(m.tenant_id, m.meter, start)] = (quantity + m.quantity, count + 1)
-    return totals
-
-
 @pytest.fixture(scope="module")
 def messages() -> list[Generated]:
     return list(generate(WORKLOAD))
@@ -86,7 +71,7 @@ def corrected_lake(tmp_path, messages) -> Lake:
 def test_after_run_and_corrections_every_window_equals_the_independent_total(
     corrected_lake, messages
 ):
-    assert window_totals(corrected_lake) == unique_counted(messages)
+    assert window_totals(corrected_lake) == generated_windows(messages, late_too=True)
     assert window_totals(corrected_lake) == ledger_totals(corrected_lake, WINDOW)
     keys = Counter((r["tenant_id"], r["id"]) for r in rows(corrected_lake, EVENTS))
     assert max(keys.values()) == 1

@@ -25,7 +25,7 @@ from meterwax.sinks.schemas import (
     USAGE_WINDOWS,
     WINDOW_CONFLICTS,
 )
-from tests.helpers import ledger_totals, rows, window_totals, without
+from tests.helpers import generated_windows, ledger_totals, rows, window_totals, without
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 WINDOW = timedelta(minutes=1)
@@ -34,19 +34,6 @@ WINDOW = timedelta(minutes=1)
 def write(path: Path, messages: list[Generated]) -> Path:
     path.write_bytes(b"".join(m.payload + b"\n" for m in messages))
     return path
-
-
-def expected_windows(messages: list[Generated]) -> dict:
-    """Group the events the generator meant to be on time, in plain Python."""
-    totals: dict = {}
-    for m in messages:
-        if m.intent != "valid":
-            continue
-        moment = EPOCH + timedelta(microseconds=m.time_us)
-        start = EPOCH + ((moment - EPOCH) // WINDOW) * WINDOW
-        quantity, count = totals.get((m.tenant_id, m.meter, start), (Decimal(0), 0))
-        totals[(m.tenant_id, m.meter, start)] = (quantity + m.quantity, count + 1)
-    return totals
 
 
 def run_cli(*args: str) -> dict:
@@ -80,7 +67,7 @@ def test_run_counts_every_valid_event_exactly_once(tmp_path, workload_messages):
         (m.tenant_id, m.event_id) for m in workload_messages if m.intent == "valid"
     }
 
-    assert window_totals(lake) == expected_windows(workload_messages)
+    assert window_totals(lake) == generated_windows(workload_messages)
     assert window_totals(lake) == ledger_totals(lake, WINDOW)
     assert {r["revision"] for r in rows(lake, USAGE_WINDOWS)} == {0}
 
@@ -213,7 +200,7 @@ def test_usage_prints_exact_window_totals(tmp_path):
     )
     assert result.exit_code == 0, result.output
     listed = json.loads(result.output)
-    expected = {k: v for k, v in expected_windows(messages).items() if k[0] == tenant}
+    expected = {k: v for k, v in generated_windows(messages).items() if k[0] == tenant}
     assert {
         (r["tenant_id"], r["meter"], r["window_start"]): (Decimal(r["quantity"]), r["event_count"])
         for r in listed

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import itertools
 from collections import Counter
-from datetime import timedelta
-from decimal import Decimal
 
 from meterwax.flows.generator import Generated
 from meterwax.sinks.lake import Lake
@@ -20,25 +18,10 @@ from meterwax.sinks.schemas import (
     USAGE_CORRECTIONS,
     USAGE_WINDOWS,
 )
-from tests.helpers import rows, without
-from tests.integration.kafka_helpers import EPOCH, WINDOW, Stored
+from tests.helpers import generated_windows, rows, without
+from tests.integration.kafka_helpers import Stored
 
 WALL_CLOCK_COLUMNS = ("updated_at", "corrected_at")
-
-
-def expected_windows(messages: list[Generated]) -> dict:
-    """Every unique valid event's window total (on time and late alike): what G2 demands."""
-    totals: dict = {}
-    seen = set()
-    for m in messages:
-        if m.intent not in {"valid", "late"} or (m.tenant_id, m.event_id) in seen:
-            continue
-        seen.add((m.tenant_id, m.event_id))
-        moment = EPOCH + timedelta(microseconds=m.time_us)
-        start = EPOCH + ((moment - EPOCH) // WINDOW) * WINDOW
-        quantity, count = totals.get((m.tenant_id, m.meter, start), (Decimal(0), 0))
-        totals[(m.tenant_id, m.meter, start)] = (quantity + m.quantity, count + 1)
-    return totals
 
 
 def check_g1_ledger(lake: Lake, messages: list[Generated]) -> None:
@@ -55,7 +38,7 @@ def check_g2_totals(lake: Lake, messages: list[Generated]) -> None:
         (r["tenant_id"], r["meter"], r["window_start"]): (r["quantity"], r["event_count"])
         for r in rows(lake, USAGE_WINDOWS)
     }
-    expected = expected_windows(messages)
+    expected = generated_windows(messages, late_too=True)
     wrong = {k for k in set(windows) | set(expected) if windows.get(k) != expected.get(k)}
     assert not wrong, sorted(wrong)[:5]
 

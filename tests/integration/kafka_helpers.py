@@ -10,7 +10,6 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from decimal import Decimal
 from pathlib import Path
 from typing import TypeVar
 
@@ -90,19 +89,6 @@ def produce(cluster: Cluster, topic: str, records: Iterable[Record]) -> None:
 def produce_generated(cluster: Cluster, topic: str, messages: Iterable[Generated]) -> None:
     """Write generator messages keyed by tenant, as `meterwax produce` does."""
     produce(cluster, topic, (Record(m.key, m.payload) for m in messages))
-
-
-def intended_windows(messages: Iterable[Generated]) -> dict:
-    """Window totals of the events the generator meant to be on time, in plain Python."""
-    totals: dict = {}
-    for m in messages:
-        if m.intent != "valid":
-            continue
-        moment = EPOCH + timedelta(microseconds=m.time_us)
-        start = EPOCH + ((moment - EPOCH) // WINDOW) * WINDOW
-        quantity, count = totals.get((m.tenant_id, m.meter, start), (Decimal(0), 0))
-        totals[(m.tenant_id, m.meter, start)] = (quantity + m.quantity, count + 1)
-    return totals
 
 
 def meterwax_command(*args: str) -> list[str]:

@@ -20,9 +20,8 @@ from meterwax.flows.kafka_clients import Cluster
 from meterwax.flows.kafka_producer import Record
 from meterwax.sinks.lake import Lake
 from meterwax.sinks.schemas import EVENTS, LATE_EVENTS, QUARANTINE, USAGE_WINDOWS
-from tests.helpers import rows, window_totals
+from tests.helpers import generated_windows, rows, window_totals
 from tests.integration.kafka_helpers import (
-    intended_windows,
     produce,
     produce_generated,
     start_meterwax,
@@ -151,7 +150,7 @@ def test_the_flow_survives_a_broker_restart_or_fails_loudly_and_a_rerun_is_exact
     )
     assert result.exit_code == 0, result.output
     assert json.loads(result.output)["accounted"] is True
-    assert window_totals(lake) == intended_windows(messages)
+    assert window_totals(lake) == generated_windows(messages)
     assert sorted(r["id"] for r in rows(lake, EVENTS)) == sorted(
         m.event_id for m in messages if m.intent == "valid"
     )

@@ -22,9 +22,8 @@ from meterwax.flows.kafka_producer import Record
 from meterwax.operators.reasons import Reason
 from meterwax.sinks.lake import Lake
 from meterwax.sinks.schemas import EVENTS, LATE_EVENTS, QUARANTINE, USAGE_WINDOWS, WINDOW_CONFLICTS
-from tests.helpers import rows, window_totals, without
+from tests.helpers import generated_windows, rows, window_totals, without
 from tests.integration.kafka_helpers import (
-    intended_windows,
     meterwax_command,
     produce,
     produce_generated,
@@ -110,7 +109,7 @@ def test_run_counts_each_message_once_and_quarantines_with_kafka_coordinates(
     assert summary["accounted"] is True
     assert summary["partitions"] == [f"kafka:{topic}#{p}" for p in range(4)]
 
-    assert window_totals(lake) == intended_windows(messages)
+    assert window_totals(lake) == generated_windows(messages)
     ledger = rows(lake, EVENTS)
     assert sorted((r["tenant_id"], r["id"]) for r in ledger) == sorted(
         (m.tenant_id, m.event_id) for m in messages if m.intent == "valid"
@@ -216,7 +215,7 @@ def test_one_worker_two_workers_and_two_processes_write_identical_tables(
     assert sum(share["read"] for share in shares) == len(messages)
     assert all(share["read"] > 0 for share in shares), "one process read nothing"
 
-    assert window_totals(one) == intended_windows(messages)
+    assert window_totals(one) == generated_windows(messages)
     assert tables(two) == tables(one)
     assert tables(processes) == tables(one)
 
@@ -245,7 +244,7 @@ def test_an_on_time_stream_gives_the_same_windows_from_kafka_and_from_a_file(
     assert len({r["origin_partition"] for r in rows(from_kafka, EVENTS)}) == 4
     origin = ("origin", "origin_partition", "origin_offset")
     assert without(rows(from_kafka, EVENTS), *origin) == without(rows(from_file, EVENTS), *origin)
-    assert window_totals(from_kafka) == intended_windows(messages)
+    assert window_totals(from_kafka) == generated_windows(messages)
 
 
 def test_stop_at_end_on_an_empty_topic_finishes_at_once(tmp_path, bootstrap, new_topic):

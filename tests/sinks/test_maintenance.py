@@ -35,8 +35,8 @@ from meterwax.sinks.schemas import (
     USAGE_WINDOWS,
 )
 from meterwax.sinks.windows_table import merge_revised_totals
-from tests.flows.test_run_file import expected_windows, run_cli, write
-from tests.helpers import rows, window_totals, without
+from tests.flows.test_run_file import run_cli, write
+from tests.helpers import generated_windows, rows, window_totals, without
 
 DAY_MS = 86_400_000
 
@@ -122,7 +122,7 @@ def test_maintenance_while_the_flow_runs_loses_nothing(tmp_path):
     assert ledger_keys(lake.table(EVENTS)) == Counter(
         (m.tenant_id, m.event_id) for m in messages if m.intent == "valid"
     )
-    assert window_totals(lake) == expected_windows(messages)
+    assert window_totals(lake) == generated_windows(messages)
     assert sorted(r["id"] for r in rows(lake, LATE_EVENTS)) == sorted(
         m.event_id for m in messages if m.intent == "late"
     )
