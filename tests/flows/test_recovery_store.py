@@ -1,0 +1,96 @@
+"""The recovery store: identity checks, and no snapshot of an unfinished epoch survives a resume."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+
+from click.testing import CliRunner
+
+from meterwax.flows.cli import main
+from meterwax.flows.generator import Workload, generate
+from meterwax.flows.recovery import discard_unfinished_epochs
+from meterwax.sinks.lake import Lake
+from meterwax.sinks.schemas import EVENTS, LATE_EVENTS, QUARANTINE, USAGE_WINDOWS
+from tests.flows.test_run_file import run_cli, write
+from tests.helpers import rows, without
+
+
+def snapshot_epochs(part) -> list[int]:
+    with sqlite3.connect(part) as db:
+        return [epoch for (epoch,) in db.execute("SELECT snap_epoch FROM snaps")]
+
+
+def frontier(part) -> int:
+    with sqlite3.connect(part) as db:
+        ex, workers, resumed = db.execute(
+            "SELECT ex_num, worker_count, resume_epoch FROM exs ORDER BY ex_num DESC LIMIT 1"
+        ).fetchone()
+        fronts = dict(
+            db.execute("SELECT worker_index, worker_frontier FROM fronts WHERE ex_num = ?", (ex,))
+        )
+    return min(max(resumed, fronts.get(w, resumed)) for w in range(workers))
+
+
+def test_snapshots_of_an_epoch_a_killed_run_did_not_finish_are_discarded(tmp_path):
+    source = write(
+        tmp_path / "events.jsonl", list(generate(Workload(events=20_000, tenants=4, seed=8)))
+    )
+    crashed, reference = Lake(tmp_path / "crashed"), Lake(tmp_path / "reference")
+    store = tmp_path / "recovery"
+    command = [
+        sys.executable,
+        "-m",
+        "meterwax",
+        "run",
+        "--input",
+        str(source),
+        "--lake",
+        crashed.root,
+        "--recovery-dir",
+        str(store),
+        "--batch-size",
+        "100",
+        "--snapshot-interval",
+        "20ms",
+    ]
+    killed = subprocess.run(
+        command,
+        capture_output=True,
+        text=True,
+        check=False,
+        env={**os.environ, "METERWAX_CRASH_AT": "sink.snapshot:3"},
+    )
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    part = store / "part-0.sqlite3"
+    unfinished = frontier(part)
+    # The dying epoch's sources and processors had already written their snapshots.
+    assert any(epoch >= unfinished for epoch in snapshot_epochs(part))
+    assert discard_unfinished_epochs(part) > 0
+    assert snapshot_epochs(part)
+    assert all(epoch < unfinished for epoch in snapshot_epochs(part))
+
+    resumed = subprocess.run(command, capture_output=True, text=True, check=False)
+    assert resumed.returncode == 0, resumed.stderr
+    run_cli("--input", str(source), "--lake", reference.root)
+    for spec in (EVENTS, USAGE_WINDOWS, LATE_EVENTS, QUARANTINE):
+        assert without(rows(crashed, spec), "updated_at") == without(
+            rows(reference, spec), "updated_at"
+        )
+
+
+def test_a_store_made_for_another_input_is_refused(tmp_path):
+    first = write(tmp_path / "a.jsonl", list(generate(Workload(events=300, tenants=2, seed=1))))
+    second = write(tmp_path / "b.jsonl", list(generate(Workload(events=300, tenants=2, seed=2))))
+    store = str(tmp_path / "recovery")
+    run_cli("--input", str(first), "--lake", str(tmp_path / "lake"), "--recovery-dir", store)
+    result = CliRunner().invoke(
+        main,
+        ["run", "--input", str(second), "--lake", str(tmp_path / "lake"), "--recovery-dir", store],
+    )
+    assert result.exit_code == 2
+    assert "was made for another input" in result.output
+    assert "source" in result.output
