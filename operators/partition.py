@@ -272,6 +272,7 @@ class PartitionMeter:
     def finish(self) -> PartitionOutput:
         """End of input: close every open window and mark the partition closed through them."""
         out = PartitionOutput(self.where, through_offset=self._next_offset - 1)
+        out.dedupe_keys, out.dedupe_bytes = len(self._dedupe), self._dedupe.nbytes
         self._emit_windows(out, self._windows.close_all(), flushed_after(self._next_offset - 1))
         if self._max_event_us is not None:
             end = window_start(self._max_event_us, self.rules.window_us) + self.rules.window_us

@@ -49,8 +49,7 @@ from meterwax.sinks.arrow_rows import (
 )
 from meterwax.sinks.delta_writes import CommitStats, retry_commit
 from meterwax.sinks.lake import Lake
-from meterwax.sinks.metering_sink import FLOW_NAME as METERING_FLOW
-from meterwax.sinks.metering_sink import app_id
+from meterwax.sinks.metering_sink import progress_app_id
 from meterwax.sinks.schemas import (
     EVENTS,
     LATE_EVENTS,
@@ -174,16 +173,10 @@ class CorrectionStore:
     # --- what the main flow has done ---------------------------------------------------------
 
     def main_flow_position(self, where: SourcePartition) -> int:
-        """The highest offset of ``where`` the main flow has committed anything for (-1: none)."""
-        versions = []
-        for table, spec in (
-            (self._events, EVENTS),
-            (self._late, LATE_EVENTS),
-            (self._quarantine, QUARANTINE),
-        ):
-            table.update_incremental()
-            versions.append(table.transaction_version(app_id(METERING_FLOW, spec.name, where)))
-        return max((v for v in versions if v is not None), default=-1)
+        """The last offset of ``where`` the main flow has finished (-1: none yet)."""
+        self._events.update_incremental()
+        version = self._events.transaction_version(progress_app_id(where))
+        return -1 if version is None else version
 
     def quarantined_offsets(self, origin: str, partition: int, offsets: list[int]) -> set[int]:
         """Which of these offsets of one source partition already have a quarantine row."""

@@ -95,8 +95,13 @@ class OffsetAppender:
         rows: Sequence[Row],
         offset_of: Callable[[Row], int],
         to_arrow: Callable[[list[Row]], pa.Table],
+        *,
+        also: Transaction | None = None,
     ) -> int:
-        """Append the rows not yet committed; return how many were written."""
+        """Append the rows not yet committed; return how many were written.
+
+        ``also`` is another ``txn`` to record in the same commit (a progress marker).
+        """
         if not rows:
             return 0
 
@@ -106,15 +111,38 @@ class OffsetAppender:
             if not fresh:
                 return 0
             version = max(offset_of(r) for r in fresh)
+            transactions = [Transaction(self.app_id, version)]
+            if also is not None:
+                transactions.append(also)
             write_deltalake(
                 self._table,
                 to_arrow(fresh),
                 mode="append",
-                commit_properties=CommitProperties(
-                    app_transactions=[Transaction(self.app_id, version)]
-                ),
+                commit_properties=CommitProperties(app_transactions=transactions),
             )
             self.stats.commits += 1
             return len(fresh)
 
         return retry_commit(attempt, f"append to {self.app_id}", self.stats)
+
+    def ensure_marker(self, app_id: str, version: int, empty: pa.Table) -> None:
+        """Make sure the table's ``txn`` for ``app_id`` is at least ``version``.
+
+        Costs a commit (with no rows) only when the marker lags, e.g. after a stretch of input
+        that wrote nothing to this table.
+        """
+
+        def attempt() -> None:
+            self._table.update_incremental()
+            recorded = self._table.transaction_version(app_id)
+            if recorded is not None and recorded >= version:
+                return
+            write_deltalake(
+                self._table,
+                empty,
+                mode="append",
+                commit_properties=CommitProperties(app_transactions=[Transaction(app_id, version)]),
+            )
+            self.stats.commits += 1
+
+        retry_commit(attempt, f"record {app_id}", self.stats)

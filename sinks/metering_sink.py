@@ -27,6 +27,7 @@ from __future__ import annotations
 from collections import Counter
 
 from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
+from deltalake import Transaction
 
 from meterwax.faults import crash_point
 from meterwax.metrics import RunStats
@@ -55,6 +56,14 @@ DEFAULT_FLUSH_ROWS = 250_000
 def app_id(flow: str, table: str, where: SourcePartition) -> str:
     """The Delta txn app id of one flow writing one table for one source partition."""
     return f"meterwax.{flow}.{table}.{where.key}"
+
+
+def progress_app_id(where: SourcePartition) -> str:
+    """The ``txn`` (on the ledger) with the last offset of ``where`` the main flow finished.
+
+    Every table's rows up to that offset are committed, or are in the same flush.
+    """
+    return f"meterwax.{FLOW_NAME}.progress.{where.key}"
 
 
 class MeteringSink(FixedPartitionedSink[PartitionOutput, None]):
@@ -157,8 +166,13 @@ class _PartitionWriter(StatefulSinkPartition[PartitionOutput, None]):
             self._commit_stats.seconds,
         )
 
+        through = max(out.through_offset for out in values)
+        progress = Transaction(progress_app_id(where), through) if through >= 0 else None
         self._ledger.append(
-            ledger, lambda r: r.offset, lambda rows: ledger_table(where, rows, FLOW_NAME)
+            ledger,
+            lambda r: r.offset,
+            lambda rows: ledger_table(where, rows, FLOW_NAME),
+            also=progress,
         )
         crash_point("sink.after_events")
         conflicts = insert_first_totals(
@@ -183,6 +197,8 @@ class _PartitionWriter(StatefulSinkPartition[PartitionOutput, None]):
             ),
         )
 
+        if progress is not None:
+            self._ledger.ensure_marker(progress.app_id, through, EVENTS.schema.empty_table())
         for out in values:
             self._run_stats.add(out.counters)
             if out.counters["read"]:
