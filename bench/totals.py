@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from decimal import Decimal
+from decimal import Context, Decimal
 from pathlib import Path
 
 import pyarrow as pa
@@ -39,6 +39,8 @@ SCHEMA = pa.schema(
 )
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _ONE_US = timedelta(microseconds=1)
+_EXACT = Context(prec=80)
+"""Wide enough for any decimal(38, 9): the default context (28 digits) would round."""
 
 
 def write_windows(lake: Path, rows: Iterable[tuple[str, str, int, int, int]]) -> int:
@@ -52,7 +54,7 @@ def write_windows(lake: Path, rows: Iterable[tuple[str, str, int, int, int]]) ->
         tenants.append(tenant)
         meters.append(meter)
         starts.append(start_us)
-        quantities.append(Decimal(nanos).scaleb(-9))
+        quantities.append(_EXACT.scaleb(Decimal(nanos), -9))
         counts.append(count)
     if not tenants:
         return 0
@@ -71,7 +73,7 @@ def write_windows(lake: Path, rows: Iterable[tuple[str, str, int, int, int]]) ->
 
 
 def _nanos(quantity: Decimal) -> int:
-    return int(quantity.scaleb(9))
+    return int(_EXACT.scaleb(quantity, 9))
 
 
 def _micros(moment: datetime) -> int:
