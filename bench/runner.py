@@ -85,11 +85,15 @@ def run_processes(commands: list[list[str]], logs: Path, name: str) -> Measured:
 
 
 def _result(path: Path, name: str) -> dict[str, Any]:
-    """The JSON a contestant printed: the whole output, else its last line."""
-    text = path.read_text(errors="replace").strip()
-    for candidate in (text, text.splitlines()[-1] if text else ""):
+    """The JSON object a contestant printed last (from the last line opening one).
+
+    Bytewax's Rust side prints its own lines to stdout too ("worker 1: error connecting to
+    worker 0 …; retrying" while a multi-process cluster forms).
+    """
+    lines = path.read_text(errors="replace").splitlines()
+    for start in reversed([i for i, line in enumerate(lines) if line.startswith("{")]):
         try:
-            value = json.loads(candidate)
+            value = json.loads("\n".join(lines[start:]))
         except ValueError:
             continue
         if isinstance(value, dict):

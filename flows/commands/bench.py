@@ -9,6 +9,7 @@ import click
 
 from meterwax.bench.contestants import CONTESTANTS, DEFAULT
 from meterwax.bench.harness import BenchOptions, render_table, run_bench
+from meterwax.bench.runner import ContestantFailedError
 from meterwax.errors import ConfigError
 from meterwax.flows.commands.options import CONTEXT
 from meterwax.flows.kafka_clients import parse_brokers
@@ -74,7 +75,11 @@ def bench(
             msg = f"{name} must be at least 1, got {value}"
             raise ConfigError(msg)
     options = BenchOptions(parse_brokers(brokers), events, partitions, runs, chosen)
-    result = run_bench(options, lambda line: click.echo(line, err=True))
+    try:
+        result = run_bench(options, lambda line: click.echo(line, err=True))
+    except ContestantFailedError as error:
+        click.echo(f"error: {error}", err=True)
+        ctx.exit(1)
     click.echo(render_table(result))
     if json_path is not None:
         json_path.write_text(json.dumps(result, indent=2) + "\n")
