@@ -16,6 +16,7 @@ import os
 import platform
 import shutil
 import statistics
+import subprocess
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -25,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from meterwax.bench.contestants import CONTESTANTS, Contestant, Target
-from meterwax.bench.quixenv import quix_python, quix_versions
+from meterwax.bench.quixenv import REPO, quix_python, quix_versions
 from meterwax.bench.runner import Measured, run_processes
 from meterwax.bench.totals import Totals, compare, read_meterwax_windows, read_windows
 from meterwax.bench.workload import LoadedTopic, delete_topic, load_topic
@@ -228,6 +229,7 @@ def _machine(python: Path | None, load_start: tuple[float, float, float]) -> dic
     }
     versions["librdkafka"] = confluent_kafka.libversion()[0]
     return {
+        "meterwax_commit": _commit(),
         "platform": platform.platform(),
         "cpu": _cpu_model(),
         "cpus": os.cpu_count(),
@@ -238,6 +240,26 @@ def _machine(python: Path | None, load_start: tuple[float, float, float]) -> dic
         "versions": versions,
         "quix_venv": quix_versions(python) if python is not None else None,
     }
+
+
+def _commit() -> str | None:
+    """The meterwax commit measured (with ``+dirty`` if the work tree had changes)."""
+    try:
+        head = subprocess.run(
+            ["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(REPO), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return head + ("+dirty" if dirty else "")
 
 
 def _cpu_model() -> str:
