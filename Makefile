@@ -7,12 +7,15 @@
 # `make test` starts a private broker (scripts/kafka) unless METERWAX_KAFKA_BOOTSTRAP names
 # one already running (e.g. `docker compose up -d kafka` → 127.0.0.1:9092), and always stops
 # the broker it started, also when tests fail. Pass pytest arguments with PYTEST_ARGS="...".
+#
+#   make bench  meterwax bench (README "Benchmark"); arguments with BENCH_ARGS="..."
 
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
+BENCH_ARGS ?=
 
 .PHONY: demo test lint bench clean
 
@@ -33,7 +36,7 @@ test: lint
 	@PATH="$(CURDIR)/$(BIN):$$PATH" bash scripts/with-kafka $(BIN)/python -m pytest $(PYTEST_ARGS)
 
 bench: $(STAMP)
-	@PATH="$(CURDIR)/$(BIN):$$PATH" bash scripts/with-kafka $(BIN)/meterwax bench
+	@PATH="$(CURDIR)/$(BIN):$$PATH" bash scripts/with-kafka $(BIN)/meterwax bench $(BENCH_ARGS)
 
 clean:
-	rm -rf $(VENV) demo-lake .pytest_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) .venv-quix demo-lake .pytest_cache .ruff_cache .hypothesis

@@ -16,6 +16,7 @@ import click
 
 from meterwax import __version__
 from meterwax.errors import MeterwaxError
+from meterwax.flows.commands.bench import bench
 from meterwax.flows.commands.corrections import corrections
 from meterwax.flows.commands.demo import demo
 from meterwax.flows.commands.heartbeat import heartbeat
@@ -59,6 +60,7 @@ for command in (run, demo, usage, corrections, reconcile_command, maintain):
     main.add_command(command)
 for command in (produce, heartbeat, topics, replay_command):  # Kafka
     main.add_command(command)
+main.add_command(bench)
 
 
 def entry() -> None:

@@ -10,6 +10,12 @@ with a small forward/backward jitter (well inside the allowed lateness, so such 
 time); late events are placed far enough back that their window has certainly closed;
 duplicates are byte-for-byte retries of an earlier valid message, a few hundred messages
 later.
+
+With ``late_follows_valid`` a late event is placed behind the latest valid event of its own
+(tenant, meter) instead of behind the stream's current time: it is then late for every
+clock, per source partition (meterwax) as well as per key (a Bytewax ``EventClock`` keyed by
+tenant and meter, Quix Streams' per-key windows). Without it, a late event for a key that had
+no recent event is on time for a per-key clock, and engines could not be compared on totals.
 """
 
 from __future__ import annotations
@@ -49,6 +55,9 @@ class Workload:
     max_late_s: int = 3600
     max_retry_delay: int = 500
     """A duplicate arrives 1 … max_retry_delay messages after its original."""
+    late_follows_valid: bool = False
+    """Late events only for a (tenant, meter) with an earlier valid event, placed behind its
+    latest one (see the module docstring); a late roll before any valid event is valid."""
     correction_horizon_s: int = 35 * 86400
     start: datetime = DEFAULT_START
     seed: int = 7
@@ -170,6 +179,11 @@ def generate(workload: Workload) -> Iterator[Generated]:
     jitter_us = int(workload.jitter_s * 1_000_000)
     late_base_us = (workload.window_s + workload.allowed_lateness_s + 10) * 1_000_000
     pending_retries: list[tuple[int, Generated]] = []
+    latest_valid_us: dict[tuple[str, str], int] = {}
+    """With late_follows_valid: each (tenant, meter)'s latest valid event time."""
+    seen_keys: list[tuple[str, str]] = []
+    too_late_until = workload.late + workload.too_late
+    future_until = too_late_until + workload.future
     sequence = 0
     for position in range(workload.events):
         now_us = start_us + position * step_us
@@ -200,18 +214,29 @@ def generate(workload: Workload) -> Iterator[Generated]:
         quantity, json_quantity = _quantity(rng, meter)
         sequence += 1
         event_id = f"evt-{workload.seed}-{sequence:09d}-{rng.getrandbits(32):08x}"
-        if roll < workload.late:
+        if roll < workload.late and not workload.late_follows_valid:
             intent = "late"
             time_us = now_us - late_base_us - rng.randint(0, workload.max_late_s * 1_000_000)
-        elif roll < workload.late + workload.too_late:
+        elif roll < workload.late and seen_keys:  # late_follows_valid
+            intent = "late"
+            tenant, meter = rng.choice(seen_keys)
+            quantity, json_quantity = _quantity(rng, meter)
+            behind_us = late_base_us + rng.randint(0, workload.max_late_s * 1_000_000)
+            time_us = latest_valid_us[tenant, meter] - behind_us
+        elif workload.late <= roll < too_late_until:
             intent = "too_late"
             time_us = now_us - (workload.correction_horizon_s + 86400) * 1_000_000
-        elif roll < workload.late + workload.too_late + workload.future:
+        elif too_late_until <= roll < future_until:
             intent = "future"
             time_us = now_us + 3600 * 1_000_000
         else:
             intent = "valid"
             time_us = now_us + rng.randint(-jitter_us, jitter_us)
+        if intent == "valid" and workload.late_follows_valid:
+            key = (tenant, meter)
+            if key not in latest_valid_us:
+                seen_keys.append(key)
+            latest_valid_us[key] = max(time_us, latest_valid_us.get(key, time_us))
         document = _event_document(rng, workload, tenant, event_id, meter, json_quantity, time_us)
         item = Generated(
             tenant.encode(), _encode(document), intent, tenant, event_id, meter, quantity, time_us

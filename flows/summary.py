@@ -37,6 +37,10 @@ def summary_data(report: RunReport, *, title: str) -> dict[str, Any]:
         "delta_commits": report.stats.commits,
         "commit_conflicts_retried": report.stats.commit_retries,
         "partitions": [p.key for p in report.partitions],
+        # The dedupe index at the end of the run, over this process's partitions (the
+        # benchmark reports bytes per key from these).
+        "dedupe_keys": sum(report.stats.dedupe_keys.values()),
+        "dedupe_bytes": sum(report.stats.dedupe_bytes.values()),
         "workers": report.workers,
     }
 

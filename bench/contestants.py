@@ -1,0 +1,134 @@
+"""The contestants: how each one is started, and how to read what it did from its output.
+
+=================  ===========================================================================
+floor              bench/floor.py: plain confluent-kafka consumers, read and discard
+meterwax           ``meterwax run --stop-at-end``: one process, default settings
+meterwax-2proc     the same as two processes (``-i 0|1 -a …``), two partitions each; reported
+                   separately, never in place of the single-process figure
+naive              bench/naive.py: the per-item Bytewax pipeline
+quix               bench/quix.py: Quix Streams, in ``.venv-quix``
+=================  ===========================================================================
+"""
+
+from __future__ import annotations
+
+import socket
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+Outputs = list[dict[str, Any]]
+NAIVE = "meterwax.bench.naive"
+
+
+@dataclass(frozen=True)
+class Target:
+    """What every contestant reads, and where the quix contestant's Python is."""
+
+    brokers: str
+    topic: str
+    quix_python: Path | None = None
+
+
+def _module(python: str | Path, module: str, target: Target, *extra: str) -> list[str]:
+    return [str(python), "-m", module, "--brokers", target.brokers, "--topic", target.topic, *extra]
+
+
+def _meterwax(target: Target, lake: Path, *extra: str) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "meterwax",
+        "run",
+        "--brokers",
+        target.brokers,
+        "--topic",
+        target.topic,
+        "--lake",
+        str(lake),
+        "--stop-at-end",
+        "--format",
+        "json",
+        *extra,
+    ]
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def _two_processes(target: Target, lake: Path) -> list[list[str]]:
+    addresses = ";".join(f"127.0.0.1:{_free_port()}" for _ in range(2))
+    return [_meterwax(target, lake, "-i", str(i), "-a", addresses) for i in range(2)]
+
+
+def _quix(target: Target, lake: Path) -> list[list[str]]:
+    if target.quix_python is None:
+        msg = "the quix contestant needs .venv-quix (see bench/quixenv.py)"
+        raise RuntimeError(msg)
+    return [_module(target.quix_python, "meterwax.bench.quix", target, "--lake", str(lake))]
+
+
+def _meterwax_outcomes(outputs: Outputs) -> dict[str, int]:
+    return {
+        "duplicates": sum(o["duplicates"] for o in outputs),
+        "late": sum(o["late"] for o in outputs),
+        "invalid": sum(o["quarantined"] for o in outputs),
+    }
+
+
+def _flow_outcomes(outputs: Outputs) -> dict[str, int]:
+    return {name: outputs[0].get(name, 0) for name in ("duplicates", "late", "invalid")}
+
+
+@dataclass(frozen=True)
+class Contestant:
+    """One contestant: its command lines, how it stores windows, what it read."""
+
+    name: str
+    commands: Callable[[Target, Path], list[list[str]]]
+    windows: str | None
+    """``usage_windows`` (meterwax's table), ``rows`` (bench/totals.py) or None (no windows)."""
+    read_key: str
+    """The field of its printed result that counts messages read (summed over processes)."""
+    outcomes: Callable[[Outputs], dict[str, int]] | None = None
+
+    def messages(self, outputs: Outputs) -> int:
+        """Messages the run read, over all its processes."""
+        return sum(int(o[self.read_key]) for o in outputs)
+
+
+CONTESTANTS = {
+    contestant.name: contestant
+    for contestant in (
+        Contestant(
+            "floor",
+            lambda t, _lake: [_module(sys.executable, "meterwax.bench.floor", t)],
+            None,
+            "messages",
+        ),
+        Contestant(
+            "meterwax",
+            lambda t, lake: [_meterwax(t, lake)],
+            "usage_windows",
+            "read",
+            _meterwax_outcomes,
+        ),
+        Contestant("meterwax-2proc", _two_processes, "usage_windows", "read", _meterwax_outcomes),
+        Contestant(
+            "naive",
+            lambda t, lake: [
+                _module(sys.executable, "meterwax.bench.naive", t, "--lake", str(lake))
+            ],
+            "rows",
+            "read",
+            _flow_outcomes,
+        ),
+        Contestant("quix", _quix, "rows", "read", _flow_outcomes),
+    )
+}
+DEFAULT = ("floor", "meterwax", "meterwax-2proc", "naive", "quix")

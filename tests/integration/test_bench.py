@@ -1,0 +1,78 @@
+"""``meterwax bench`` end to end on a small workload: the smoke benchmark (never timed).
+
+Runs every contestant once on 20,000 events against the test broker, including Quix Streams
+in its own .venv-quix (built on first use, which is why the time limit is generous), and
+checks the result's shape, that every run read every message and that the window totals of
+meterwax, naive Bytewax and Quix Streams are identical.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tests.integration.kafka_helpers import run_meterwax
+
+pytestmark = [pytest.mark.kafka, pytest.mark.slow]
+
+EVENTS = 20_000
+CONTESTANTS = {"floor", "meterwax", "meterwax-2proc", "naive", "quix"}
+
+
+def test_smoke_benchmark_reads_everything_and_totals_agree(bootstrap, tmp_path):
+    out = tmp_path / "bench.json"
+    done = run_meterwax(
+        "bench",
+        "--brokers",
+        bootstrap,
+        "--events",
+        str(EVENTS),
+        "--runs",
+        "1",
+        "--json",
+        str(out),
+        timeout=900,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    result = json.loads(out.read_text())
+
+    assert result["events"] == EVENTS
+    assert result["totals_identical"] is True
+    assert result["problems"] == []
+    assert set(result["contestants"]) == CONTESTANTS
+    per_id = result["dedupe_state_bytes_per_id"]
+    assert per_id is None or per_id > 0
+    intents = result["workload"]["intents"]
+    assert sum(intents.values()) == EVENTS
+    assert intents["late"] > 0
+    assert intents["duplicate"] > 0
+    assert intents["invalid"] > 0
+
+    for name, entry in result["contestants"].items():
+        assert len(entry["runs"]) == 1, name
+        assert [run["messages"] for run in entry["runs"]] == [EVENTS], name
+        assert entry["events_per_s"] > 0, name
+        assert entry["peak_rss_bytes"] > 0, name
+        assert entry["ratio_to_floor"] > 0, name
+    assert result["contestants"]["floor"]["ratio_to_floor"] == 1.0
+    assert result["contestants"]["meterwax-2proc"]["processes"] == 2
+
+    # every contestant that meters saw the same duplicates, late and invalid messages
+    expected = {
+        "duplicates": intents["duplicate"],
+        "late": intents["late"],
+        "invalid": intents["invalid"],
+    }
+    windows = set()
+    for name in CONTESTANTS - {"floor"}:
+        assert result["contestants"][name]["outcomes"] == expected, name
+        windows.add(result["contestants"][name]["windows"])
+    assert len(windows) == 1
+    assert windows.pop() > 0
+
+    machine = result["machine"]
+    assert machine["cpus"] >= 1
+    assert len(machine["load_avg_start"]) == 3
+    assert machine["quix_venv"]["quixstreams"]
+    assert "floor" in done.stdout  # the table
