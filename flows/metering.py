@@ -11,7 +11,10 @@ and tests pass ``bytewax.testing`` sources and sinks.
 
 from __future__ import annotations
 
+import gc
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -118,14 +121,15 @@ def run_to_lake(
     flow = build_flow(source, sink, rules)
     started = time.monotonic()
     try:
-        execute(
-            flow,
-            workers=workers,
-            epoch_interval_us=epoch_interval_us,
-            recovery_dir=recovery_dir,
-            process_id=process_id,
-            addresses=addresses,
-        )
+        with fewer_gc_passes():
+            execute(
+                flow,
+                workers=workers,
+                epoch_interval_us=epoch_interval_us,
+                recovery_dir=recovery_dir,
+                process_id=process_id,
+                addresses=addresses,
+            )
     except (KeyboardInterrupt, BytewaxRuntimeError) as error:
         if stop is not None and stop.requested:
             return RunReport(stats, time.monotonic() - started, partitions, workers, stop.name)
@@ -134,6 +138,24 @@ def run_to_lake(
             raise
         raise cause from None
     return RunReport(stats, time.monotonic() - started, partitions, workers)
+
+
+@contextmanager
+def fewer_gc_passes() -> Iterator[None]:
+    """Run the cyclic garbage collector ~70× less often while a flow runs.
+
+    The flow allocates millions of small tuples (events, rows), none of them in reference
+    cycles, so reference counting frees them all; but every 700 allocations CPython's cyclic
+    collector also walks the young objects, which cost about a quarter of the partition
+    processor's time on the 1M-event benchmark (10.7 → 8.1 µs an event). Cycles, if any,
+    are still collected, just in larger sweeps.
+    """
+    previous = gc.get_threshold()
+    gc.set_threshold(50_000, 20, 100)
+    try:
+        yield
+    finally:
+        gc.set_threshold(*previous)
 
 
 def _meterwax_cause(error: BaseException) -> MeterwaxError | None:

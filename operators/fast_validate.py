@@ -81,18 +81,28 @@ _CLOUDEVENT = msgspec.json.Decoder(_CloudEvent)
 
 
 def fast_event(raw: bytes) -> Event | None:
-    """The event, if ``raw`` is a plainly valid event; ``None`` means "let pydantic decide"."""
+    """The event, if ``raw`` is a plainly valid event; ``None`` means "let pydantic decide".
+
+    Native events are handled inline: this runs once per message, and every function call
+    saved here is measurable in the flow's throughput.
+    """
     try:
         native = _NATIVE.decode(raw)
     except ValueError:  # msgspec.DecodeError, or bytes that are not UTF-8
         return _fast_cloudevent(raw) if b'"specversion"' in raw else None
-    return _event(
-        native.id,
+    nanos = _nanos(bytes(native.quantity))
+    if nanos is None:
+        return None
+    time_us = _micros(native.timestamp)
+    if time_us is None:
+        return None
+    return Event(
         native.tenant_id,
+        native.id,
         native.meter,
-        native.quantity,
-        native.timestamp,
-        native.dimensions,
+        nanos,
+        time_us,
+        native.dimensions or None,
         native.source,
     )
 
@@ -111,33 +121,19 @@ def _fast_cloudevent(raw: bytes) -> Event | None:
     quantity = data.quantity if data.quantity is not _UNSET else data.value
     if quantity is _UNSET:
         return None
-    return _event(
-        envelope.id,
+    nanos = _nanos(bytes(quantity))
+    time_us = _micros(envelope.time) if nanos is not None else None
+    if nanos is None or time_us is None:
+        return None
+    return Event(
         envelope.subject,
+        envelope.id,
         envelope.type,
-        quantity,
-        envelope.time,
-        data.dimensions,
+        nanos,
+        time_us,
+        data.dimensions or None,
         envelope.source,
     )
-
-
-def _event(
-    event_id: str,
-    tenant: str,
-    meter: str,
-    quantity: msgspec.Raw,
-    timestamp: str,
-    dimensions: dict[str, str] | None,
-    source: str | None,
-) -> Event | None:
-    nanos = _nanos(bytes(quantity))
-    if nanos is None:
-        return None
-    time_us = _micros(timestamp)
-    if time_us is None:
-        return None
-    return Event(tenant, event_id, meter, nanos, time_us, dimensions or None, source)
 
 
 _SCALE = tuple(10 ** (9 - digits) for digits in range(10))

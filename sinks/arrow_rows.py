@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 
+import numpy as np
 import pyarrow as pa
 
 from meterwax.operators.decode import Event
@@ -26,8 +27,19 @@ from meterwax.sinks.schemas import (
 DAY_US = 86_400_000_000
 
 
+_INT64 = (-(2**63), 2**63 - 1)
+
+
 def decimal_column(nanos: Sequence[int]) -> pa.Array:
-    """``decimal(38, 9)`` array from integer nano-units (value × 10⁹), exactly."""
+    """``decimal(38, 9)`` array from integer nano-units (value × 10⁹), exactly.
+
+    A decimal(38, 9) is its unscaled 128-bit integer, i.e. the nano-units. When they all fit
+    in 64 bits (quantities below 9.2 billion units) numpy builds the column; otherwise each
+    value is written as 16 little-endian bytes. Either way no value is ever rounded.
+    """
+    if nanos and _INT64[0] <= min(nanos) and max(nanos) <= _INT64[1]:
+        unscaled = pa.array(np.asarray(nanos, dtype=np.int64)).cast(pa.decimal128(38, 0))
+        return unscaled.view(QUANTITY)
     buffer = b"".join(value.to_bytes(16, "little", signed=True) for value in nanos)
     return pa.Array.from_buffers(QUANTITY, len(nanos), [None, pa.py_buffer(buffer)])
 
@@ -68,24 +80,24 @@ def timestamp_column(micros: Sequence[int | None]) -> pa.Array:
 
 def date_column(micros: Sequence[int]) -> pa.Array:
     """The UTC calendar date of each timestamp (partition values)."""
-    return pa.array([value // DAY_US for value in micros], type=pa.int32()).cast(pa.date32())
-
-
-def _dimensions_column(events: Sequence[Event]) -> pa.Array:
-    return pa.array([e.dimensions for e in events], type=EVENTS.schema.field("dimensions").type)
+    days = np.asarray(micros, dtype=np.int64) // DAY_US
+    return pa.array(days.astype(np.int32)).cast(pa.date32())
 
 
 def _event_columns(events: Sequence[Event]) -> dict[str, pa.Array]:
-    times = [e.time_us for e in events]
+    # Transpose once (in C) instead of one Python pass per column.
+    tenants, ids, meters, nanos, times, dimensions, sources = (
+        zip(*events, strict=True) if events else ((),) * 7
+    )
     return {
-        "tenant_id": pa.array([e.tenant_id for e in events], pa.string()),
-        "id": pa.array([e.id for e in events], pa.string()),
-        "meter": pa.array([e.meter for e in events], pa.string()),
-        "quantity": decimal_column([e.quantity_nanos for e in events]),
+        "tenant_id": pa.array(tenants, pa.string()),
+        "id": pa.array(ids, pa.string()),
+        "meter": pa.array(meters, pa.string()),
+        "quantity": decimal_column(nanos),
         "event_time": timestamp_column(times),
         "event_date": date_column(times),
-        "dimensions": _dimensions_column(events),
-        "source": pa.array([e.source for e in events], pa.string()),
+        "dimensions": pa.array(dimensions, type=EVENTS.schema.field("dimensions").type),
+        "source": pa.array(sources, pa.string()),
     }
 
 
