@@ -33,6 +33,7 @@ idempotent.
 from __future__ import annotations
 
 import logging
+from bisect import bisect_left
 from datetime import UTC, datetime, timedelta
 
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
@@ -175,6 +176,8 @@ class _KafkaPartition(StatefulSourcePartition[SourceBatch, int]):
         if self._fatal is not None:
             msg = f"Kafka client failed reading {self._name}: {self._fatal.str()}"
             raise BrokerError(msg)
+        if not any(message.error() for message in messages):
+            return self._plain_batch(messages)
         offsets: list[int] = []
         payloads: list[bytes | None] = []
         keys: list[bytes | None] = []
@@ -206,6 +209,29 @@ class _KafkaPartition(StatefulSourcePartition[SourceBatch, int]):
         if not offsets:
             return []
         return [SourceBatch(self._where, offsets, payloads, keys, timestamps)]
+
+    def _plain_batch(self, messages: list[Message]) -> list[SourceBatch]:
+        """The common case, messages and no error events, one comprehension per column."""
+        self._awake = None if messages else datetime.now(UTC) + IDLE_WAIT
+        offsets = [message.offset() for message in messages]
+        if self._end is not None and offsets and offsets[-1] >= self._end:
+            # Produced after the run started: the next run reads it.
+            messages = messages[: bisect_left(offsets, self._end)]
+            offsets = offsets[: len(messages)]
+            self._next_offset = max(self._next_offset, self._end)
+        if not offsets:
+            return []
+        self._next_offset = max(self._next_offset, offsets[-1] + 1)
+        stamps = [message.timestamp() for message in messages]
+        return [
+            SourceBatch(
+                self._where,
+                offsets,
+                [message.value() for message in messages],
+                [message.key() for message in messages],
+                [None if kind == TIMESTAMP_NOT_AVAILABLE else ms for kind, ms in stamps],
+            )
+        ]
 
     def _on_message_error(self, error: KafkaError, message: Message) -> bool:
         """Handle an error event; True if it says the end of the log is at or past the end."""

@@ -41,6 +41,7 @@ from meterwax.operators.dedupe import (
     alive_from,
     dedupe_key,
 )
+from meterwax.operators.fast_validate import fast_event
 from meterwax.operators.reasons import Reason
 from meterwax.operators.records import (
     LateRow,
@@ -169,7 +170,13 @@ class PartitionMeter:
             raise ValueError(msg)
         out = PartitionOutput(self.where)
         rules = self.rules
-        decoded = [decode(payload, max_bytes=rules.max_event_bytes) for payload in batch.payloads]
+        limit = rules.max_event_bytes
+        # The fast path first (a plainly valid event), the full contract for everything else.
+        decoded = [
+            (payload and len(payload) <= limit and fast_event(payload))
+            or decode(payload, max_bytes=limit, fast=False)
+            for payload in batch.payloads
+        ]
         digests = [
             dedupe_key(item.tenant_id, item.id) if type(item) is Event else None for item in decoded
         ]

@@ -50,7 +50,7 @@ from meterwax.sinks.schemas import (
 from meterwax.sinks.windows_table import insert_first_totals
 
 FLOW_NAME = "metering"
-DEFAULT_FLUSH_ROWS = 250_000
+DEFAULT_FLUSH_ROWS = 100_000
 
 
 def app_id(flow: str, table: str, where: SourcePartition) -> str:
