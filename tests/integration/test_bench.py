@@ -9,6 +9,8 @@ meterwax, naive Bytewax and Quix Streams are identical.
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import pytest
 
@@ -76,3 +78,32 @@ def test_smoke_benchmark_reads_everything_and_totals_agree(bootstrap, tmp_path):
     assert len(machine["load_avg_start"]) == 3
     assert machine["quix_venv"]["quixstreams"]
     assert "floor" in done.stdout  # the table
+
+
+def test_resume_benchmark_resumes_to_the_clean_lake(bootstrap, tmp_path):
+    """bench/resume.py kills a run, restarts it, and fails unless the lake equals a clean run's."""
+    out = tmp_path / "resume.json"
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "meterwax.bench.resume",
+            "--brokers",
+            bootstrap,
+            "--events",
+            "30000",
+            "--rounds",
+            "1",
+            "--json",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    (measured,) = json.loads(out.read_text())["rounds"]
+    assert 0 < measured["killed_after_seconds"] < measured["clean_seconds"]
+    assert 0 < measured["resume_to_first_commit_seconds"] <= measured["restart_seconds"]
+    assert measured["recovery_store_bytes"] > 0
