@@ -36,7 +36,8 @@ def _module(python: str | Path, module: str, target: Target, *extra: str) -> lis
     return [str(python), "-m", module, "--brokers", target.brokers, "--topic", target.topic, *extra]
 
 
-def _meterwax(target: Target, lake: Path, *extra: str) -> list[str]:
+def meterwax_run_command(target: Target, lake: Path, *extra: str) -> list[str]:
+    """``meterwax run --stop-at-end`` over the target's topic into ``lake``, its summary as JSON."""
     return [
         sys.executable,
         "-m",
@@ -63,7 +64,7 @@ def _free_port() -> int:
 
 def _two_processes(target: Target, lake: Path) -> list[list[str]]:
     addresses = ";".join(f"127.0.0.1:{_free_port()}" for _ in range(2))
-    return [_meterwax(target, lake, "-i", str(i), "-a", addresses) for i in range(2)]
+    return [meterwax_run_command(target, lake, "-i", str(i), "-a", addresses) for i in range(2)]
 
 
 def _quix(target: Target, lake: Path) -> list[list[str]]:
@@ -113,7 +114,7 @@ CONTESTANTS = {
         ),
         Contestant(
             "meterwax",
-            lambda t, lake: [_meterwax(t, lake)],
+            lambda t, lake: [meterwax_run_command(t, lake)],
             "usage_windows",
             "read",
             _meterwax_outcomes,

@@ -20,7 +20,6 @@ import json
 import signal
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 from dataclasses import asdict, dataclass
@@ -29,6 +28,7 @@ from pathlib import Path
 
 from deltalake import DeltaTable
 
+from meterwax.bench.contestants import Target, meterwax_run_command
 from meterwax.bench.totals import compare, read_meterwax_windows
 from meterwax.bench.workload import delete_topic, load_topic
 from meterwax.flows.kafka_clients import Cluster
@@ -51,21 +51,7 @@ class Round:
 
 
 def _command(brokers: str, topic: str, lake: Path, state: Path) -> list[str]:
-    return [
-        sys.executable,
-        "-m",
-        "meterwax",
-        "run",
-        "--brokers",
-        brokers,
-        "--topic",
-        topic,
-        "--lake",
-        str(lake),
-        "--state-dir",
-        str(state),
-        "--stop-at-end",
-    ]
+    return meterwax_run_command(Target(brokers, topic), lake, "--state-dir", str(state))
 
 
 def _ledger_versions(lake: Path) -> int:

@@ -147,16 +147,23 @@ def quarantine_table(
     return pa.Table.from_pydict(columns, schema=QUARANTINE.schema)
 
 
+def _window_key_columns(rows: Sequence[WindowRow]) -> dict[str, pa.Array]:
+    """The columns that name a window: tenant_id, meter, window_start, window_end, window_date."""
+    starts = [r.window_start_us for r in rows]
+    return {
+        "tenant_id": pa.array([r.tenant_id for r in rows], pa.string()),
+        "meter": pa.array([r.meter for r in rows], pa.string()),
+        "window_start": timestamp_column(starts),
+        "window_end": timestamp_column([r.window_end_us for r in rows]),
+        "window_date": date_column(starts),
+    }
+
+
 def windows_table(rows: Sequence[WindowRow], *, revision: int, updated_at: datetime) -> pa.Table:
     """Rows for ``usage_windows``, all at one revision."""
-    starts = [r.window_start_us for r in rows]
     return pa.Table.from_pydict(
         {
-            "tenant_id": pa.array([r.tenant_id for r in rows], pa.string()),
-            "meter": pa.array([r.meter for r in rows], pa.string()),
-            "window_start": timestamp_column(starts),
-            "window_end": timestamp_column([r.window_end_us for r in rows]),
-            "window_date": date_column(starts),
+            **_window_key_columns(rows),
             "quantity": decimal_column([r.quantity_nanos for r in rows]),
             "event_count": pa.array([r.event_count for r in rows], pa.int64()),
             "revision": pa.array([revision] * len(rows), pa.int64()),
@@ -168,14 +175,9 @@ def windows_table(rows: Sequence[WindowRow], *, revision: int, updated_at: datet
 
 def conflicts_table(where: SourcePartition, rows: Sequence[WindowRow]) -> pa.Table:
     """Rows for ``window_conflicts``: the partial totals the main flow did not write."""
-    starts = [r.window_start_us for r in rows]
     return pa.Table.from_pydict(
         {
-            "tenant_id": pa.array([r.tenant_id for r in rows], pa.string()),
-            "meter": pa.array([r.meter for r in rows], pa.string()),
-            "window_start": timestamp_column(starts),
-            "window_end": timestamp_column([r.window_end_us for r in rows]),
-            "window_date": date_column(starts),
+            **_window_key_columns(rows),
             "partial_quantity": decimal_column([r.quantity_nanos for r in rows]),
             "partial_event_count": pa.array([r.event_count for r in rows], pa.int64()),
             "origin": pa.array([where.source] * len(rows), pa.string()),

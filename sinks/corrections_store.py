@@ -283,13 +283,8 @@ class CorrectionStore:
         wanted = set(windows)
         if not wanted:
             return {}
-        self._windows.update_incremental()
-        table = self._query(
-            self._windows,
-            "w",
-            "SELECT tenant_id, meter, window_start, quantity, event_count, revision FROM w "
-            f"WHERE window_date IN ({_in_list(_dates_of(wanted))}) "
-            f"AND tenant_id IN ({_in_list(k[0] for k in wanted)})",
+        table = self._rows_of_windows(
+            self._windows, "tenant_id, meter, window_start, quantity, event_count, revision", wanted
         )
         found = {}
         for key, quantity, count, revision in zip(
@@ -308,13 +303,10 @@ class CorrectionStore:
         wanted = set(windows)
         if not wanted:
             return {}
-        self._audit.update_incremental()
-        table = self._query(
+        table = self._rows_of_windows(
             self._audit,
-            "c",
-            "SELECT tenant_id, meter, window_start, revision, new_quantity, new_event_count "
-            f"FROM c WHERE window_date IN ({_in_list(_dates_of(wanted))}) "
-            f"AND tenant_id IN ({_in_list(k[0] for k in wanted)})",
+            "tenant_id, meter, window_start, revision, new_quantity, new_event_count",
+            wanted,
         )
         found = {}
         for key, revision, quantity, count in zip(
@@ -353,9 +345,19 @@ class CorrectionStore:
         )
 
     @staticmethod
-    def _query(table: DeltaTable, name: str, statement: str) -> pa.Table:
+    def _rows_of_windows(table: DeltaTable, columns: str, windows: set[WindowKey]) -> pa.Table:
+        """``columns`` of the rows in the windows' dates and tenants (a superset to filter).
+
+        The date and tenant predicates prune partitions and files, which is what keeps a
+        correction's cost tied to the windows it touches rather than to the whole table.
+        """
+        table.update_incremental()
+        statement = (
+            f"SELECT {columns} FROM t WHERE window_date IN ({_in_list(_dates_of(windows))}) "
+            f"AND tenant_id IN ({_in_list(k[0] for k in windows)})"
+        )
         return _plain_strings(
-            pa.table(QueryBuilder().register(name, table).execute(statement).read_all())
+            pa.table(QueryBuilder().register("t", table).execute(statement).read_all())
         )
 
 

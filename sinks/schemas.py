@@ -50,6 +50,14 @@ _EVENT_FIELDS = [
     _field("dimensions", DIMENSIONS, nullable=True),
     _field("source", pa.string(), nullable=True),
 ]
+_WINDOW_KEY_FIELDS = [
+    _field("tenant_id", pa.string()),
+    _field("meter", pa.string()),
+    _field("window_start", TIMESTAMP),
+    _field("window_end", TIMESTAMP),
+    _field("window_date", pa.date32()),
+]
+"""A window's key (tenant_id, meter, window_start), its end, and the date it is partitioned by."""
 _ORIGIN_FIELDS = [
     _field("origin", pa.string()),
     _field("origin_partition", pa.int32()),
@@ -70,11 +78,7 @@ USAGE_WINDOWS = TableSpec(
     name="usage_windows",
     schema=pa.schema(
         [
-            _field("tenant_id", pa.string()),
-            _field("meter", pa.string()),
-            _field("window_start", TIMESTAMP),
-            _field("window_end", TIMESTAMP),
-            _field("window_date", pa.date32()),
+            *_WINDOW_KEY_FIELDS,
             _field("quantity", QUANTITY),
             _field("event_count", pa.int64()),
             _field("revision", pa.int64()),
@@ -121,11 +125,7 @@ WINDOW_CONFLICTS = TableSpec(
     name="window_conflicts",
     schema=pa.schema(
         [
-            _field("tenant_id", pa.string()),
-            _field("meter", pa.string()),
-            _field("window_start", TIMESTAMP),
-            _field("window_end", TIMESTAMP),
-            _field("window_date", pa.date32()),
+            *_WINDOW_KEY_FIELDS,
             _field("partial_quantity", QUANTITY),
             _field("partial_event_count", pa.int64()),
             _field("origin", pa.string()),
@@ -141,11 +141,7 @@ USAGE_CORRECTIONS = TableSpec(
     name="usage_corrections",
     schema=pa.schema(
         [
-            _field("tenant_id", pa.string()),
-            _field("meter", pa.string()),
-            _field("window_start", TIMESTAMP),
-            _field("window_end", TIMESTAMP),
-            _field("window_date", pa.date32()),
+            *_WINDOW_KEY_FIELDS,
             _field("revision", pa.int64()),
             _field("previous_quantity", QUANTITY, nullable=True),
             _field("previous_event_count", pa.int64(), nullable=True),

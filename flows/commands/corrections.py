@@ -10,7 +10,7 @@ from bytewax.errors import BytewaxRuntimeError
 
 from meterwax.durations import parse_duration_us
 from meterwax.flows import config
-from meterwax.flows.commands.options import CONTEXT, lake_option, metrics_option
+from meterwax.flows.commands.options import CONTEXT, format_option, lake_option, metrics_option
 from meterwax.flows.corrections import run_corrections
 from meterwax.flows.render import format_decimal, text_table, to_json
 from meterwax.flows.stopping import stop_on_signals
@@ -40,13 +40,7 @@ Examples:
 @metrics_option
 @click.option("--show", is_flag=True, help="Print the audit trail (usage_corrections) instead.")
 @click.option("--tenant", help="With --show: only this tenant.")
-@click.option(
-    "--format",
-    "output_format",
-    type=click.Choice(["table", "json"]),
-    default="table",
-    show_default=True,
-)
+@format_option("json")
 def corrections(
     lake: str | None,
     once: bool,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from meterwax.flows import config
-from meterwax.flows.commands.options import CONTEXT, lake_option
+from meterwax.flows.commands.options import CONTEXT, format_option, lake_option
 from meterwax.flows.render import text_table, to_json
 from meterwax.sinks.lake import Lake
 from meterwax.sinks.maintenance import (
@@ -51,13 +51,7 @@ and expired commit logs are cleaned only when the table keeps them at least that
     type=click.Choice([spec.name for spec in ALL_TABLES]),
     help="Only this table (repeat for several).  [default: every table of the lake]",
 )
-@click.option(
-    "--format",
-    "output_format",
-    type=click.Choice(["table", "json"]),
-    default="table",
-    show_default=True,
-)
+@format_option("json")
 def maintain(
     lake: str | None,
     compact: bool,

@@ -53,3 +53,15 @@ def metrics_option(function: Any) -> Any:
         type=int,
         help="Serve Prometheus metrics on this port while running.  [env METERWAX_METRICS_PORT]",
     )(function)
+
+
+def format_option(*choices: str, help_text: str = "Output format.") -> Any:
+    """Add ``--format`` (into ``output_format``): ``table`` by default, or one of ``choices``."""
+    return click.option(
+        "--format",
+        "output_format",
+        type=click.Choice(["table", *choices]),
+        default="table",
+        show_default=True,
+        help=help_text,
+    )

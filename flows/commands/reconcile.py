@@ -9,7 +9,7 @@ from decimal import Decimal
 import click
 
 from meterwax.flows import config
-from meterwax.flows.commands.options import CONTEXT, lake_option
+from meterwax.flows.commands.options import CONTEXT, format_option, lake_option
 from meterwax.flows.reconcile import ReconcileReport, mismatch_counts, reconcile
 from meterwax.flows.render import format_decimal, text_table, to_json
 from meterwax.sinks.lake import Lake
@@ -31,13 +31,7 @@ EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 @click.option("--from", "start", help="Windows starting at or after this time (or date).")
 @click.option("--to", "end", help="Windows starting before this time (or date).")
 @click.option("--fix", is_flag=True, help="Repair mismatches, with one audit row per change.")
-@click.option(
-    "--format",
-    "output_format",
-    type=click.Choice(["table", "json"]),
-    default="table",
-    show_default=True,
-)
+@format_option("json")
 def reconcile_command(
     lake: str | None, start: str | None, end: str | None, fix: bool, output_format: str
 ) -> None:

@@ -12,7 +12,7 @@ from confluent_kafka import Consumer
 from meterwax.errors import ConfigError
 from meterwax.flows import config
 from meterwax.flows.commands.kafka_options import kafka_options, parse_kafka_config
-from meterwax.flows.commands.options import CONTEXT, lake_option
+from meterwax.flows.commands.options import CONTEXT, format_option, lake_option
 from meterwax.flows.render import text_table, to_json
 from meterwax.flows.replay import (
     parse_offsets,
@@ -43,13 +43,7 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 @click.option("--to-offsets", help="End per partition, PARTITION:OFFSET[,…] (exclusive).")
 @click.option("--to-time", help="End before the first record at or after this time.")
 @click.option("--dry-run", is_flag=True, help="Print the window changes; write nothing.")
-@click.option(
-    "--format",
-    "output_format",
-    type=click.Choice(["table", "json"]),
-    default="table",
-    show_default=True,
-)
+@format_option("json")
 def replay_command(
     kafka_config: tuple[str, ...],
     from_offsets: str | None,

@@ -10,7 +10,13 @@ import click
 from meterwax.errors import ConfigError
 from meterwax.flows import config
 from meterwax.flows.commands.kafka_options import kafka_options, parse_kafka_config
-from meterwax.flows.commands.options import CONTEXT, lake_option, metrics_option, rules_options
+from meterwax.flows.commands.options import (
+    CONTEXT,
+    format_option,
+    lake_option,
+    metrics_option,
+    rules_options,
+)
 from meterwax.flows.file_source import FileSource
 from meterwax.flows.kafka_source import KafkaSource
 from meterwax.flows.metering import RunReport, run_to_lake
@@ -88,14 +94,7 @@ _KAFKA_ONLY = ("topic", "stop_at_end", "kafka_config", "recovery")
     "--addresses",
     help="Multi-process: every process's HOST:PORT, ';'-separated, the same for all.",
 )
-@click.option(
-    "--format",
-    "output_format",
-    type=click.Choice(["table", "json"]),
-    default="table",
-    show_default=True,
-    help="Summary format.",
-)
+@format_option("json", help_text="Summary format.")
 @click.pass_context
 def run(
     ctx: click.Context,

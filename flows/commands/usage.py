@@ -7,7 +7,7 @@ from typing import Any
 import click
 
 from meterwax.flows import config
-from meterwax.flows.commands.options import CONTEXT, lake_option
+from meterwax.flows.commands.options import CONTEXT, format_option, lake_option
 from meterwax.flows.periods import Granularity, zone
 from meterwax.flows.render import csv_text, text_table, to_json
 from meterwax.flows.rollups import Rollup, parse_bound, rollup
@@ -56,13 +56,7 @@ Examples:
     help="What the tables said at a Delta version (a number) or a time (RFC 3339): "
     "e.g. when an invoice was cut.",
 )
-@click.option(
-    "--format",
-    "output_format",
-    type=click.Choice(["table", "json", "csv"]),
-    default="table",
-    show_default=True,
-)
+@format_option("json", "csv")
 def usage(
     lake: str | None,
     tenant: str | None,
