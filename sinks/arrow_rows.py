@@ -147,16 +147,28 @@ def quarantine_table(
     return pa.Table.from_pydict(columns, schema=QUARANTINE.schema)
 
 
-def _window_key_columns(rows: Sequence[WindowRow]) -> dict[str, pa.Array]:
-    """The columns that name a window: tenant_id, meter, window_start, window_end, window_date."""
-    starts = [r.window_start_us for r in rows]
+def window_key_columns(
+    keys: Sequence[tuple[str, str, int]], ends_us: Sequence[int]
+) -> dict[str, pa.Array]:
+    """The columns that name a window, from ``(tenant_id, meter, window_start_us)`` keys.
+
+    tenant_id, meter, window_start, window_end and window_date: the leading columns of every
+    table with a row per window (usage_windows, window_conflicts, usage_corrections).
+    """
+    starts = [key[2] for key in keys]
     return {
-        "tenant_id": pa.array([r.tenant_id for r in rows], pa.string()),
-        "meter": pa.array([r.meter for r in rows], pa.string()),
+        "tenant_id": pa.array([key[0] for key in keys], pa.string()),
+        "meter": pa.array([key[1] for key in keys], pa.string()),
         "window_start": timestamp_column(starts),
-        "window_end": timestamp_column([r.window_end_us for r in rows]),
+        "window_end": timestamp_column(ends_us),
         "window_date": date_column(starts),
     }
+
+
+def _window_key_columns(rows: Sequence[WindowRow]) -> dict[str, pa.Array]:
+    return window_key_columns(
+        [(r.tenant_id, r.meter, r.window_start_us) for r in rows], [r.window_end_us for r in rows]
+    )
 
 
 def windows_table(rows: Sequence[WindowRow], *, revision: int, updated_at: datetime) -> pa.Table:

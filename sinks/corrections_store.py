@@ -45,6 +45,7 @@ from meterwax.sinks.arrow_rows import (
     quarantine_table,
     timestamp_column,
     timestamp_to_micros,
+    window_key_columns,
     window_keys,
 )
 from meterwax.sinks.delta_writes import CommitStats, retry_commit
@@ -410,14 +411,9 @@ def _ledger_table(events: list[LateEvent], counted_by: str) -> pa.Table:
 
 
 def _audit_table(changes: list[WindowChange], now: datetime) -> pa.Table:
-    starts = [c.key[2] for c in changes]
     return pa.Table.from_pydict(
         {
-            "tenant_id": pa.array([c.key[0] for c in changes], pa.string()),
-            "meter": pa.array([c.key[1] for c in changes], pa.string()),
-            "window_start": timestamp_column(starts),
-            "window_end": timestamp_column([c.window_end_us for c in changes]),
-            "window_date": date_column(starts),
+            **window_key_columns([c.key for c in changes], [c.window_end_us for c in changes]),
             "revision": pa.array([c.revision for c in changes], pa.int64()),
             "previous_quantity": _nullable_decimals(
                 [None if c.previous is None else c.previous[0] for c in changes]
@@ -446,14 +442,9 @@ def _nullable_decimals(values: list[int | None]) -> pa.Array:
 
 
 def _window_rows(changes: list[WindowChange], now: datetime) -> pa.Table:
-    starts = [c.key[2] for c in changes]
     return pa.Table.from_pydict(
         {
-            "tenant_id": pa.array([c.key[0] for c in changes], pa.string()),
-            "meter": pa.array([c.key[1] for c in changes], pa.string()),
-            "window_start": timestamp_column(starts),
-            "window_end": timestamp_column([c.window_end_us for c in changes]),
-            "window_date": date_column(starts),
+            **window_key_columns([c.key for c in changes], [c.window_end_us for c in changes]),
             "quantity": decimal_column([c.new[0] for c in changes]),
             "event_count": pa.array([c.new[1] for c in changes], pa.int64()),
             "revision": pa.array([c.revision for c in changes], pa.int64()),

@@ -25,6 +25,7 @@ from datetime import UTC, datetime, timedelta
 import pyarrow as pa
 from deltalake import CommitProperties, DeltaTable, QueryBuilder, Transaction
 
+from meterwax.operators.corrections import WindowKey
 from meterwax.operators.records import WindowRow
 from meterwax.sinks.arrow_rows import decimal_to_nanos, window_keys, windows_table
 from meterwax.sinks.delta_writes import CommitStats, retry_commit
@@ -32,9 +33,6 @@ from meterwax.sinks.delta_writes import CommitStats, retry_commit
 WINDOW_KEY = "t.tenant_id = s.tenant_id AND t.meter = s.meter AND t.window_start = s.window_start"
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MICROSECOND = timedelta(microseconds=1)
-
-WindowKey = tuple[str, str, int]
-"""(tenant_id, meter, window start in µs)."""
 
 
 def _date_predicate(dates: Sequence[str]) -> str:
