@@ -24,7 +24,6 @@ from meterwax.operators.corrections import (
     WindowChange,
     WindowKey,
     plan_window_changes,
-    reconcile_with_audit,
 )
 from meterwax.sinks.arrow_rows import decimal_to_nanos, group_by_window, window_keys
 from meterwax.sinks.corrections_store import CorrectionStore
@@ -172,9 +171,7 @@ def reconcile(
             late_ids={},
             reasons={k: [ChangeReason.RECONCILE_FIX] for k in keys},
         )
-        to_audit, apply_only = reconcile_with_audit(changes, store.audited(keys))
-        store.write_audit(to_audit)
-        store.apply_to_windows(to_audit + apply_only)
+        store.record_changes(changes)
         report.fixed = changes
     return report
 

@@ -29,7 +29,6 @@ from meterwax.operators.corrections import (
     WindowKey,
     classify_late_events,
     plan_window_changes,
-    reconcile_with_audit,
 )
 from meterwax.operators.decode import Event, Heartbeat, Rejection, decode
 from meterwax.operators.records import QuarantineRow, SourcePartition
@@ -231,9 +230,7 @@ def replay(lake: Lake, topic: str, messages: Iterator[Message], *, dry_run: bool
         reasons={k: [ChangeReason.REPLAY] for k in affected},
     )
     if not dry_run:
-        to_audit, apply_only = reconcile_with_audit(report.changes, store.audited(affected))
-        store.write_audit(to_audit)
-        store.apply_to_windows(to_audit + apply_only)
+        store.record_changes(report.changes)
     return report
 
 

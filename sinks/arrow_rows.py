@@ -84,7 +84,8 @@ def date_column(micros: Sequence[int]) -> pa.Array:
     return pa.array(days.astype(np.int32)).cast(pa.date32())
 
 
-def _event_columns(events: Sequence[Event]) -> dict[str, pa.Array]:
+def event_columns(events: Sequence[Event]) -> dict[str, pa.Array]:
+    """The event's columns, shared by ``events`` (the ledger) and ``late_events``."""
     # Transpose once (in C) instead of one Python pass per column.
     tenants, ids, meters, nanos, times, dimensions, sources = (
         zip(*events, strict=True) if events else ((),) * 7
@@ -111,7 +112,7 @@ def _origin_columns(where: SourcePartition, offsets: Sequence[int]) -> dict[str,
 
 def ledger_table(where: SourcePartition, rows: Sequence[LedgerRow], counted_by: str) -> pa.Table:
     """Rows for the ``events`` ledger."""
-    columns = _event_columns([r.event for r in rows])
+    columns = event_columns([r.event for r in rows])
     columns.update(_origin_columns(where, [r.offset for r in rows]))
     columns["counted_by"] = pa.array([counted_by] * len(rows), pa.string())
     return pa.Table.from_pydict(columns, schema=EVENTS.schema)
@@ -119,7 +120,7 @@ def ledger_table(where: SourcePartition, rows: Sequence[LedgerRow], counted_by: 
 
 def late_table(where: SourcePartition, rows: Sequence[LateRow], window_us: int) -> pa.Table:
     """Rows for the ``late_events`` channel."""
-    columns = _event_columns([r.event for r in rows])
+    columns = event_columns([r.event for r in rows])
     columns.update(_origin_columns(where, [r.offset for r in rows]))
     starts = [r.event.time_us - r.event.time_us % window_us for r in rows]
     columns["window_start"] = timestamp_column(starts)

@@ -26,7 +26,6 @@ from meterwax.operators.corrections import (
     WindowKey,
     classify_late_events,
     plan_window_changes,
-    reconcile_with_audit,
 )
 from meterwax.sinks.corrections_store import CorrectionStore
 from meterwax.sinks.lake import Lake
@@ -69,10 +68,7 @@ def apply_work(store: CorrectionStore, work: CorrectionWork) -> Counter[str]:
         late_ids=late_ids,
         reasons=reasons,
     )
-    to_audit, apply_only = reconcile_with_audit(changes, store.audited(c.key for c in changes))
-    store.write_audit(to_audit)
-    crash_point("corrections.after_audit")
-    store.apply_to_windows(to_audit + apply_only)
+    to_audit = store.record_changes(changes)
     crash_point("corrections.after_windows")
     store.record_progress(work.late_version, work.conflicts_version)
     return Counter(

@@ -18,13 +18,14 @@ Writes, always in this order, so every step is safe to repeat after a crash:
 from __future__ import annotations
 
 from collections.abc import Iterable
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 
 import pyarrow as pa
 import pyarrow.compute as pc
-from deltalake import CommitProperties, DeltaTable, QueryBuilder, Transaction, write_deltalake
+from deltalake import CommitProperties, DeltaTable, Transaction, write_deltalake
 
 from meterwax.errors import LakeError
+from meterwax.faults import crash_point
 from meterwax.operators.corrections import (
     CORRECTIONS_FLOW,
     CurrentWindow,
@@ -33,17 +34,16 @@ from meterwax.operators.corrections import (
     Totals,
     WindowChange,
     WindowKey,
+    reconcile_with_audit,
 )
 from meterwax.operators.decode import Event
 from meterwax.operators.records import QuarantineRow, SourcePartition
 from meterwax.sinks.arrow_rows import (
-    DAY_US,
-    date_column,
     decimal_column,
     decimal_to_nanos,
+    event_columns,
     group_by_window,
     quarantine_table,
-    timestamp_column,
     timestamp_to_micros,
     window_key_columns,
     window_keys,
@@ -51,6 +51,7 @@ from meterwax.sinks.arrow_rows import (
 from meterwax.sinks.delta_writes import CommitStats, retry_commit
 from meterwax.sinks.lake import Lake
 from meterwax.sinks.metering_sink import progress_app_id
+from meterwax.sinks.queries import plain_strings
 from meterwax.sinks.schemas import (
     EVENTS,
     LATE_EVENTS,
@@ -60,20 +61,16 @@ from meterwax.sinks.schemas import (
     USAGE_WINDOWS,
     WINDOW_CONFLICTS,
 )
-from meterwax.sinks.windows_table import merge_revised_totals
+from meterwax.sinks.windows_table import (
+    existing_totals,
+    merge_revised_totals,
+    rows_of_windows,
+    window_dates,
+)
 
 PROGRESS_LATE = "meterwax.corrections.progress.late_events"
 PROGRESS_CONFLICTS = "meterwax.corrections.progress.window_conflicts"
 LEDGER_APP = "meterwax.corrections.events"
-
-
-def _in_list(values: Iterable[str]) -> str:
-    return ", ".join("'" + v.replace("'", "''") + "'" for v in sorted(set(values)))
-
-
-def _dates_of(keys: Iterable[WindowKey]) -> list[str]:
-    epoch = datetime(1970, 1, 1, tzinfo=UTC).date().toordinal()
-    return sorted({datetime.fromordinal(epoch + k[2] // DAY_US).date().isoformat() for k in keys})
 
 
 class CorrectionStore:
@@ -166,7 +163,7 @@ class CorrectionStore:
         if through <= after:
             return pa.table({})
         reader = table.load_cdf(starting_version=after + 1, ending_version=through)
-        changes = _plain_strings(pa.table(reader.read_all()))
+        changes = plain_strings(pa.table(reader.read_all()))
         if changes.num_rows == 0:
             return changes
         return changes.filter(pc.equal(changes.column("_change_type"), "insert"))
@@ -267,7 +264,7 @@ class CorrectionStore:
         if not wanted:
             return {}
         self._events.update_incremental()
-        dates = [datetime.fromisoformat(d).date() for d in _dates_of(wanted)]
+        dates = [date.fromisoformat(d) for d in window_dates(wanted)]
         tenants = pa.array(sorted({k[0] for k in wanted}), pa.string())
         rows = self._events.to_pyarrow_dataset().to_table(
             columns=["tenant_id", "meter", "event_time", "quantity"],
@@ -282,32 +279,25 @@ class CorrectionStore:
     def current_windows(self, windows: Iterable[WindowKey]) -> dict[WindowKey, CurrentWindow]:
         """The usage_windows rows of these windows as they are now."""
         wanted = set(windows)
-        if not wanted:
-            return {}
-        table = self._rows_of_windows(
-            self._windows, "tenant_id, meter, window_start, quantity, event_count, revision", wanted
+        existing = existing_totals(
+            self._windows, window_dates(wanted), tenants={key[0] for key in wanted}
         )
-        found = {}
-        for key, quantity, count, revision in zip(
-            window_keys(table),
-            decimal_to_nanos(table.column("quantity")),
-            table.column("event_count").to_pylist(),
-            table.column("revision").to_pylist(),
-            strict=True,
-        ):
-            if key in wanted:
-                found[key] = CurrentWindow((quantity, count), revision)
-        return found
+        return {
+            key: CurrentWindow((quantity, count), revision)
+            for key, (quantity, count, revision) in existing.items()
+            if key in wanted
+        }
 
     def audited(self, windows: Iterable[WindowKey]) -> dict[tuple[WindowKey, int], Totals]:
         """Audit rows already written for these windows: (key, revision) → new totals."""
         wanted = set(windows)
         if not wanted:
             return {}
-        table = self._rows_of_windows(
+        table = rows_of_windows(
             self._audit,
             "tenant_id, meter, window_start, revision, new_quantity, new_event_count",
-            wanted,
+            window_dates(wanted),
+            tenants={key[0] for key in wanted},
         )
         found = {}
         for key, revision, quantity, count in zip(
@@ -320,6 +310,20 @@ class CorrectionStore:
             if key in wanted:
                 found[(key, revision)] = (quantity, count)
         return found
+
+    def record_changes(self, changes: list[WindowChange]) -> list[WindowChange]:
+        """Write the changes' audit rows, then the windows; return the changes audited now.
+
+        The audit rows go first so that no window change exists without its explanation (G3).
+        A change whose audit row an interrupted run already wrote is applied without a second
+        one (see :func:`reconcile_with_audit`), so every caller (corrections, replay,
+        reconcile --fix) can be killed between the two writes and simply rerun.
+        """
+        to_audit, apply_only = reconcile_with_audit(changes, self.audited(c.key for c in changes))
+        self.write_audit(to_audit)
+        crash_point("corrections.after_audit")
+        self.apply_to_windows(to_audit + apply_only)
+        return to_audit
 
     def write_audit(self, changes: list[WindowChange]) -> None:
         """Append one usage_corrections row per change."""
@@ -345,30 +349,6 @@ class CorrectionStore:
             stats=self.stats,
         )
 
-    @staticmethod
-    def _rows_of_windows(table: DeltaTable, columns: str, windows: set[WindowKey]) -> pa.Table:
-        """``columns`` of the rows in the windows' dates and tenants (a superset to filter).
-
-        The date and tenant predicates prune partitions and files, which is what keeps a
-        correction's cost tied to the windows it touches rather than to the whole table.
-        """
-        table.update_incremental()
-        statement = (
-            f"SELECT {columns} FROM t WHERE window_date IN ({_in_list(_dates_of(windows))}) "
-            f"AND tenant_id IN ({_in_list(k[0] for k in windows)})"
-        )
-        return _plain_strings(
-            pa.table(QueryBuilder().register("t", table).execute(statement).read_all())
-        )
-
-
-def _plain_strings(table: pa.Table) -> pa.Table:
-    fields = [
-        pa.field(f.name, pa.string(), f.nullable) if f.type == pa.string_view() else f
-        for f in table.schema
-    ]
-    return table.cast(pa.schema(fields))
-
 
 def _events_from(table: pa.Table) -> list[Event]:
     dimensions = table.column("dimensions").to_pylist()
@@ -388,26 +368,13 @@ def _events_from(table: pa.Table) -> list[Event]:
 
 
 def _ledger_table(events: list[LateEvent], counted_by: str) -> pa.Table:
-    times = [e.event.time_us for e in events]
-    return pa.Table.from_pydict(
-        {
-            "tenant_id": pa.array([e.event.tenant_id for e in events], pa.string()),
-            "id": pa.array([e.event.id for e in events], pa.string()),
-            "meter": pa.array([e.event.meter for e in events], pa.string()),
-            "quantity": decimal_column([e.event.quantity_nanos for e in events]),
-            "event_time": timestamp_column(times),
-            "event_date": date_column(times),
-            "dimensions": pa.array(
-                [e.event.dimensions for e in events], type=EVENTS.schema.field("dimensions").type
-            ),
-            "source": pa.array([e.event.source for e in events], pa.string()),
-            "origin": pa.array([e.origin for e in events], pa.string()),
-            "origin_partition": pa.array([e.origin_partition for e in events], pa.int32()),
-            "origin_offset": pa.array([e.origin_offset for e in events], pa.int64()),
-            "counted_by": pa.array([counted_by] * len(events), pa.string()),
-        },
-        schema=EVENTS.schema,
-    )
+    """Ledger rows for late events: each keeps the source coordinates the main flow read."""
+    columns = event_columns([e.event for e in events])
+    columns["origin"] = pa.array([e.origin for e in events], pa.string())
+    columns["origin_partition"] = pa.array([e.origin_partition for e in events], pa.int32())
+    columns["origin_offset"] = pa.array([e.origin_offset for e in events], pa.int64())
+    columns["counted_by"] = pa.array([counted_by] * len(events), pa.string())
+    return pa.Table.from_pydict(columns, schema=EVENTS.schema)
 
 
 def _audit_table(changes: list[WindowChange], now: datetime) -> pa.Table:

@@ -27,10 +27,11 @@ def sql(
     for spec in tables:
         builder.register(spec.name, lake.table(spec, version))
     result = pa.table(builder.execute(statement).read_all())
-    return _plain_strings(result)
+    return plain_strings(result)
 
 
-def _plain_strings(table: pa.Table) -> pa.Table:
+def plain_strings(table: pa.Table) -> pa.Table:
+    """``table`` with DataFusion's ``string_view`` columns cast to plain ``string``."""
     fields = [
         pa.field(f.name, pa.string(), f.nullable) if f.type == pa.string_view() else f
         for f in table.schema

@@ -19,7 +19,7 @@ replaced only by a higher revision, so a replay can never undo a newer correctio
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime, timedelta
 
 import pyarrow as pa
@@ -29,6 +29,7 @@ from meterwax.operators.corrections import WindowKey
 from meterwax.operators.records import WindowRow
 from meterwax.sinks.arrow_rows import decimal_to_nanos, window_keys, windows_table
 from meterwax.sinks.delta_writes import CommitStats, retry_commit
+from meterwax.sinks.queries import literal, plain_strings
 
 WINDOW_KEY = "t.tenant_id = s.tenant_id AND t.meter = s.meter AND t.window_start = s.window_start"
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -36,7 +37,36 @@ _MICROSECOND = timedelta(microseconds=1)
 
 
 def _date_predicate(dates: Sequence[str]) -> str:
-    return "window_date IN (" + ", ".join(f"'{d}'" for d in sorted(set(dates))) + ")"
+    return f"window_date IN ({_sql_list(dates)})"
+
+
+def window_dates(keys: Iterable[WindowKey]) -> list[str]:
+    """The distinct ``window_date`` partition values (ISO dates) of these windows, sorted."""
+    return sorted({_date_of(key[2]) for key in keys})
+
+
+def rows_of_windows(
+    table: DeltaTable, columns: str, dates: Iterable[str], *, tenants: Iterable[str]
+) -> pa.Table:
+    """``columns`` of the rows of ``table`` in these window dates and tenants.
+
+    A superset of any set of windows with those dates and tenants, for the caller to filter:
+    the date and tenant predicates prune partitions and files, which keeps the read tied to
+    the windows at hand rather than to the whole table. Works for every table keyed by window
+    (usage_windows, usage_corrections).
+    """
+    table.update_incremental()
+    statement = (
+        f"SELECT {columns} FROM t WHERE window_date IN ({_sql_list(dates)}) "
+        f"AND tenant_id IN ({_sql_list(tenants)})"
+    )
+    return plain_strings(
+        pa.table(QueryBuilder().register("t", table).execute(statement).read_all())
+    )
+
+
+def _sql_list(values: Iterable[str]) -> str:
+    return ", ".join(literal(value) for value in sorted(set(values)))
 
 
 def existing_totals(
@@ -45,16 +75,11 @@ def existing_totals(
     """Rows of these tenants and window dates in ``table``: key → (nanos, count, revision)."""
     if not dates or not tenants:
         return {}
-    table.update_incremental()
-    tenant_list = ", ".join("'" + t.replace("'", "''") + "'" for t in sorted(tenants))
-    result = pa.table(
-        QueryBuilder()
-        .register("w", table)
-        .execute(
-            "SELECT tenant_id, meter, window_start, quantity, event_count, revision FROM w "
-            f"WHERE {_date_predicate(dates)} AND tenant_id IN ({tenant_list})"
-        )
-        .read_all()
+    result = rows_of_windows(
+        table,
+        "tenant_id, meter, window_start, quantity, event_count, revision",
+        dates,
+        tenants=tenants,
     )
     values = zip(
         decimal_to_nanos(result.column("quantity")),
