@@ -63,7 +63,6 @@ class ReplayReport:
     quarantined: int = 0
     heartbeats: int = 0
     changes: list[WindowChange] = field(default_factory=list)
-    ranges: dict[int, tuple[int, int]] = field(default_factory=dict)
 
 
 def parse_offsets(text: str, *, option: str) -> dict[int, int]:
