@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Iterable
 from pathlib import Path
 
 import pytest
@@ -24,14 +23,6 @@ settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 def _state_outside_the_repository(tmp_path_factory: pytest.TempPathFactory) -> None:
     """Default recovery stores of Kafka runs go to a temporary directory, not ./.meterwax."""
     os.environ["METERWAX_STATE_DIR"] = str(tmp_path_factory.mktemp("meterwax-state"))
-
-
-def write_lines(path: Path, payloads: Iterable[bytes]) -> Path:
-    """Write one payload per line."""
-    with path.open("wb") as handle:
-        for payload in payloads:
-            handle.write(payload + b"\n")
-    return path
 
 
 @pytest.fixture

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import orjson
 from deltalake import DeltaTable
 
+from meterwax.flows.generator import Generated
 from meterwax.sinks.lake import Lake
 from meterwax.sinks.schemas import TableSpec
 
@@ -75,6 +78,17 @@ def ledger_totals(
     return {key: (sums[key], counts[key]) for key in sums}
 
 
+WALL_CLOCK_COLUMNS = ("updated_at", "corrected_at")
+"""Columns that record when a row was written, which no two runs share."""
+
+
+def comparable_tables(lake: Lake) -> dict[str, list[dict[str, Any]]]:
+    """Every table's rows without the wall-clock columns, in a stable order (for G5)."""
+    from meterwax.sinks.schemas import ALL_TABLES
+
+    return {spec.name: without(rows(lake, spec), *WALL_CLOCK_COLUMNS) for spec in ALL_TABLES}
+
+
 def without(rows_: list[dict[str, Any]], *columns: str) -> list[dict[str, Any]]:
     """Rows minus some columns (e.g. wall-clock ``updated_at``), sorted for comparison."""
     cleaned = [{k: v for k, v in r.items() if k not in columns} for r in rows_]
@@ -101,3 +115,20 @@ def generated_windows(messages, *, late_too: bool = False) -> dict:
         quantity, count = totals.get((m.tenant_id, m.meter, start), (Decimal(0), 0))
         totals[(m.tenant_id, m.meter, start)] = (quantity + m.quantity, count + 1)
     return totals
+
+
+def write(path: Path, messages: Iterable[Generated]) -> Path:
+    """A JSONL input file with one generated message per line."""
+    path.write_bytes(b"".join(m.payload + b"\n" for m in messages))
+    return path
+
+
+def run_cli(*args: str) -> dict[str, Any]:
+    """``meterwax run ARGS --format json`` in process; its summary (fails the test on exit ≠ 0)."""
+    from click.testing import CliRunner
+
+    from meterwax.flows.cli import main
+
+    result = CliRunner().invoke(main, ["run", *args, "--format", "json"], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    return orjson.loads(result.output)

@@ -7,7 +7,6 @@ import json
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
@@ -19,7 +18,7 @@ from meterwax.sinks.corrections_sink import CorrectionWork, apply_work
 from meterwax.sinks.corrections_store import CorrectionStore
 from meterwax.sinks.lake import Lake
 from meterwax.sinks.schemas import EVENTS, QUARANTINE, USAGE_CORRECTIONS, USAGE_WINDOWS
-from tests.helpers import generated_windows, ledger_totals, rows, window_totals
+from tests.helpers import generated_windows, ledger_totals, rows, window_totals, write
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 WINDOW = timedelta(minutes=1)
@@ -41,11 +40,6 @@ WORKLOAD = Workload(
     invalid=0.002,
 )
 RUN_FLAGS = ("--dedupe-horizon", "90s")  # the minimum: window (1m) + allowed lateness (30s)
-
-
-def write(path: Path, messages: list[Generated]) -> Path:
-    path.write_bytes(b"".join(m.payload + b"\n" for m in messages))
-    return path
 
 
 def invoke(*args: str, expect: int = 0) -> str:

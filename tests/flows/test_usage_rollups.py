@@ -21,8 +21,7 @@ from meterwax.flows.cli import main
 from meterwax.flows.generator import Workload, generate
 from meterwax.sinks.lake import Lake
 from meterwax.sinks.schemas import EVENTS, USAGE_WINDOWS
-from tests.flows.test_run_file import run_cli, write
-from tests.helpers import rows
+from tests.helpers import rows, run_cli, write
 
 HOUR = timedelta(hours=1)
 

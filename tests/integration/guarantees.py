@@ -13,15 +13,12 @@ from meterwax.flows.generator import Generated
 from meterwax.sinks.lake import Lake
 from meterwax.sinks.schemas import (
     EVENTS,
-    LATE_EVENTS,
     QUARANTINE,
     USAGE_CORRECTIONS,
     USAGE_WINDOWS,
 )
-from tests.helpers import generated_windows, rows, without
+from tests.helpers import generated_windows, rows
 from tests.integration.kafka_helpers import Stored
-
-WALL_CLOCK_COLUMNS = ("updated_at", "corrected_at")
 
 
 def check_g1_ledger(lake: Lake, messages: list[Generated]) -> None:
@@ -91,11 +88,3 @@ def check_g4_accounting(lake: Lake, stored: list[Stored], *, origin: str) -> Non
         )
         outcomes = (where in by_coordinates) + (where in quarantined) + duplicate
         assert outcomes == 1, (where, message.value[:120] if message.value else None, outcomes)
-
-
-def comparable_tables(lake: Lake) -> dict[str, list[dict]]:
-    """Every table's rows without the wall-clock columns, in a stable order (for G5)."""
-    return {
-        spec.name: without(rows(lake, spec), *WALL_CLOCK_COLUMNS)
-        for spec in (EVENTS, USAGE_WINDOWS, LATE_EVENTS, QUARANTINE, USAGE_CORRECTIONS)
-    }

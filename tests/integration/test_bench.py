@@ -44,7 +44,8 @@ def test_smoke_benchmark_reads_everything_and_totals_agree(bootstrap, tmp_path):
     assert result["problems"] == []
     assert set(result["contestants"]) == CONTESTANTS
     per_id = result["dedupe_state_bytes_per_id"]
-    assert per_id is None or per_id > 0
+    assert per_id is not None and per_id > 0
+    assert result["dedupe_keys"] > 0
     intents = result["workload"]["intents"]
     assert sum(intents.values()) == EVENTS
     assert intents["late"] > 0

@@ -21,8 +21,15 @@ from meterwax.flows.generator import Workload, generate
 from meterwax.flows.kafka_producer import Record
 from meterwax.operators.reasons import Reason
 from meterwax.sinks.lake import Lake
-from meterwax.sinks.schemas import EVENTS, LATE_EVENTS, QUARANTINE, USAGE_WINDOWS, WINDOW_CONFLICTS
-from tests.helpers import generated_windows, rows, window_totals, without
+from meterwax.sinks.schemas import EVENTS, LATE_EVENTS, QUARANTINE, USAGE_WINDOWS
+from tests.helpers import (
+    comparable_tables,
+    generated_windows,
+    rows,
+    run_cli,
+    window_totals,
+    without,
+)
 from tests.integration.kafka_helpers import (
     meterwax_command,
     produce,
@@ -33,17 +40,6 @@ from tests.integration.kafka_helpers import (
 pytestmark = pytest.mark.kafka
 
 START = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
-TABLES = (EVENTS, USAGE_WINDOWS, LATE_EVENTS, QUARANTINE, WINDOW_CONFLICTS)
-
-
-def run_cli(*args: str) -> dict:
-    result = CliRunner().invoke(main, ["run", *args, "--format", "json"], catch_exceptions=False)
-    assert result.exit_code == 0, result.output
-    return json.loads(result.output)
-
-
-def tables(lake: Lake) -> dict[str, list[dict]]:
-    return {spec.name: without(rows(lake, spec), "updated_at") for spec in TABLES}
 
 
 def test_run_counts_each_message_once_and_quarantines_with_kafka_coordinates(
@@ -137,7 +133,7 @@ def test_run_counts_each_message_once_and_quarantines_with_kafka_coordinates(
     assert Counter(r["raw"] for r in quarantined) == Counter([*invalid, *specials])
 
     # Reading the topic again changes nothing.
-    before = tables(lake)
+    before = comparable_tables(lake)
     run_cli(
         "--brokers",
         bootstrap,
@@ -151,7 +147,7 @@ def test_run_counts_each_message_once_and_quarantines_with_kafka_coordinates(
         "--batch-size",
         "777",
     )
-    assert tables(lake) == before
+    assert comparable_tables(lake) == before
 
 
 def free_ports(count: int) -> list[int]:
@@ -216,8 +212,8 @@ def test_one_worker_two_workers_and_two_processes_write_identical_tables(
     assert all(share["read"] > 0 for share in shares), "one process read nothing"
 
     assert window_totals(one) == generated_windows(messages)
-    assert tables(two) == tables(one)
-    assert tables(processes) == tables(one)
+    assert comparable_tables(two) == comparable_tables(one)
+    assert comparable_tables(processes) == comparable_tables(one)
 
 
 def test_an_on_time_stream_gives_the_same_windows_from_kafka_and_from_a_file(

@@ -11,8 +11,8 @@ from deltalake import DeltaTable
 from meterwax.flows.generator import Workload, generate
 from meterwax.sinks.lake import Lake
 from meterwax.sinks.schemas import EVENTS, QUARANTINE, USAGE_WINDOWS
-from tests.helpers import rows
-from tests.integration.guarantees import check_g1_ledger, comparable_tables
+from tests.helpers import comparable_tables, rows
+from tests.integration.guarantees import check_g1_ledger
 from tests.integration.kafka_helpers import (
     produce_generated,
     run_meterwax,

@@ -23,8 +23,7 @@ from meterwax.sinks.delta_writes import CommitStats
 from meterwax.sinks.lake import Lake
 from meterwax.sinks.schemas import EVENTS, USAGE_CORRECTIONS, USAGE_WINDOWS, WINDOW_CONFLICTS
 from meterwax.sinks.windows_table import merge_revised_totals
-from tests.flows.test_run_file import run_cli, write
-from tests.helpers import rows
+from tests.helpers import rows, run_cli, write
 
 NOTEBOOK = Path(__file__).resolve().parents[2] / "notebooks" / "usage_report.ipynb"
 START = datetime(2026, 10, 25, 0, 30, tzinfo=UTC)

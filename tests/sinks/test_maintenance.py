@@ -35,8 +35,7 @@ from meterwax.sinks.schemas import (
     USAGE_WINDOWS,
 )
 from meterwax.sinks.windows_table import merge_revised_totals
-from tests.flows.test_run_file import run_cli, write
-from tests.helpers import generated_windows, rows, window_totals, without
+from tests.helpers import generated_windows, rows, run_cli, window_totals, without, write
 
 DAY_MS = 86_400_000
 
