@@ -72,6 +72,8 @@ class DedupeIndex:
 
     def __init__(self, snapshot: DedupeSnapshot | None = None, *, merge_every: int = 8_192) -> None:
         self._merge_every = merge_every
+        self._swept_below = NOT_FOUND
+        """Every stored key's bucket is at least this (the last sweep's ``oldest_alive``)."""
         if snapshot is None:
             self._word0 = np.empty(0, dtype=np.uint64)
             self._word1 = np.empty(0, dtype=np.uint64)
@@ -133,13 +135,21 @@ class DedupeIndex:
         recent = self._pending.get(digest)
         if recent is not None and recent >= oldest_alive:
             return True
-        self._pending[digest] = bucket
+        if bucket >= oldest_alive:  # a key already dead could never match: not worth keeping
+            self._pending[digest] = bucket
         return False
 
     def maintain(self, oldest_alive: int) -> None:
-        """Merge recent keys into the frozen columns when there are many; drop dead keys."""
+        """Merge recent keys into the frozen columns when there are many; drop dead keys.
+
+        Keys die only when ``oldest_alive`` moves (once a minute of event time), and no dead
+        key is ever added, so the sweep over every key runs only then, not once per batch.
+        """
         if len(self._pending) >= max(self._merge_every, len(self._word0) // 16):
             self._merge_pending()
+        if oldest_alive <= self._swept_below:
+            return
+        self._swept_below = oldest_alive
         if len(self._buckets) and int(self._buckets.min()) < oldest_alive:
             keep = self._buckets >= oldest_alive
             self._word0, self._word1 = self._word0[keep], self._word1[keep]
