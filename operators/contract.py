@@ -35,10 +35,15 @@ MAX_DIMENSIONS = 16
 MAX_DIMENSION_KEY_CHARS = 64
 MAX_DIMENSION_VALUE_CHARS = 256
 MAX_SOURCE_CHARS = 256
+MAX_ID_CHARS = 256
+MAX_TENANT_CHARS = 128
+MAX_METER_CHARS = 128
+METER_CHARS = r"[a-z0-9_.\-]+"
+"""What a meter name may be made of (the fast path in fast_validate.py uses it too)."""
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _ONE_MICROSECOND = timedelta(microseconds=1)
-_METER_PATTERN = re.compile(r"[a-z0-9_.\-]+")
+_METER_PATTERN = re.compile(METER_CHARS)
 # RFC 3339 date-time; the offset is mandatory ("naive times are invalid").
 _RFC3339 = re.compile(r"\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})")
 _NAIVE = re.compile(r"\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d+)?")
@@ -158,7 +163,9 @@ def _check_dimensions(value: object) -> object:
 
 Quantity = Annotated[int, BeforeValidator(quantity_to_nanos)]
 Timestamp = Annotated[int, BeforeValidator(timestamp_to_micros)]
-Meter = Annotated[StrictStr, Field(min_length=1, max_length=128), BeforeValidator(_check_meter)]
+Meter = Annotated[
+    StrictStr, Field(min_length=1, max_length=MAX_METER_CHARS), BeforeValidator(_check_meter)
+]
 Dimensions = Annotated[dict[str, str] | None, BeforeValidator(_check_dimensions)]
 
 
@@ -171,8 +178,8 @@ class UsageEvent(BaseModel):
 
     model_config = ConfigDict(extra="ignore", frozen=True)
 
-    id: Annotated[StrictStr, Field(min_length=1, max_length=256)]
-    tenant_id: Annotated[StrictStr, Field(min_length=1, max_length=128)]
+    id: Annotated[StrictStr, Field(min_length=1, max_length=MAX_ID_CHARS)]
+    tenant_id: Annotated[StrictStr, Field(min_length=1, max_length=MAX_TENANT_CHARS)]
     meter: Meter
     quantity: Quantity
     timestamp: Timestamp

@@ -23,8 +23,12 @@ from meterwax.operators.contract import (
     MAX_DIMENSION_KEY_CHARS,
     MAX_DIMENSION_VALUE_CHARS,
     MAX_DIMENSIONS,
+    MAX_ID_CHARS,
+    MAX_METER_CHARS,
     MAX_QUANTITY_NANOS,
     MAX_SOURCE_CHARS,
+    MAX_TENANT_CHARS,
+    METER_CHARS,
     quantity_to_nanos,
     timestamp_to_micros,
 )
@@ -36,9 +40,11 @@ _UNSET = msgspec.UNSET
 # Length, pattern and size limits are checked by msgspec in C; the contract's own functions
 # (quantity, timestamp) do the rest. ``\Z`` rather than ``$``: ``$`` also matches before a
 # trailing newline.
-_Id = Annotated[str, msgspec.Meta(min_length=1, max_length=256)]
-_Tenant = Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
-_Meter = Annotated[str, msgspec.Meta(min_length=1, max_length=128, pattern=r"^[a-z0-9_.\-]+\Z")]
+_Id = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_ID_CHARS)]
+_Tenant = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_TENANT_CHARS)]
+_Meter = Annotated[
+    str, msgspec.Meta(min_length=1, max_length=MAX_METER_CHARS, pattern=rf"^{METER_CHARS}\Z")
+]
 _Source = Annotated[str, msgspec.Meta(max_length=MAX_SOURCE_CHARS)]
 _Dimensions = Annotated[
     dict[
