@@ -243,7 +243,7 @@ class PartitionMeter:
                     continue
                 counted += 1
                 ledger.append(LedgerRow(item, offset))
-                windows.add(item.tenant_id, item.meter, time_us, item.quantity_nanos)
+                windows.add(item.tenant_id, item.meter, start, item.quantity_nanos)
             else:
                 heartbeats += 1
             if time_us > max_event:  # event time moves forward: maybe close windows

@@ -51,9 +51,12 @@ class OpenWindows:
     def __len__(self) -> int:
         return sum(len(group) for group in self._by_start.values())
 
-    def add(self, tenant_id: str, meter: str, time_us: int, quantity_nanos: int) -> None:
-        """Count one event into the window of its event time."""
-        start = time_us - time_us % self.length_us
+    def add(self, tenant_id: str, meter: str, start: int, quantity_nanos: int) -> None:
+        """Count one event into the window that starts at ``start`` (its :func:`window_start`).
+
+        The caller passes the start rather than the event time because it has just computed it
+        to decide whether the window is still open.
+        """
         group = self._by_start.get(start)
         if group is None:
             group = self._by_start[start] = {}
