@@ -27,9 +27,6 @@ from meterwax.sinks.schemas import (
 DAY_US = 86_400_000_000
 
 
-_INT64 = (-(2**63), 2**63 - 1)
-
-
 def decimal_column(nanos: Sequence[int]) -> pa.Array:
     """``decimal(38, 9)`` array from integer nano-units (value × 10⁹), exactly.
 
@@ -37,11 +34,12 @@ def decimal_column(nanos: Sequence[int]) -> pa.Array:
     in 64 bits (quantities below 9.2 billion units) numpy builds the column; otherwise each
     value is written as 16 little-endian bytes. Either way no value is ever rounded.
     """
-    if nanos and _INT64[0] <= min(nanos) and max(nanos) <= _INT64[1]:
-        unscaled = pa.array(np.asarray(nanos, dtype=np.int64)).cast(pa.decimal128(38, 0))
-        return unscaled.view(QUANTITY)
-    buffer = b"".join(value.to_bytes(16, "little", signed=True) for value in nanos)
-    return pa.Array.from_buffers(QUANTITY, len(nanos), [None, pa.py_buffer(buffer)])
+    try:
+        unscaled = np.asarray(nanos, dtype=np.int64)
+    except OverflowError:
+        buffer = b"".join(value.to_bytes(16, "little", signed=True) for value in nanos)
+        return pa.Array.from_buffers(QUANTITY, len(nanos), [None, pa.py_buffer(buffer)])
+    return pa.array(unscaled).cast(pa.decimal128(38, 0)).view(QUANTITY)
 
 
 WIDE_QUANTITY = pa.decimal256(76, 9)
@@ -90,13 +88,14 @@ def event_columns(events: Sequence[Event]) -> dict[str, pa.Array]:
     tenants, ids, meters, nanos, times, dimensions, sources = (
         zip(*events, strict=True) if events else ((),) * 7
     )
+    micros = np.asarray(times, dtype=np.int64)  # once, for both time columns
     return {
         "tenant_id": pa.array(tenants, pa.string()),
         "id": pa.array(ids, pa.string()),
         "meter": pa.array(meters, pa.string()),
         "quantity": decimal_column(nanos),
-        "event_time": timestamp_column(times),
-        "event_date": date_column(times),
+        "event_time": timestamp_column(micros),
+        "event_date": date_column(micros),
         "dimensions": pa.array(dimensions, type=EVENTS.schema.field("dimensions").type),
         "source": pa.array(sources, pa.string()),
     }

@@ -20,20 +20,18 @@ replaced only by a higher revision, so a replay can never undo a newer correctio
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
 import pyarrow as pa
 from deltalake import CommitProperties, DeltaTable, QueryBuilder, Transaction
 
 from meterwax.operators.corrections import WindowKey
 from meterwax.operators.records import WindowRow
-from meterwax.sinks.arrow_rows import decimal_to_nanos, window_keys, windows_table
+from meterwax.sinks.arrow_rows import date_column, decimal_to_nanos, window_keys, windows_table
 from meterwax.sinks.delta_writes import CommitStats, retry_commit
 from meterwax.sinks.queries import literal, plain_strings
 
 WINDOW_KEY = "t.tenant_id = s.tenant_id AND t.meter = s.meter AND t.window_start = s.window_start"
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_MICROSECOND = timedelta(microseconds=1)
 
 
 def _date_predicate(dates: Sequence[str]) -> str:
@@ -42,7 +40,11 @@ def _date_predicate(dates: Sequence[str]) -> str:
 
 def window_dates(keys: Iterable[WindowKey]) -> list[str]:
     """The distinct ``window_date`` partition values (ISO dates) of these windows, sorted."""
-    return sorted({_date_of(key[2]) for key in keys})
+    return _iso_dates(date_column([key[2] for key in keys]))
+
+
+def _iso_dates(column: pa.Array | pa.ChunkedArray) -> list[str]:
+    return sorted({day.isoformat() for day in column.to_pylist()})
 
 
 def rows_of_windows(
@@ -111,8 +113,8 @@ def insert_first_totals(
         rows = [r for r in rows if r.position > committed]
     if not rows:
         return []
-    dates = [_date_of(r.window_start_us) for r in rows]
     source = windows_table(rows, revision=0, updated_at=datetime.now(UTC))
+    dates = _iso_dates(source.column("window_date"))
 
     def attempt() -> int:
         table.update_incremental()
@@ -151,7 +153,7 @@ def merge_revised_totals(
     """MERGE revised window rows; an existing row is replaced only by a higher revision."""
     if rows.num_rows == 0:
         return
-    dates = [d.isoformat() for d in rows.column("window_date").to_pylist()]
+    dates = _iso_dates(rows.column("window_date"))
     properties = CommitProperties(app_transactions=[transaction]) if transaction else None
 
     def attempt() -> None:
@@ -172,7 +174,3 @@ def merge_revised_totals(
         stats.commits += 1
 
     retry_commit(attempt, "merge revised windows", stats)
-
-
-def _date_of(start_us: int) -> str:
-    return (_EPOCH + _MICROSECOND * start_us).date().isoformat()
