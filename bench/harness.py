@@ -30,6 +30,7 @@ from meterwax.bench.quixenv import REPO, quix_python, quix_versions
 from meterwax.bench.runner import Measured, run_processes
 from meterwax.bench.totals import Totals, compare, read_meterwax_windows, read_windows
 from meterwax.bench.workload import LoadedTopic, delete_topic, load_topic
+from meterwax.flows.generator import describe_intents
 from meterwax.flows.kafka_clients import Cluster
 
 Echo = Callable[[str], None]
@@ -66,7 +67,7 @@ def run_bench(options: BenchOptions, echo: Echo) -> dict[str, Any]:
     echo(f"loading {options.events:,} events (B1) into {options.partitions} partitions…")
     loaded = load_topic(cluster, options.events, options.partitions)
     echo(
-        f"  {loaded.topic}: {_describe(loaded.intents)} in {loaded.seconds:.1f}s; "
+        f"  {loaded.topic}: {describe_intents(loaded.intents)} in {loaded.seconds:.1f}s; "
         f"load average {_load()}"
     )
     records = {c.name: _Record(c, []) for c in contestants}
@@ -284,10 +285,6 @@ def _memory_bytes() -> int | None:
 
 def _load() -> str:
     return " ".join(f"{x:.2f}" for x in os.getloadavg())
-
-
-def _describe(intents: dict[str, int]) -> str:
-    return ", ".join(f"{count:,} {intent}" for intent, count in sorted(intents.items()))
 
 
 def _run_line(

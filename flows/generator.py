@@ -21,7 +21,7 @@ no recent event is on time for a per-key clock, and engines could not be compare
 from __future__ import annotations
 
 import random
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -246,3 +246,8 @@ def generate(workload: Workload) -> Iterator[Generated]:
             1 - workload.duplicates
         ):
             pending_retries.append((position + rng.randint(1, workload.max_retry_delay), item))
+
+
+def describe_intents(intents: Mapping[str, int]) -> str:
+    """``"19,949 duplicate, 1,024 invalid, …"``: how many messages were made with each intent."""
+    return ", ".join(f"{count:,} {intent}" for intent, count in sorted(intents.items()))

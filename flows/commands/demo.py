@@ -12,7 +12,7 @@ from meterwax.flows.commands.run import print_summary
 from meterwax.flows.corrections import run_corrections
 from meterwax.flows.demo import write_jsonl
 from meterwax.flows.file_source import FileSource
-from meterwax.flows.generator import Workload
+from meterwax.flows.generator import Workload, describe_intents
 from meterwax.flows.metering import run_to_lake
 from meterwax.flows.reconcile import reconcile
 from meterwax.flows.render import text_table
@@ -43,10 +43,7 @@ def demo(lake: str, events: int, tenants: int, seed: int) -> None:
     lake_root = Lake(settings.lake)
     input_path = Path(lake_root.root) / "_input" / f"demo-{seed}-{events}.jsonl"
     intents = write_jsonl(input_path, Workload(events=events, tenants=tenants, seed=seed))
-    click.echo(
-        f"generated {events:,} messages into {input_path}: "
-        + ", ".join(f"{count:,} {intent}" for intent, count in sorted(intents.items()))
-    )
+    click.echo(f"generated {events:,} messages into {input_path}: {describe_intents(intents)}")
     source = FileSource([input_path], batch_size=settings.batch_size)
     report = run_to_lake(
         source,

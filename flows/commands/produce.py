@@ -16,7 +16,7 @@ from meterwax.flows import config
 from meterwax.flows.commands.kafka_options import kafka_options, parse_kafka_config
 from meterwax.flows.commands.options import CONTEXT
 from meterwax.flows.demo import write_jsonl
-from meterwax.flows.generator import Generated, Workload, generate
+from meterwax.flows.generator import Generated, Workload, describe_intents, generate
 from meterwax.flows.kafka_producer import DeliveryReport, Record, RecordWriter
 from meterwax.flows.progress import Progress
 from meterwax.flows.stopping import stop_on_signals
@@ -79,14 +79,14 @@ def produce(
     workload = _workload(settings, start)
     if output is not None:
         intents = write_jsonl(output, workload)
-        click.echo(f"wrote {settings.events:,} messages to {output}: {_describe(intents)}")
+        click.echo(f"wrote {settings.events:,} messages to {output}: {describe_intents(intents)}")
         return
     report, intents, seconds, stopped = _produce(settings, workload)
     delivered = f"{report.delivered:,} of {report.sent:,}"
     rate = report.delivered / seconds if seconds > 0 else 0.0
     click.echo(
         f"produced {delivered} messages to {settings.topic} in {seconds:.1f}s "
-        f"({rate:,.0f}/s): {_describe(intents)}"
+        f"({rate:,.0f}/s): {describe_intents(intents)}"
     )
     if report.undelivered:
         click.echo(
@@ -156,7 +156,3 @@ def _produce(
     report = writer.report
     progress.finish(report.sent, f"{report.delivered:,} delivered")
     return report, intents, time.monotonic() - started, stopped
-
-
-def _describe(intents: Counter[str] | dict[str, int]) -> str:
-    return ", ".join(f"{count:,} {intent}" for intent, count in sorted(intents.items()))
