@@ -38,6 +38,8 @@ class StoreIdentity:
 
     flow: str
     lake: str
+    lake_id: str
+    """The lake's ledger table id (:meth:`Lake.ledger_id`): a recreated lake is another lake."""
     source: str
     """The origins of the input (``kafka:<topic>`` or file origins), comma-separated."""
     partitions: int
@@ -54,12 +56,18 @@ class _RecoverySettings(Protocol):
 def recovery_store(
     settings: _RecoverySettings, lake: Lake, partitions: list[SourcePartition], *, kafka: bool
 ) -> Path | None:
-    """The prepared store directory for this run, or None when the run keeps none."""
+    """The prepared store directory for this run, or None when the run keeps none.
+
+    The lake's tables must exist (the store records the lake's id). A default store is keyed
+    by lake path, lake id and input, so a lake deleted and recreated at the same path starts
+    a fresh store; an explicit ``--recovery-dir`` made for another lake is refused.
+    """
     if settings.recovery_dir is None and not (kafka and settings.recovery):
         return None
     identity = StoreIdentity(
         flow=FLOW,
         lake=lake.root,
+        lake_id=lake.ledger_id(),
         source=",".join(sorted({p.source for p in partitions})),
         partitions=len(partitions),
         window_us=settings.window,
@@ -67,7 +75,8 @@ def recovery_store(
     if settings.recovery_dir is not None:
         directory = Path(settings.recovery_dir)
     else:
-        digest = hashlib.sha256(f"{identity.lake}\n{identity.source}".encode()).hexdigest()
+        key = f"{identity.lake}\n{identity.lake_id}\n{identity.source}"
+        digest = hashlib.sha256(key.encode()).hexdigest()
         directory = Path(settings.state_dir) / "recovery" / digest[:16]
     prepare_store(directory, identity)
     return directory

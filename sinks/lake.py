@@ -15,7 +15,7 @@ from deltalake.exceptions import DeltaError, TableNotFoundError
 from meterwax.durations import format_duration_us
 from meterwax.errors import LakeError
 from meterwax.sinks.delta_writes import CommitStats, retry_commit
-from meterwax.sinks.schemas import ALL_TABLES, USAGE_WINDOWS, TableSpec
+from meterwax.sinks.schemas import ALL_TABLES, EVENTS, USAGE_WINDOWS, TableSpec
 
 WINDOW_PROPERTY = "meterwax.window_us"
 
@@ -75,6 +75,14 @@ class Lake:
                 msg = f"{spec.name}: cannot load version {version!r}: {error}"
                 raise LakeError(msg) from None
         return table
+
+    def ledger_id(self) -> str:
+        """The ``events`` table's Delta id: it changes when the lake is deleted and recreated.
+
+        A recovery store remembers it, so that a store is never resumed into a new lake at the
+        same path (the store would skip everything the old lake held, and the new one lacks).
+        """
+        return self.table(EVENTS).metadata().id
 
     def ensure_tables(self, window_us: int) -> None:
         """Create every missing table; refuse a lake built with another window length."""

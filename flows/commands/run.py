@@ -146,6 +146,8 @@ def run(
     if addresses is not None:
         what += f", process {settings.process_id} of {len(addresses)}"
     lake = Lake(settings.lake)
+    rules = settings.rules()
+    lake.ensure_tables(rules.window_us)  # before the recovery store, which records the lake id
     recovery_dir = recovery_store(settings, lake, source.partitions, kafka=not inputs)
     if recovery_dir is not None:
         what += f", recovery {recovery_dir}"
@@ -157,7 +159,7 @@ def run(
             source,
             source.partitions,
             lake,
-            settings.rules(),
+            rules,
             workers=settings.workers,
             epoch_interval_us=settings.snapshot_interval,
             recovery_dir=recovery_dir,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import sqlite3
 import subprocess
@@ -89,3 +90,18 @@ def test_a_store_made_for_another_input_is_refused(tmp_path):
     assert result.exit_code == 2
     assert "was made for another input" in result.output
     assert "source" in result.output
+
+
+def test_a_store_is_never_resumed_into_a_recreated_lake(tmp_path):
+    # The store would skip everything the deleted lake held: the new lake would lack it all.
+    source = write(tmp_path / "a.jsonl", list(generate(Workload(events=300, tenants=2, seed=1))))
+    lake, store = tmp_path / "lake", str(tmp_path / "recovery")
+    first = run_cli("--input", str(source), "--lake", str(lake), "--recovery-dir", store)
+    assert first["counted"] > 0
+    shutil.rmtree(lake)
+    result = CliRunner().invoke(
+        main, ["run", "--input", str(source), "--lake", str(lake), "--recovery-dir", store]
+    )
+    assert result.exit_code == 2
+    assert "was made for another input" in result.output
+    assert "lake_id" in result.output

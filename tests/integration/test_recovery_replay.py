@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import signal
 
 import pytest
@@ -54,6 +55,25 @@ def test_a_killed_run_resumes_from_its_recovery_store(tmp_path, bootstrap, clust
     assert finished.returncode == 0, finished.stderr
     assert json.loads(finished.stdout)["read"] < len(messages)  # it resumed, not restarted
     check_g1_ledger(lake, [m for m in messages if m.intent != "late"])
+
+
+def test_a_lake_deleted_and_recreated_gets_a_fresh_default_store(
+    tmp_path, bootstrap, cluster, new_topic
+):
+    # Default stores live under --state-dir, keyed by the lake's id: deleting the lake must
+    # not leave a store behind that would skip everything the new lake needs.
+    topic = new_topic(2)
+    messages = list(generate(Workload(events=3000, tenants=6, seed=33)))
+    produce_generated(cluster, topic, messages)
+    lake = Lake(tmp_path / "lake")
+    args = (*_run(bootstrap, topic, lake, "--state-dir", str(tmp_path / "state")), "--stop-at-end")
+    assert run_meterwax(*args).returncode == 0
+    first = comparable_tables(lake)
+    shutil.rmtree(lake.root)
+    again = run_meterwax(*args, "--format", "json")
+    assert again.returncode == 0, again.stderr
+    assert json.loads(again.stdout)["read"] == len(messages)
+    assert comparable_tables(lake) == first
 
 
 def test_a_recovery_store_of_another_topic_is_refused(tmp_path, bootstrap, cluster, new_topic):
