@@ -3,7 +3,8 @@
 Loads B1 into a fresh topic on the brokers given, then for each round:
 
 1. a clean ``meterwax run --stop-at-end`` (recovery on), timed from start to exit;
-2. the same run into a new lake, killed with SIGKILL after ``--kill-at`` of the clean time;
+2. the same run into a new lake, killed with SIGKILL after ``--kill-at`` of the clean time,
+   and never before its first ledger commit (so that the restart really resumes);
 3. the restart, timed to its first new ledger commit (the resume: interpreter start, loading
    the recovery store, re-reading the last epoch, one snapshot interval) and to its exit.
 
@@ -50,8 +51,8 @@ class Round:
     """(killed run + restart) − clean run: the work redone plus the restart itself."""
 
 
-def _command(brokers: str, topic: str, lake: Path, state: Path) -> list[str]:
-    return meterwax_run_command(Target(brokers, topic), lake, "--state-dir", str(state))
+def _command(brokers: str, topic: str, lake: Path, state: Path, *extra: str) -> list[str]:
+    return meterwax_run_command(Target(brokers, topic), lake, "--state-dir", str(state), *extra)
 
 
 def _ledger_versions(lake: Path) -> int:
@@ -75,16 +76,26 @@ def _run_to_end(command: list[str]) -> float:
     return time.monotonic() - started
 
 
-def measure_round(brokers: str, topic: str, workdir: Path, kill_at: float) -> Round:
+def measure_round(brokers: str, topic: str, workdir: Path, kill_at: float, *extra: str) -> Round:
     """A clean run, a killed run and its restart; checks the two lakes agree."""
     clean_lake = workdir / "clean"
-    clean_seconds = _run_to_end(_command(brokers, topic, clean_lake, workdir / "clean-state"))
+    clean_seconds = _run_to_end(
+        _command(brokers, topic, clean_lake, workdir / "clean-state", *extra)
+    )
 
     lake, state = workdir / "killed", workdir / "killed-state"
-    command = _command(brokers, topic, lake, state)
+    command = _command(brokers, topic, lake, state, *extra)
     started = time.monotonic()
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    time.sleep(kill_at * clean_seconds)
+    # Version 0 of the ledger is its creation; a kill after version 1 has work to resume.
+    while time.monotonic() - started < kill_at * clean_seconds or _ledger_versions(lake) < 2:
+        if process.poll() is not None:
+            msg = (
+                "the run finished before its first commit could be interrupted: use more "
+                "--events or a shorter --snapshot-interval"
+            )
+            raise RuntimeError(msg)
+        time.sleep(POLL_S)
     process.send_signal(signal.SIGKILL)
     process.wait()
     killed_after = time.monotonic() - started
@@ -133,15 +144,21 @@ def main() -> None:
     parser.add_argument("--partitions", type=int, default=4)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--kill-at", type=float, default=0.5, help="fraction of the clean run")
+    parser.add_argument(
+        "--snapshot-interval", help="passed to meterwax run (default: meterwax's own, 5s)"
+    )
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     cluster = Cluster(args.brokers)
     loaded = load_topic(cluster, args.events, args.partitions)
+    extra = ("--snapshot-interval", args.snapshot_interval) if args.snapshot_interval else ()
     rounds: list[Round] = []
     try:
         for number in range(1, args.rounds + 1):
             with tempfile.TemporaryDirectory(prefix="meterwax-bench-resume-") as workdir:
-                result = measure_round(args.brokers, loaded.topic, Path(workdir), args.kill_at)
+                result = measure_round(
+                    args.brokers, loaded.topic, Path(workdir), args.kill_at, *extra
+                )
             rounds.append(result)
             print(
                 f"round {number}: clean {result.clean_seconds:.1f}s; killed at "
