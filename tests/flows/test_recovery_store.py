@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import os
 import shutil
 import signal
 import sqlite3
-import subprocess
-import sys
 
 from click.testing import CliRunner
 
@@ -16,6 +13,7 @@ from meterwax.flows.generator import Workload, generate
 from meterwax.flows.recovery import discard_unfinished_epochs
 from meterwax.sinks.lake import Lake
 from tests.helpers import comparable_tables, run_cli, write
+from tests.processes import run_meterwax
 
 
 def snapshot_epochs(part) -> list[int]:
@@ -40,29 +38,11 @@ def test_snapshots_of_an_epoch_a_killed_run_did_not_finish_are_discarded(tmp_pat
     )
     crashed, reference = Lake(tmp_path / "crashed"), Lake(tmp_path / "reference")
     store = tmp_path / "recovery"
-    command = [
-        sys.executable,
-        "-m",
-        "meterwax",
-        "run",
-        "--input",
-        str(source),
-        "--lake",
-        crashed.root,
-        "--recovery-dir",
-        str(store),
-        "--batch-size",
-        "100",
-        "--snapshot-interval",
-        "20ms",
-    ]
-    killed = subprocess.run(
-        command,
-        capture_output=True,
-        text=True,
-        check=False,
-        env={**os.environ, "METERWAX_CRASH_AT": "sink.snapshot:3"},
+    args = (
+        *("run", "--input", str(source), "--lake", crashed.root, "--recovery-dir", str(store)),
+        *("--batch-size", "100", "--snapshot-interval", "20ms"),
     )
+    killed = run_meterwax(*args, env_extra={"METERWAX_CRASH_AT": "sink.snapshot:3"})
     assert killed.returncode == -signal.SIGKILL, killed.stderr
     part = store / "part-0.sqlite3"
     unfinished = frontier(part)
@@ -72,7 +52,7 @@ def test_snapshots_of_an_epoch_a_killed_run_did_not_finish_are_discarded(tmp_pat
     assert snapshot_epochs(part)
     assert all(epoch < unfinished for epoch in snapshot_epochs(part))
 
-    resumed = subprocess.run(command, capture_output=True, text=True, check=False)
+    resumed = run_meterwax(*args)
     assert resumed.returncode == 0, resumed.stderr
     run_cli("--input", str(source), "--lake", reference.root)
     assert comparable_tables(crashed) == comparable_tables(reference)

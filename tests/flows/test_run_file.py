@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
-import subprocess
-import sys
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -33,6 +30,7 @@ from tests.helpers import (
     window_totals,
     write,
 )
+from tests.processes import run_meterwax
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 WINDOW = timedelta(minutes=1)
@@ -118,21 +116,7 @@ def test_one_and_two_workers_write_identical_tables(tmp_path):
 
 def test_the_console_script_runs_and_prints_a_summary(tmp_path):
     source = write(tmp_path / "events.jsonl", list(generate(Workload(events=500, tenants=3))))
-    completed = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "meterwax",
-            "run",
-            "--input",
-            str(source),
-            "--lake",
-            str(tmp_path / "lake"),
-        ],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    completed = run_meterwax("run", "--input", str(source), "--lake", str(tmp_path / "lake"))
     assert completed.returncode == 0, completed.stderr
     assert "events read" in completed.stdout
     assert "read = counted + duplicates + late + quarantined: ✓" in completed.stdout
@@ -222,29 +206,11 @@ def test_a_run_killed_between_two_commits_is_finished_exactly_by_a_rerun(tmp_pat
     )
     reference, crashed = Lake(tmp_path / "reference"), Lake(tmp_path / "crashed")
     run_cli("--input", str(source), "--lake", reference.root, "--batch-size", "500")
-    command = [
-        sys.executable,
-        "-m",
-        "meterwax",
-        "run",
-        "--input",
-        str(source),
-        "--lake",
-        crashed.root,
-        "--batch-size",
-        "500",
-        "--commit-interval",
-        "50ms",
-    ]
-    killed = subprocess.run(
-        command,
-        capture_output=True,
-        text=True,
-        check=False,
-        env={**os.environ, "METERWAX_CRASH_AT": point},
-    )
+    args = ("run", "--input", str(source), "--lake", crashed.root)
+    args += ("--batch-size", "500", "--commit-interval", "50ms")
+    killed = run_meterwax(*args, env_extra={"METERWAX_CRASH_AT": point})
     assert killed.returncode == -signal.SIGKILL, killed.stderr
     assert f"crash point {point.split(':')[0]} reached" in killed.stderr
-    rerun = subprocess.run(command, capture_output=True, text=True, check=False)
+    rerun = run_meterwax(*args)
     assert rerun.returncode == 0, rerun.stderr
     assert comparable_tables(crashed) == comparable_tables(reference)

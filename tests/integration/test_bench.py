@@ -14,7 +14,7 @@ import sys
 
 import pytest
 
-from tests.integration.kafka_helpers import run_meterwax
+from tests.processes import run_meterwax
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 

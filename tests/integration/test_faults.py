@@ -35,7 +35,8 @@ from tests.integration.guarantees import (
     check_g3_audit,
     check_g4_accounting,
 )
-from tests.integration.kafka_helpers import read_topic, run_meterwax, start_meterwax
+from tests.integration.kafka_helpers import read_topic
+from tests.processes import run_meterwax, start_meterwax
 
 KILLS = int(os.environ.get("METERWAX_FAULT_KILLS", "12"))
 EVENTS = int(os.environ.get("METERWAX_FAULT_EVENTS", "12000"))

@@ -15,13 +15,8 @@ from meterwax.bench.floor import consume_and_discard
 from meterwax.flows.cli import main
 from meterwax.flows.generator import Workload, generate
 from meterwax.operators.decode import Heartbeat, decode
-from tests.integration.kafka_helpers import (
-    produce_generated,
-    read_topic,
-    start_meterwax,
-    stop,
-    wait_for,
-)
+from tests.integration.kafka_helpers import produce_generated, read_topic
+from tests.processes import start_meterwax, stop, wait_for
 
 pytestmark = pytest.mark.kafka
 

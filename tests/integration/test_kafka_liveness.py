@@ -21,14 +21,8 @@ from meterwax.flows.kafka_producer import Record
 from meterwax.sinks.lake import Lake
 from meterwax.sinks.schemas import EVENTS, LATE_EVENTS, QUARANTINE, USAGE_WINDOWS
 from tests.helpers import generated_windows, rows, window_totals
-from tests.integration.kafka_helpers import (
-    produce,
-    produce_generated,
-    start_meterwax,
-    stop,
-    table_rows,
-    wait_for,
-)
+from tests.integration.kafka_helpers import produce, produce_generated
+from tests.processes import start_meterwax, stop, table_rows, wait_for
 
 pytestmark = pytest.mark.kafka
 

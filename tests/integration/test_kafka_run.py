@@ -30,12 +30,8 @@ from tests.helpers import (
     window_totals,
     without,
 )
-from tests.integration.kafka_helpers import (
-    meterwax_command,
-    produce,
-    produce_generated,
-    read_topic,
-)
+from tests.integration.kafka_helpers import produce, produce_generated, read_topic
+from tests.processes import meterwax_command
 
 pytestmark = pytest.mark.kafka
 

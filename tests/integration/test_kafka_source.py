@@ -15,7 +15,8 @@ from meterwax.flows.kafka_clients import Cluster
 from meterwax.flows.kafka_producer import Record
 from meterwax.flows.kafka_source import KafkaSource
 from meterwax.operators.records import SourceBatch, SourcePartition
-from tests.integration.kafka_helpers import produce, wait_for
+from tests.integration.kafka_helpers import produce
+from tests.processes import wait_for
 
 pytestmark = pytest.mark.kafka
 

@@ -11,7 +11,8 @@ import pytest
 
 from meterwax.flows.generator import Workload, generate
 from meterwax.sinks.lake import Lake
-from tests.integration.kafka_helpers import produce_generated, start_meterwax, stop, wait_for
+from tests.integration.kafka_helpers import produce_generated
+from tests.processes import start_meterwax, stop, wait_for
 
 pytestmark = pytest.mark.kafka
 

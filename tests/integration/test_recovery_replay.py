@@ -14,14 +14,8 @@ from meterwax.sinks.lake import Lake
 from meterwax.sinks.schemas import EVENTS, QUARANTINE, USAGE_WINDOWS
 from tests.helpers import comparable_tables, rows
 from tests.integration.guarantees import check_g1_ledger
-from tests.integration.kafka_helpers import (
-    produce_generated,
-    run_meterwax,
-    start_meterwax,
-    stop,
-    table_rows,
-    wait_for,
-)
+from tests.integration.kafka_helpers import produce_generated
+from tests.processes import run_meterwax, start_meterwax, stop, table_rows, wait_for
 
 pytestmark = pytest.mark.kafka
 
