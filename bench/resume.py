@@ -4,7 +4,8 @@ Loads B1 into a fresh topic on the brokers given, then for each round:
 
 1. a clean ``meterwax run --stop-at-end`` (recovery on), timed from start to exit;
 2. the same run into a new lake, killed with SIGKILL after ``--kill-at`` of the clean time,
-   and never before its first ledger commit (so that the restart really resumes);
+   and never before its first ledger commit and a snapshot past it (so that the restart
+   really resumes);
 3. the restart, timed to its first new ledger commit (the resume: interpreter start, loading
    the recovery store, re-reading the last epoch, one snapshot interval) and to its exit.
 
@@ -33,6 +34,7 @@ from meterwax.bench.contestants import Target, meterwax_run_command
 from meterwax.bench.totals import compare, read_meterwax_windows
 from meterwax.bench.workload import delete_topic, load_topic
 from meterwax.flows.kafka_clients import Cluster
+from meterwax.flows.recovery import source_positions
 
 POLL_S = 0.02
 
@@ -58,6 +60,16 @@ def _command(brokers: str, topic: str, lake: Path, state: Path, *extra: str) -> 
 def _ledger_versions(lake: Path) -> int:
     log = lake / "events" / "_delta_log"
     return len(list(log.glob("*.json"))) if log.exists() else 0
+
+
+def _store_holds_progress(state: Path) -> bool:
+    """True once the default recovery store under ``state`` would resume past offset 0."""
+    stores = (state / "recovery").glob("*") if (state / "recovery").exists() else ()
+    return any(
+        isinstance(offset, int) and offset > 0
+        for store in stores
+        for offset in source_positions(store).values()
+    )
 
 
 def _ledger_rows(lake: Path) -> int:
@@ -88,7 +100,11 @@ def measure_round(brokers: str, topic: str, workdir: Path, kill_at: float, *extr
     started = time.monotonic()
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     # Version 0 of the ledger is its creation; a kill after version 1 has work to resume.
-    while time.monotonic() - started < kill_at * clean_seconds or _ledger_versions(lake) < 2:
+    while (
+        time.monotonic() - started < kill_at * clean_seconds
+        or _ledger_versions(lake) < 2
+        or not _store_holds_progress(state)
+    ):
         if process.poll() is not None:
             msg = (
                 "the run finished before its first commit could be interrupted: use more "

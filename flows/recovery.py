@@ -17,7 +17,9 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import json
+import pickle
 import sqlite3
+from contextlib import closing
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Protocol
@@ -134,19 +136,57 @@ def discard_unfinished_epochs(part: Path) -> int:
     before any of them can finish an epoch (the cluster waits for every process), so no
     fresh snapshot is ever removed.
     """
-    with sqlite3.connect(part) as db:
-        latest = db.execute(
-            "SELECT ex_num, worker_count, resume_epoch FROM exs ORDER BY ex_num DESC LIMIT 1"
-        ).fetchone()
-        if latest is None:
+    with closing(sqlite3.connect(part)) as db, db:
+        resume_epoch = _resume_epoch(db)
+        if resume_epoch is None:
             return 0
-        ex_num, workers, resumed_at = latest
-        fronts = dict(
-            db.execute(
-                "SELECT worker_index, worker_frontier FROM fronts WHERE ex_num = ?", (ex_num,)
-            ).fetchall()
-        )
-        resume_epoch = min(
-            max(resumed_at, fronts.get(worker, resumed_at)) for worker in range(workers)
-        )
         return db.execute("DELETE FROM snaps WHERE snap_epoch >= ?", (resume_epoch,)).rowcount
+
+
+def source_positions(directory: Path, step_id: str = f"{FLOW}.read") -> dict[str, object]:
+    """Where each source partition of a store would resume: ``{partition: position}``.
+
+    The position is the input's own snapshot (the next Kafka offset, a file position), read
+    the way Bytewax will read it: the newest snapshot of an epoch before the resume epoch.
+    A partition missing from the result resumes at its start. Operators and tests use this to
+    know whether a store holds progress, without starting a flow.
+    """
+    positions: dict[str, object] = {}
+    for part in sorted(directory.glob("part-*.sqlite3")):
+        with closing(sqlite3.connect(part)) as db:
+            resume_epoch = _resume_epoch(db)
+            if resume_epoch is None:
+                continue
+            newest = db.execute(
+                "SELECT state_key, ser_change FROM snaps WHERE step_id = ? AND snap_epoch < ?"
+                " ORDER BY snap_epoch",
+                (step_id, resume_epoch),
+            ).fetchall()
+        for state_key, change in newest:
+            if change is None:
+                positions.pop(state_key, None)
+            else:
+                positions[state_key] = pickle.loads(change)  # Bytewax pickles snapshots
+    return positions
+
+
+def resume_epoch(part: Path) -> int | None:
+    """The epoch the next execution resumes at, from one store partition (None: never run)."""
+    with closing(sqlite3.connect(part)) as db:
+        return _resume_epoch(db)
+
+
+def _resume_epoch(db: sqlite3.Connection) -> int | None:
+    """The epoch Bytewax resumes at: the lowest frontier of the last execution's workers."""
+    latest = db.execute(
+        "SELECT ex_num, worker_count, resume_epoch FROM exs ORDER BY ex_num DESC LIMIT 1"
+    ).fetchone()
+    if latest is None:
+        return None
+    ex_num, workers, resumed_at = latest
+    fronts = dict(
+        db.execute(
+            "SELECT worker_index, worker_frontier FROM fronts WHERE ex_num = ?", (ex_num,)
+        ).fetchall()
+    )
+    return min(max(resumed_at, fronts.get(worker, resumed_at)) for worker in range(workers))

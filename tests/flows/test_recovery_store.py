@@ -10,7 +10,7 @@ from click.testing import CliRunner
 
 from meterwax.flows.cli import main
 from meterwax.flows.generator import Workload, generate
-from meterwax.flows.recovery import discard_unfinished_epochs
+from meterwax.flows.recovery import discard_unfinished_epochs, resume_epoch, source_positions
 from meterwax.sinks.lake import Lake
 from tests.helpers import comparable_tables, run_cli, write
 from tests.processes import run_meterwax
@@ -19,17 +19,6 @@ from tests.processes import run_meterwax
 def snapshot_epochs(part) -> list[int]:
     with sqlite3.connect(part) as db:
         return [epoch for (epoch,) in db.execute("SELECT snap_epoch FROM snaps")]
-
-
-def frontier(part) -> int:
-    with sqlite3.connect(part) as db:
-        ex, workers, resumed = db.execute(
-            "SELECT ex_num, worker_count, resume_epoch FROM exs ORDER BY ex_num DESC LIMIT 1"
-        ).fetchone()
-        fronts = dict(
-            db.execute("SELECT worker_index, worker_frontier FROM fronts WHERE ex_num = ?", (ex,))
-        )
-    return min(max(resumed, fronts.get(w, resumed)) for w in range(workers))
 
 
 def test_snapshots_of_an_epoch_a_killed_run_did_not_finish_are_discarded(tmp_path):
@@ -45,15 +34,20 @@ def test_snapshots_of_an_epoch_a_killed_run_did_not_finish_are_discarded(tmp_pat
     killed = run_meterwax(*args, env_extra={"METERWAX_CRASH_AT": "sink.snapshot:3"})
     assert killed.returncode == -signal.SIGKILL, killed.stderr
     part = store / "part-0.sqlite3"
-    unfinished = frontier(part)
+    unfinished = resume_epoch(part)
     # The dying epoch's sources and processors had already written their snapshots.
     assert any(epoch >= unfinished for epoch in snapshot_epochs(part))
     assert discard_unfinished_epochs(part) > 0
     assert snapshot_epochs(part)
     assert all(epoch < unfinished for epoch in snapshot_epochs(part))
 
+    (position,) = source_positions(store).values()
+    assert 0 < position.offset < 20_000  # it resumes from a line in the middle
+
     resumed = run_meterwax(*args)
     assert resumed.returncode == 0, resumed.stderr
+    (position,) = source_positions(store).values()
+    assert position.offset == 20_000  # and its last epoch snapshotted the end of the file
     run_cli("--input", str(source), "--lake", reference.root)
     assert comparable_tables(crashed) == comparable_tables(reference)
 
