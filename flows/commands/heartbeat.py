@@ -11,7 +11,7 @@ import click
 from meterwax.durations import format_duration_us
 from meterwax.errors import BrokerError
 from meterwax.flows import config
-from meterwax.flows.commands.kafka_options import kafka_options, parse_kafka_config
+from meterwax.flows.commands.kafka_options import kafka_options
 from meterwax.flows.commands.options import CONTEXT
 from meterwax.flows.heartbeat import send_heartbeats
 from meterwax.flows.kafka_clients import Cluster
@@ -34,7 +34,7 @@ Examples:
 @click.option("--every", help="Time between heartbeats.  [env METERWAX_EVERY; default 10s]")
 @click.option("--once", is_flag=True, help="Write one heartbeat to every partition, then exit.")
 @click.pass_context
-def heartbeat(ctx: click.Context, kafka_config: tuple[str, ...], once: bool, **flags: Any) -> None:
+def heartbeat(ctx: click.Context, once: bool, **flags: Any) -> None:
     """Write a heartbeat with the current UTC time to every partition of the topic.
 
     The main flow's clock is the event time in the log, so a partition without traffic never
@@ -49,7 +49,6 @@ def heartbeat(ctx: click.Context, kafka_config: tuple[str, ...], once: bool, **f
     Exit status: with --once, 1 if a heartbeat was not delivered. Without it, failures are
     reported on stderr and the next round retries; Ctrl-C or SIGTERM stops it.
     """
-    flags["kafka_config"] = parse_kafka_config(kafka_config)
     settings = config.load(config.HeartbeatSettings, **flags)
     cluster = settings.cluster()
     writer = RecordWriter(cluster, settings.topic)

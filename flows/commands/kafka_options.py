@@ -31,6 +31,7 @@ def kafka_config_option(function: Any) -> Any:
         "kafka_config",
         multiple=True,
         metavar="KEY=VALUE",
+        callback=_parse_kafka_config,
         help="Extra librdkafka setting, e.g. security.protocol=SASL_SSL (repeat for more).  "
         "[env METERWAX_KAFKA_CONFIG as JSON]",
     )(function)
@@ -41,10 +42,13 @@ def kafka_options(function: Any) -> Any:
     return brokers_option(topic_option(kafka_config_option(function)))
 
 
-def parse_kafka_config(pairs: tuple[str, ...]) -> dict[str, str] | None:
+def _parse_kafka_config(
+    _ctx: click.Context, _param: click.Parameter, pairs: tuple[str, ...]
+) -> dict[str, str] | None:
     """``("a=1", "b=x")`` → ``{"a": "1", "b": "x"}``; None when no pair was given (env applies).
 
-    Raises ConfigError naming a pair that is not ``key=value``.
+    Raises ConfigError naming a pair that is not ``key=value`` (one line, like every other
+    bad setting, rather than click's usage block).
     """
     if not pairs:
         return None

@@ -13,7 +13,7 @@ import click
 
 from meterwax.errors import ConfigError
 from meterwax.flows import config
-from meterwax.flows.commands.kafka_options import kafka_options, parse_kafka_config
+from meterwax.flows.commands.kafka_options import kafka_options
 from meterwax.flows.commands.options import CONTEXT
 from meterwax.flows.demo import write_jsonl
 from meterwax.flows.generator import Generated, Workload, describe_intents, generate
@@ -54,7 +54,6 @@ Examples:
 @click.pass_context
 def produce(
     ctx: click.Context,
-    kafka_config: tuple[str, ...],
     start: str | None,
     output: Path | None,
     **flags: Any,
@@ -71,7 +70,6 @@ def produce(
             if flags[name] is not None:
                 msg = f"--output writes a file instead of producing: drop --{name}"
                 raise ConfigError(msg)
-    flags["kafka_config"] = parse_kafka_config(kafka_config)
     settings = config.load(config.ProduceSettings, **flags)
     if settings.duplicates + settings.late + settings.invalid >= 1:
         msg = "--duplicates, --late and --invalid together must stay below 1"

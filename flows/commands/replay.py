@@ -11,7 +11,7 @@ from confluent_kafka import Consumer
 
 from meterwax.errors import ConfigError
 from meterwax.flows import config
-from meterwax.flows.commands.kafka_options import kafka_options, parse_kafka_config
+from meterwax.flows.commands.kafka_options import kafka_options
 from meterwax.flows.commands.options import CONTEXT, format_option, lake_option
 from meterwax.flows.render import text_table, to_json
 from meterwax.flows.replay import (
@@ -45,7 +45,6 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 @click.option("--dry-run", is_flag=True, help="Print the window changes; write nothing.")
 @format_option("json")
 def replay_command(
-    kafka_config: tuple[str, ...],
     from_offsets: str | None,
     from_time: str | None,
     to_offsets: str | None,
@@ -66,9 +65,7 @@ def replay_command(
         raise ConfigError("give exactly one of --from-offsets and --from-time")
     if to_offsets is not None and to_time is not None:
         raise ConfigError("give at most one of --to-offsets and --to-time")
-    settings = config.load(
-        config.ReplaySettings, kafka_config=parse_kafka_config(kafka_config), **flags
-    )
+    settings = config.load(config.ReplaySettings, **flags)
     cluster = settings.cluster()
     partitions = cluster.partitions(settings.topic)
     if partitions is None:

@@ -9,7 +9,7 @@ import click
 
 from meterwax.errors import ConfigError
 from meterwax.flows import config
-from meterwax.flows.commands.kafka_options import kafka_options, parse_kafka_config
+from meterwax.flows.commands.kafka_options import kafka_options
 from meterwax.flows.commands.options import (
     CONTEXT,
     format_option,
@@ -99,7 +99,6 @@ _KAFKA_ONLY = ("topic", "stop_at_end", "kafka_config", "recovery")
 def run(
     ctx: click.Context,
     inputs: tuple[Path, ...],
-    kafka_config: tuple[str, ...],
     output_format: str,
     **flags: Any,
 ) -> None:
@@ -116,7 +115,6 @@ def run(
     transaction log makes whatever is replayed count exactly once. Several processes share
     the partitions with -i/-a (start one `meterwax run` per address).
     """
-    flags["kafka_config"] = parse_kafka_config(kafka_config)
     if inputs:
         if flags["brokers"] is not None:
             msg = "--input and --brokers are mutually exclusive: read files or a topic, not both"

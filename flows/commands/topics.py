@@ -9,7 +9,7 @@ import click
 from meterwax.durations import format_duration_us
 from meterwax.errors import ConfigError
 from meterwax.flows import config
-from meterwax.flows.commands.kafka_options import kafka_options, parse_kafka_config
+from meterwax.flows.commands.kafka_options import kafka_options
 from meterwax.flows.commands.options import CONTEXT
 from meterwax.flows.topics import ensure_topic
 
@@ -44,7 +44,7 @@ def topics() -> None:
     help="How long messages stay replayable; keep it above the correction horizon (35d).  "
     "[default 40d]",
 )
-def create(kafka_config: tuple[str, ...], **flags: Any) -> None:
+def create(**flags: Any) -> None:
     """Create the topic, or check that it exists with the same partition count.
 
     Settings: retention --retention (40 days by default: longer than the 35-day correction
@@ -55,7 +55,6 @@ def create(kafka_config: tuple[str, ...], **flags: Any) -> None:
     Idempotent: if the topic exists with the same partition count it says so (and warns
     about settings that differ); with another count it fails with exit status 2.
     """
-    flags["kafka_config"] = parse_kafka_config(kafka_config)
     settings = config.load(config.TopicSettings, **flags)
     if settings.partitions is None:
         msg = "give --partitions N (or set METERWAX_PARTITIONS)"
