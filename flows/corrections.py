@@ -18,10 +18,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 import bytewax.operators as op
-from bytewax._bytewax import run_main
 from bytewax.dataflow import Dataflow
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 
+from meterwax.flows.execution import execute
 from meterwax.metrics import RunStats
 from meterwax.sinks.corrections_sink import PART, CorrectionsSink, CorrectionWork
 from meterwax.sinks.corrections_store import CorrectionStore
@@ -112,5 +112,5 @@ def run_corrections(
     """Run the correction flow (to completion when ``once``)."""
     stats = stats or RunStats()
     started = time.monotonic()
-    run_main(build_corrections_flow(lake, once=once, poll_interval_s=poll_interval_s, stats=stats))
+    execute(build_corrections_flow(lake, once=once, poll_interval_s=poll_interval_s, stats=stats))
     return CorrectionsReport(stats, time.monotonic() - started)

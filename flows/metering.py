@@ -16,19 +16,17 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import timedelta
 from pathlib import Path
 
 import bytewax.operators as op
-from bytewax._bytewax import cli_main, run_main
 from bytewax.dataflow import Dataflow
 from bytewax.errors import BytewaxRuntimeError
 from bytewax.inputs import Source
 from bytewax.outputs import Sink
-from bytewax.recovery import RecoveryConfig
 
 from meterwax.durations import format_duration_us
 from meterwax.errors import MeterwaxError
+from meterwax.flows.execution import execute
 from meterwax.flows.stopping import StopRequest
 from meterwax.metrics import RunStats
 from meterwax.operators.dataflow import meter_partitions
@@ -67,31 +65,6 @@ class RunReport:
     workers: int = 1
     stopped_by: str | None = None
     """The signal that stopped a run before the end of its input (None: it ran to the end)."""
-
-
-def execute(
-    flow: Dataflow,
-    *,
-    workers: int,
-    epoch_interval_us: int,
-    recovery_dir: Path | None = None,
-    process_id: int | None = None,
-    addresses: list[str] | None = None,
-) -> None:
-    """Run a flow to completion in this process, with ``workers`` worker threads."""
-    epoch = timedelta(microseconds=epoch_interval_us)
-    recovery = RecoveryConfig(str(recovery_dir)) if recovery_dir is not None else None
-    if workers == 1 and addresses is None:
-        run_main(flow, epoch_interval=epoch, recovery_config=recovery)
-    else:
-        cli_main(
-            flow,
-            workers_per_process=workers,
-            process_id=process_id,
-            addresses=addresses,
-            epoch_interval=epoch,
-            recovery_config=recovery,
-        )
 
 
 def run_to_lake(

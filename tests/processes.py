@@ -91,3 +91,16 @@ def stop(process: subprocess.Popen[str], sig: int = signal.SIGTERM, timeout: flo
         process.kill()
         process.wait()
         raise
+
+
+def stop_cleanly(process: subprocess.Popen[str], log: Path, sig: int = signal.SIGTERM) -> str:
+    """Stop a tailing command as an operator would; return its output.
+
+    It must exit ``128 + sig`` and print no Rust panic or stack trace (Bytewax prints one when
+    a signal interrupts a worker running on the main thread).
+    """
+    code = stop(process, sig)
+    output = log.read_text()
+    assert code == 128 + sig, output
+    assert "panicked" not in output and "stack backtrace" not in output, output
+    return output

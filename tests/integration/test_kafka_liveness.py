@@ -22,7 +22,7 @@ from meterwax.sinks.lake import Lake
 from meterwax.sinks.schemas import EVENTS, LATE_EVENTS, QUARANTINE, USAGE_WINDOWS
 from tests.helpers import generated_windows, rows, window_totals
 from tests.integration.kafka_helpers import produce, produce_generated
-from tests.processes import start_meterwax, stop, table_rows, wait_for
+from tests.processes import start_meterwax, stop, stop_cleanly, table_rows, wait_for
 
 pytestmark = pytest.mark.kafka
 
@@ -74,9 +74,7 @@ def test_heartbeats_close_the_windows_of_an_idle_partition(tmp_path, bootstrap, 
             (r["tenant_id"], r["window_start"], r["quantity"], r["event_count"]) for r in closed
         ] == [("acme", window, Decimal(55), 10)]
     finally:
-        code = stop(run)
-    output = log.read_text()
-    assert code == 143, output
+        output = stop_cleanly(run, log)
     assert "stopped by SIGTERM" in output
     assert "heartbeats" in output
 

@@ -12,7 +12,7 @@ import pytest
 from meterwax.flows.generator import Workload, generate
 from meterwax.sinks.lake import Lake
 from tests.integration.kafka_helpers import produce_generated
-from tests.processes import start_meterwax, stop, wait_for
+from tests.processes import start_meterwax, stop_cleanly, wait_for
 
 pytestmark = pytest.mark.kafka
 
@@ -64,7 +64,7 @@ def test_a_running_flow_exports_counters_that_add_up(tmp_path, bootstrap, cluste
             process=flow,
         )
     finally:
-        assert stop(flow, signal.SIGTERM) == 128 + signal.SIGTERM
+        stop_cleanly(flow, tmp_path / "run.log")
     quarantined = sum(
         v for k, v in metrics.items() if k.startswith("meterwax_events_quarantined_total{")
     )
@@ -105,5 +105,5 @@ def test_a_running_flow_exports_counters_that_add_up(tmp_path, bootstrap, cluste
             process=corrections,
         )
     finally:
-        assert stop(corrections, signal.SIGTERM) == 128 + signal.SIGTERM
+        stop_cleanly(corrections, tmp_path / "corrections.log", signal.SIGINT)
     assert fixed["meterwax_corrections_windows_changed_total"] > 0

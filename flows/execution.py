@@ -1,0 +1,49 @@
+"""Running a dataflow in this process: always through Bytewax's cluster entry point.
+
+Bytewax 0.21's ``run_main`` (which ``cli_main`` also uses for a single worker) runs the
+worker on the main thread and turns a signal into a Rust panic: a Ctrl-C or SIGTERM, which
+almost always arrives while a Python step runs, prints a panic message and a stack trace
+on stderr. ``cluster_main`` runs the workers on their own threads while the main thread
+only waits and checks for signals; on a signal it asks the workers to stop after their
+current step and returns KeyboardInterrupt, with no trace (its panic hook also keeps step
+errors off stderr: meterwax reports them itself). meterwax therefore uses it for one worker
+too. Stopping this way is as safe as a kill: the dataflow is dropped mid-epoch, so no
+frontier or snapshot of the unfinished epoch is written. The cost is nil within noise
+(1,000,000 events from a file, one worker: 91.2k and 93.4k events/s with ``run_main``,
+93.2k and 91.6k on a worker thread).
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+
+from bytewax._bytewax import cluster_main
+from bytewax.dataflow import Dataflow
+from bytewax.recovery import RecoveryConfig
+
+
+def execute(
+    flow: Dataflow,
+    *,
+    workers: int = 1,
+    epoch_interval_us: int | None = None,
+    recovery_dir: Path | None = None,
+    process_id: int | None = None,
+    addresses: list[str] | None = None,
+) -> None:
+    """Run ``flow`` to completion with ``workers`` worker threads in this process.
+
+    With ``addresses``, this is process ``process_id`` of a multi-process cluster. Without
+    ``epoch_interval_us``, Bytewax's default epoch (10 s) applies.
+    """
+    cluster_main(
+        flow,
+        addresses,
+        process_id or 0,
+        worker_count_per_proc=workers,
+        epoch_interval=(
+            timedelta(microseconds=epoch_interval_us) if epoch_interval_us is not None else None
+        ),
+        recovery_config=RecoveryConfig(str(recovery_dir)) if recovery_dir is not None else None,
+    )
