@@ -88,12 +88,12 @@ def run_to_lake(
     says so (it counts what was committed). A deliberate meterwax error raised inside the
     dataflow (a Kafka or lake failure) is raised as itself, not wrapped in Bytewax's.
     """
-    lake.ensure_tables(rules.window_us)
     stats = stats or RunStats()
-    sink = MeteringSink(lake, partitions, window_us=rules.window_us, stats=stats)
-    flow = build_flow(source, sink, rules)
     started = time.monotonic()
-    try:
+    try:  # a stop signal may arrive while the flow is built, too
+        lake.ensure_tables(rules.window_us)
+        sink = MeteringSink(lake, partitions, window_us=rules.window_us, stats=stats)
+        flow = build_flow(source, sink, rules)
         with fewer_gc_passes():
             execute(
                 flow,

@@ -152,7 +152,11 @@ def run(
     stats = RunStats()
     if settings.metrics_port is not None:
         serve(stats, settings.metrics_port)
+    title = f"meterwax run: {what} → {settings.lake} ({settings.describe()})"
     with stop_on_signals() as stop:
+        if not inputs and not settings.stop_at_end:
+            # A service's first log line: what it reads and writes, and how to stop it.
+            click.echo(f"{title}: tailing (Ctrl-C or SIGTERM stops it)", err=True)
         report = run_to_lake(
             source,
             source.partitions,
@@ -166,9 +170,7 @@ def run(
             stop=stop,
             stats=stats,
         )
-    print_summary(
-        report, f"meterwax run: {what} → {settings.lake} ({settings.describe()})", output_format
-    )
+    print_summary(report, title, output_format)
     if report.stopped_by:
         ctx.exit(stop.exit_code)
 

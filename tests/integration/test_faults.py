@@ -1,11 +1,12 @@
 """Fault injection: SIGKILL the flows at random moments and at every dangerous point, G1–G5 hold.
 
 A producer keeps writing a stream with duplicates, late and invalid events while the main
-flow (Kafka input, recovery on) is killed over and over: at random times, and through crash
-points right after one table committed and before the next, and at the start of an epoch
-snapshot. Sometimes it stays down longer than the allowed lateness. Then it runs to the end,
-the correction flow is killed between its own commits and rerun, and every guarantee is
-checked exactly against the messages stored in the topic, and against a clean run.
+flow (Kafka input, recovery on) is killed over and over: at random times (every fourth round
+a SIGTERM or SIGINT stop instead of SIGKILL), and through crash points right after one table
+committed and before the next, and at the start of an epoch snapshot. Sometimes it stays down
+longer than the allowed lateness. Then it runs to the end, the correction flow is killed
+between its own commits and rerun, and every guarantee is checked exactly against the
+messages stored in the topic, and against a clean run.
 
 The short version runs in ``make test``. The long one:
 
@@ -36,7 +37,7 @@ from tests.integration.guarantees import (
     check_g4_accounting,
 )
 from tests.integration.kafka_helpers import read_topic
-from tests.processes import run_meterwax, start_meterwax
+from tests.processes import run_meterwax, start_meterwax, wait_for
 
 KILLS = int(os.environ.get("METERWAX_FAULT_KILLS", "12"))
 EVENTS = int(os.environ.get("METERWAX_FAULT_EVENTS", "12000"))
@@ -124,16 +125,28 @@ def _kill_rounds(bootstrap, topic, lake, recovery, log_dir: Path, rng, producer)
         deadline = time.monotonic() + (15.0 if point else rng.uniform(0.8, 4.0))
         while process.poll() is None and time.monotonic() < deadline:
             time.sleep(0.05)
-        if process.poll() is None:
-            process.send_signal(signal.SIGKILL)
-        code = process.wait(timeout=30)
-        assert code == -signal.SIGKILL, (
-            f"round {round_number} exited {code}:\n{log.read_text()[-3000:]}"
+        # Every fourth round is an operator's stop (SIGTERM or Ctrl-C) instead of a kill:
+        # the workers leave mid-epoch, which must be as harmless as a kill.
+        stop_signal = (
+            rng.choice((signal.SIGTERM, signal.SIGINT))
+            if point is None and round_number % 4 == 0
+            else signal.SIGKILL
         )
+        if stop_signal != signal.SIGKILL and process.poll() is None:
+            # Its stop handlers are in place once it says it tails (before that, during
+            # imports, a signal gets Python's default handling, as for any program).
+            wait_for(
+                lambda log=log: "tailing" in log.read_text(), what="the start line", process=process
+            )
+        if process.poll() is None:
+            process.send_signal(stop_signal)
+        code = process.wait(timeout=30)
+        expected = 128 + stop_signal if stop_signal != signal.SIGKILL else -signal.SIGKILL
+        assert code == expected, f"round {round_number} exited {code}:\n{log.read_text()[-3000:]}"
         reached = point is not None and "crash point" in log.read_text()
         if reached:
             unreached.remove(point)
-        kills.append(point if reached else "random")
+        kills.append(point if reached else f"random {signal.Signals(stop_signal).name}")
         if rng.random() < 0.25:
             time.sleep(LATENESS_S + 1)  # down for longer than the allowed lateness
     return kills
