@@ -63,6 +63,24 @@ class FileSource(FixedPartitionedSource[SourceBatch, FilePosition]):
         """One partition per file; every worker can read every file."""
         return list(self._paths)
 
+    def backlog(self, positions: dict[str, object]) -> int:
+        """Lines left to read from ``positions`` (a recovery store's, or the start) to the end.
+
+        For progress display: counted as newlines from the resume byte (about 0.1 s per
+        100 MB); blank lines are counted though they are no messages.
+        """
+        lines = 0
+        for key, path in self._paths.items():
+            position = positions.get(key)
+            with path.open("rb") as handle:
+                handle.seek(position.byte if isinstance(position, FilePosition) else 0)
+                last = b"\n"
+                while chunk := handle.read(1 << 20):
+                    lines += chunk.count(b"\n")
+                    last = chunk[-1:]
+                lines += last != b"\n"  # a last line without its newline
+        return lines
+
     def build_part(
         self, step_id: str, for_part: str, resume_state: FilePosition | None
     ) -> _FilePartition:

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
 
-from confluent_kafka import KafkaError, KafkaException
+from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient
 
 from meterwax.errors import BrokerError, ConfigError
@@ -160,3 +160,31 @@ class Cluster:
             )
             raise BrokerError(msg)
         return partitions
+
+    def watermarks(self, topic: str, partitions: list[int]) -> list[tuple[int, int]]:
+        """The (low, high) offsets of each partition now, in the order given.
+
+        Raises BrokerError naming the partition if the brokers do not answer in time.
+        """
+        group = {} if "group.id" in self.extra else {"group.id": "meterwax-watermarks"}
+        consumer = self.client(Consumer, **group, **{"enable.auto.commit": False})
+        try:
+            found = []
+            for partition in partitions:
+                where = TopicPartition(topic, partition)
+                try:
+                    offsets = consumer.get_watermark_offsets(where, timeout=METADATA_TIMEOUT_S)
+                except KafkaException as error:
+                    offsets, reason = None, error.args[0].str()
+                else:
+                    reason = f"no answer within {METADATA_TIMEOUT_S:.0f}s"
+                if offsets is None:
+                    msg = (
+                        f"cannot read the end offset of topic {topic!r} partition {partition} "
+                        f"from {self.brokers}: {reason}"
+                    )
+                    raise BrokerError(msg)
+                found.append(offsets)
+            return found
+        finally:
+            consumer.close()

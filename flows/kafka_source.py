@@ -100,6 +100,22 @@ class KafkaSource(FixedPartitionedSource[SourceBatch, int]):
         """One partition per Kafka partition; every worker can read every partition."""
         return [where.key for where in self.partitions]
 
+    def backlog(self, positions: dict[str, object]) -> int:
+        """Messages left from ``positions`` (a recovery store's, or the log start) to the end.
+
+        The end is the high watermark now: what a ``--stop-at-end`` run will read. For
+        progress display.
+        """
+        total = 0
+        for where, (low, high) in zip(
+            self.partitions,
+            self.cluster.watermarks(self.topic, [w.partition for w in self.partitions]),
+            strict=True,
+        ):
+            resumed = positions.get(where.key)
+            total += max(0, high - max(low, resumed if isinstance(resumed, int) else low))
+        return total
+
     def build_part(self, step_id: str, for_part: str, resume_state: int | None) -> _KafkaPartition:
         """Assign a consumer to one partition at its resume offset (or the beginning)."""
         where = SourcePartition.from_key(for_part)

@@ -1,4 +1,4 @@
-"""A progress line on stderr for long commands (``meterwax produce``).
+"""A progress line on stderr for long commands (``meterwax produce``, bounded ``meterwax run``).
 
 On a terminal it is a bar redrawn in place a few times a second; anywhere else (CI logs,
 ``docker compose logs``) it prints a plain line every 10% instead of thousands of redraws.
@@ -7,8 +7,10 @@ On a terminal it is a bar redrawn in place a few times a second; anywhere else (
 from __future__ import annotations
 
 import sys
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import TextIO
 
 _REDRAW_S = 0.2
@@ -55,9 +57,41 @@ class Progress:
 
     def _line(self, done: int, now: float, note: str) -> str:
         share = done / self.total if self.total else 1.0
-        filled = int(share * _BAR_WIDTH)
+        filled = min(int(share * _BAR_WIDTH), _BAR_WIDTH)  # a total can be an estimate
         elapsed = now - self._started
         rate = done / elapsed if elapsed > 0 else 0.0
         bar = "#" * filled + "." * (_BAR_WIDTH - filled)
         text = f"{self._label} [{bar}] {share:4.0%} {done:,}/{self.total:,} {rate:,.0f}/s"
         return f"{text} {note}" if note else text
+
+
+@contextmanager
+def watch_progress(
+    count: Callable[[], int],
+    total: int,
+    label: str,
+    *,
+    stream: TextIO | None = None,
+    every_s: float = 0.5,
+) -> Iterator[None]:
+    """Show ``count()`` out of ``total`` while the block runs, from a helper thread.
+
+    For work that does not return to Python between steps (a Bytewax flow blocks the calling
+    thread until it ends). ``count`` must be safe to call from another thread. The last
+    line is drawn when the block ends normally, and not when it raises (the error is the news).
+    """
+    progress = Progress(total, label, stream)
+    done = threading.Event()
+
+    def draw() -> None:
+        while not done.wait(every_s):
+            progress.update(count())
+
+    thread = threading.Thread(target=draw, name="meterwax-progress", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        done.set()
+        thread.join()
+    progress.finish(count())

@@ -134,6 +134,11 @@ class RunStats:
             if commits:
                 self._commit_latency.observe(seconds)
 
+    def count(self, name: str) -> int:
+        """One counter's committed value (from any thread)."""
+        with self._lock:
+            return self.counters[name]
+
     def snapshot(self) -> Counter[str]:
         """A copy of the counters."""
         with self._lock:

@@ -131,4 +131,4 @@ def run_cli(*args: str) -> dict[str, Any]:
 
     result = CliRunner().invoke(main, ["run", *args, "--format", "json"], catch_exceptions=False)
     assert result.exit_code == 0, result.output
-    return orjson.loads(result.output)
+    return orjson.loads(result.stdout)  # progress lines go to stderr

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,8 @@ from meterwax.flows.commands.options import (
 from meterwax.flows.file_source import FileSource
 from meterwax.flows.kafka_source import KafkaSource
 from meterwax.flows.metering import RunReport, run_to_lake
-from meterwax.flows.recovery import recovery_store
+from meterwax.flows.progress import watch_progress
+from meterwax.flows.recovery import recovery_store, source_positions
 from meterwax.flows.render import to_json
 from meterwax.flows.stopping import stop_on_signals
 from meterwax.flows.summary import render_summary, summary_data
@@ -132,7 +134,7 @@ def run(
     source: FileSource | KafkaSource
     if inputs:
         source = FileSource(list(inputs), batch_size=settings.batch_size)
-        what = ", ".join(p.name for p in inputs)
+        label = what = ", ".join(p.name for p in inputs)
     else:
         source = KafkaSource(
             settings.cluster(),
@@ -140,7 +142,8 @@ def run(
             batch_size=settings.batch_size,
             stop_at_end=settings.stop_at_end,
         )
-        what = f"kafka:{settings.topic} ({len(source.partitions)} partitions)"
+        label = f"kafka:{settings.topic}"
+        what = f"{label} ({len(source.partitions)} partitions)"
     if addresses is not None:
         what += f", process {settings.process_id} of {len(addresses)}"
     lake = Lake(settings.lake)
@@ -153,8 +156,15 @@ def run(
     if settings.metrics_port is not None:
         serve(stats, settings.metrics_port)
     title = f"meterwax run: {what} → {settings.lake} ({settings.describe()})"
-    with stop_on_signals() as stop:
-        if not inputs and not settings.stop_at_end:
+    tailing = not inputs and not settings.stop_at_end
+    progress: AbstractContextManager[None] = nullcontext()
+    if not tailing and addresses is None:  # bounded work in one process: show how far it is
+        positions = source_positions(recovery_dir) if recovery_dir is not None else {}
+        progress = watch_progress(
+            lambda: stats.count("read"), source.backlog(positions), f"reading {label}"
+        )
+    with stop_on_signals() as stop, progress:
+        if tailing:
             # A service's first log line: what it reads and writes, and how to stop it.
             click.echo(f"{title}: tailing (Ctrl-C or SIGTERM stops it)", err=True)
         report = run_to_lake(

@@ -43,9 +43,10 @@ RUN_FLAGS = ("--dedupe-horizon", "90s")  # the minimum: window (1m) + allowed la
 
 
 def invoke(*args: str, expect: int = 0) -> str:
+    """The command's stdout (progress and errors go to stderr)."""
     result = CliRunner().invoke(main, list(args), catch_exceptions=False)
     assert result.exit_code == expect, result.output
-    return result.output
+    return result.stdout
 
 
 @pytest.fixture(scope="module")

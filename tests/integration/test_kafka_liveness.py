@@ -141,7 +141,7 @@ def test_the_flow_survives_a_broker_restart_or_fails_loudly_and_a_rerun_is_exact
         ],
     )
     assert result.exit_code == 0, result.output
-    assert json.loads(result.output)["accounted"] is True
+    assert json.loads(result.stdout)["accounted"] is True
     assert window_totals(lake) == generated_windows(messages)
     assert sorted(r["id"] for r in rows(lake, EVENTS)) == sorted(
         m.event_id for m in messages if m.intent == "valid"

@@ -16,7 +16,7 @@ from meterwax.flows.kafka_producer import Record
 from meterwax.flows.kafka_source import KafkaSource
 from meterwax.operators.records import SourceBatch, SourcePartition
 from tests.integration.kafka_helpers import produce
-from tests.processes import wait_for
+from tests.processes import run_meterwax, wait_for
 
 pytestmark = pytest.mark.kafka
 
@@ -144,3 +144,23 @@ def test_a_missing_topic_or_unreachable_brokers_fail_when_the_source_is_built(cl
     unreachable = Cluster("127.0.0.1:1", {"socket.connection.setup.timeout.ms": "1000"})
     with pytest.raises(BrokerError, match=r"cannot read metadata .* from 127\.0\.0\.1:1"):
         unreachable.partitions("usage-events", timeout_s=1)
+
+
+def test_the_backlog_is_what_a_stop_at_end_run_reads_from_where_it_resumes(
+    tmp_path, bootstrap, cluster, new_topic
+):
+    topic = new_topic(2)
+    records = [Record(b"t", b"not json", partition) for partition in (0,) * 7 + (1,) * 5]
+    produce(cluster, topic, records)
+    source = KafkaSource(cluster, topic, stop_at_end=True)
+    assert source.backlog({}) == 12
+    assert source.backlog({part_key(topic, 0): 3}) == 9
+    assert source.backlog({part_key(topic, 0): 7, part_key(topic, 1): 5}) == 0
+
+    run = run_meterwax(
+        *("run", "--brokers", bootstrap, "--topic", topic, "--lake", str(tmp_path / "lake")),
+        *("--stop-at-end", "--no-recovery"),
+    )
+    assert run.returncode == 0, run.stderr
+    assert run.stderr.splitlines()[-1].startswith(f"reading kafka:{topic} [")
+    assert "100% 12/12" in run.stderr
