@@ -20,7 +20,10 @@ from pathlib import Path
 
 from bytewax._bytewax import cluster_main
 from bytewax.dataflow import Dataflow
+from bytewax.errors import BytewaxRuntimeError
 from bytewax.recovery import RecoveryConfig
+
+from meterwax.errors import MeterwaxError
 
 
 def execute(
@@ -35,15 +38,37 @@ def execute(
     """Run ``flow`` to completion with ``workers`` worker threads in this process.
 
     With ``addresses``, this is process ``process_id`` of a multi-process cluster. Without
-    ``epoch_interval_us``, Bytewax's default epoch (10 s) applies.
+    ``epoch_interval_us``, Bytewax's default epoch (10 s) applies. A deliberate meterwax error
+    raised inside the flow (a Kafka or lake failure) is raised as itself, not wrapped in
+    Bytewax's runtime error, so the command line can print it as one line.
     """
-    cluster_main(
-        flow,
-        addresses,
-        process_id or 0,
-        worker_count_per_proc=workers,
-        epoch_interval=(
-            timedelta(microseconds=epoch_interval_us) if epoch_interval_us is not None else None
-        ),
-        recovery_config=RecoveryConfig(str(recovery_dir)) if recovery_dir is not None else None,
-    )
+    try:
+        cluster_main(
+            flow,
+            addresses,
+            process_id or 0,
+            worker_count_per_proc=workers,
+            epoch_interval=(
+                timedelta(microseconds=epoch_interval_us) if epoch_interval_us is not None else None
+            ),
+            recovery_config=(
+                RecoveryConfig(str(recovery_dir)) if recovery_dir is not None else None
+            ),
+        )
+    except BytewaxRuntimeError as error:
+        cause = _meterwax_cause(error)
+        if cause is None:
+            raise
+        raise cause from None
+
+
+def _meterwax_cause(error: BaseException) -> MeterwaxError | None:
+    """The first deliberate meterwax error in an exception's chain of causes."""
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        if isinstance(current, MeterwaxError):
+            return current
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return None

@@ -25,7 +25,6 @@ from bytewax.inputs import Source
 from bytewax.outputs import Sink
 
 from meterwax.durations import format_duration_us
-from meterwax.errors import MeterwaxError
 from meterwax.flows.execution import execute
 from meterwax.flows.stopping import StopRequest
 from meterwax.metrics import RunStats
@@ -103,13 +102,10 @@ def run_to_lake(
                 process_id=process_id,
                 addresses=addresses,
             )
-    except (KeyboardInterrupt, BytewaxRuntimeError) as error:
+    except (KeyboardInterrupt, BytewaxRuntimeError):
         if stop is not None and stop.requested:
             return RunReport(stats, time.monotonic() - started, partitions, workers, stop.name)
-        cause = _meterwax_cause(error)
-        if cause is None:
-            raise
-        raise cause from None
+        raise
     return RunReport(stats, time.monotonic() - started, partitions, workers)
 
 
@@ -129,15 +125,3 @@ def fewer_gc_passes() -> Iterator[None]:
         yield
     finally:
         gc.set_threshold(*previous)
-
-
-def _meterwax_cause(error: BaseException) -> MeterwaxError | None:
-    """The first deliberate meterwax error in an exception's chain of causes."""
-    seen: set[int] = set()
-    current: BaseException | None = error
-    while current is not None and id(current) not in seen:
-        if isinstance(current, MeterwaxError):
-            return current
-        seen.add(id(current))
-        current = current.__cause__ or current.__context__
-    return None

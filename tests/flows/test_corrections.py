@@ -268,3 +268,12 @@ def test_corrections_show_lists_the_audit_trail(corrected_lake):
     assert listed
     assert {r["tenant_id"] for r in listed} == {tenant}
     assert "late_events" in invoke("corrections", "--lake", corrected_lake.root, "--show")
+
+
+def test_corrections_on_a_lake_the_main_flow_never_wrote_is_one_clear_error(tmp_path):
+    # Raised inside the flow (the source opens the lake): it must not surface as a trace.
+    result = CliRunner().invoke(main, ["corrections", "--lake", str(tmp_path / "none"), "--once"])
+    assert result.exit_code == 2, result.output
+    assert result.output.strip() == (
+        f"error: lake {tmp_path / 'none'} has no usage_windows table yet: run `meterwax run` first"
+    )
