@@ -87,7 +87,11 @@ class Lake:
     def ensure_tables(self, window_us: int) -> None:
         """Create every missing table; refuse a lake built with another window length."""
         if not _has_scheme(self.root):
-            Path(self.root).mkdir(parents=True, exist_ok=True)
+            try:
+                Path(self.root).mkdir(parents=True, exist_ok=True)
+            except OSError as error:
+                msg = f"cannot create the lake directory {self.root}: {error.strerror}"
+                raise LakeError(msg) from None
         for spec in ALL_TABLES:
             properties = dict(spec.properties)
             if spec is USAGE_WINDOWS:

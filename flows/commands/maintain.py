@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from meterwax.errors import LakeError
 from meterwax.flows import config
 from meterwax.flows.commands.options import CONTEXT, format_option, lake_option
 from meterwax.flows.render import text_table, to_json
@@ -80,6 +81,9 @@ def maintain(
     reports = [
         maintain_table(the_lake, spec, plan) for spec in specs if tables or the_lake.exists(spec)
     ]
+    if not reports:  # a mistyped --lake in a cron job must not pass for a maintained lake
+        msg = f"lake {settings.lake} has no meterwax tables: nothing to maintain"
+        raise LakeError(msg)
     if output_format == "json":
         click.echo(to_json([r.as_dict() for r in reports]))
         return

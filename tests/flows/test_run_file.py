@@ -132,6 +132,16 @@ def test_a_lake_refuses_a_different_window_length(tmp_path):
     assert "holds 1m windows; this run asks for 5m" in result.output
 
 
+def test_a_lake_directory_that_cannot_be_created_is_one_clear_error(tmp_path):
+    source = write(tmp_path / "events.jsonl", list(generate(Workload(events=10, tenants=1))))
+    lake = tmp_path / "events.jsonl" / "lake"  # under a file
+    result = CliRunner().invoke(main, ["run", "--input", str(source), "--lake", str(lake)])
+    assert result.exit_code == 2, result.output
+    assert result.output.strip() == (
+        f"error: cannot create the lake directory {lake}: Not a directory"
+    )
+
+
 def test_bad_settings_name_the_flag_and_the_value(tmp_path, monkeypatch):
     source = write(tmp_path / "events.jsonl", [])
     result = CliRunner().invoke(main, ["run", "--input", str(source), "--window", "soon"])

@@ -244,6 +244,15 @@ def test_the_command_has_help_with_examples_and_the_floor():
     assert "Examples:" in result.output and "The retention floor is 7d" in result.output
 
 
+def test_a_lake_without_tables_is_an_error_not_an_empty_report(tmp_path):
+    result = CliRunner().invoke(main, ["maintain", "--lake", str(tmp_path)])
+    assert result.exit_code == 2, result.output
+    assert (
+        result.output.strip()
+        == f"error: lake {tmp_path} has no meterwax tables: nothing to maintain"
+    )
+
+
 def test_the_command_reports_each_table(small_files_lake):
     result = CliRunner().invoke(
         main, ["maintain", "--lake", small_files_lake.root, "--format", "json"]
