@@ -59,6 +59,22 @@ def parse_instant(text: str, *, option: str) -> datetime:
     return value.astimezone(UTC)
 
 
+def time_range(
+    lower: datetime | None, upper: datetime | None, *, options: tuple[str, str]
+) -> tuple[datetime | None, datetime | None]:
+    """``(lower, upper)`` checked to be a range: an empty one is a typo, not an empty answer.
+
+    Raises ConfigError naming both options when ``lower`` is not before ``upper``.
+    """
+    if lower is not None and upper is not None and lower >= upper:
+        msg = (
+            f"{options[0]} {lower.isoformat()} is not before {options[1]} {upper.isoformat()}: "
+            "the range is empty"
+        )
+        raise ConfigError(msg)
+    return lower, upper
+
+
 def instant_literal(value: datetime) -> str:
     """A SQL literal DataFusion compares correctly with UTC timestamp columns."""
     return literal(value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"))

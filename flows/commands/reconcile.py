@@ -13,7 +13,7 @@ from meterwax.flows.commands.options import CONTEXT, format_option, lake_option
 from meterwax.flows.reconcile import ReconcileReport, mismatch_counts, reconcile
 from meterwax.flows.render import format_decimal, text_table, to_json
 from meterwax.sinks.lake import Lake
-from meterwax.sinks.queries import parse_instant
+from meterwax.sinks.queries import parse_instant, time_range
 
 _EXAMPLES = """
 \b
@@ -44,8 +44,11 @@ def reconcile_command(
     """
     settings = config.load(config.LakeSettings, lake=lake)
     lake_root = Lake(settings.lake)
-    since = parse_instant(start, option="--from") if start else None
-    until = parse_instant(end, option="--to") if end else None
+    since, until = time_range(
+        parse_instant(start, option="--from") if start else None,
+        parse_instant(end, option="--to") if end else None,
+        options=("--from", "--to"),
+    )
     report = reconcile(lake_root, since, until, fix=fix)
     if fix and report.fixed:
         after = reconcile(lake_root, since, until)

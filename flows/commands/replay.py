@@ -22,7 +22,7 @@ from meterwax.flows.replay import (
     summary,
 )
 from meterwax.sinks.lake import Lake
-from meterwax.sinks.queries import parse_instant
+from meterwax.sinks.queries import parse_instant, time_range
 
 _EXAMPLES = """
 \b
@@ -65,6 +65,11 @@ def replay_command(
         raise ConfigError("give exactly one of --from-offsets and --from-time")
     if to_offsets is not None and to_time is not None:
         raise ConfigError("give at most one of --to-offsets and --to-time")
+    since, until = time_range(
+        parse_instant(from_time, option="--from-time") if from_time else None,
+        parse_instant(to_time, option="--to-time") if to_time else None,
+        options=("--from-time", "--to-time"),
+    )
     settings = config.load(config.ReplaySettings, **flags)
     cluster = settings.cluster()
     partitions = cluster.partitions(settings.topic)
@@ -87,9 +92,9 @@ def replay_command(
             from_offsets=parse_offsets(from_offsets, option="--from-offsets")
             if from_offsets
             else None,
-            from_time=parse_instant(from_time, option="--from-time") if from_time else None,
+            from_time=since,
             to_offsets=parse_offsets(to_offsets, option="--to-offsets") if to_offsets else None,
-            to_time=parse_instant(to_time, option="--to-time") if to_time else None,
+            to_time=until,
         )
         report = replay(
             Lake(settings.lake),

@@ -13,7 +13,7 @@ from meterwax.flows.render import csv_text, text_table, to_json
 from meterwax.flows.rollups import Rollup, parse_bound, rollup
 from meterwax.flows.usage import WINDOW_COLUMNS, UsageFilter, window_rows
 from meterwax.sinks.lake import Lake
-from meterwax.sinks.queries import parse_as_of
+from meterwax.sinks.queries import parse_as_of, time_range
 
 _USAGE_EXAMPLES = """
 \b
@@ -79,8 +79,11 @@ def usage(
     """
     settings = config.load(config.UsageSettings, lake=lake, tz=tz)
     tzinfo = zone(settings.tz)
-    lower = parse_bound(start, option="--from", tz=tzinfo) if start else None
-    upper = parse_bound(end, option="--to", tz=tzinfo) if end else None
+    lower, upper = time_range(
+        parse_bound(start, option="--from", tz=tzinfo) if start else None,
+        parse_bound(end, option="--to", tz=tzinfo) if end else None,
+        options=("--from", "--to"),
+    )
     the_lake = Lake(settings.lake)
     if granularity is None and group_by is None:
         version = parse_as_of(as_of) if as_of else None

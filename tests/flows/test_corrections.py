@@ -277,3 +277,12 @@ def test_corrections_on_a_lake_the_main_flow_never_wrote_is_one_clear_error(tmp_
     assert result.output.strip() == (
         f"error: lake {tmp_path / 'none'} has no usage_windows table yet: run `meterwax run` first"
     )
+
+
+def test_reconcile_refuses_an_empty_time_range(tmp_path):
+    # An empty range would check nothing and exit 0: a typo must not pass for a clean lake.
+    result = CliRunner().invoke(
+        main, ["reconcile", "--lake", str(tmp_path), "--from", "2026-03-01", "--to", "2026-02-01"]
+    )
+    assert result.exit_code == 2, result.output
+    assert "--from 2026-03-01T00:00:00+00:00 is not before --to 2026-02-01" in result.output

@@ -151,6 +151,13 @@ def test_produce_names_the_bad_value(tmp_path, args, message):
         (["heartbeat"], "no Kafka brokers"),
         (["topics", "create", "--brokers", "k:9092"], "give --partitions N"),
         (
+            [
+                *("replay", "--brokers", "k:9092", "--lake", "l"),
+                *("--from-time", "2026-01-02", "--to-time", "2026-01-02"),
+            ],
+            "--from-time 2026-01-02T00:00:00+00:00 is not before --to-time",
+        ),
+        (
             ["topics", "create", "--brokers", "k:9092", "--partitions", "0"],
             "--partitions (flag) = 0",
         ),

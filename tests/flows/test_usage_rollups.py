@@ -282,6 +282,7 @@ def hourly_lake(tmp_path_factory) -> Path:
         (["--group-by", "meter"], "collides with an output column"),
         (["--tz", "Mars/Olympus_Mons"], "is not an IANA time zone"),
         (["--from", "yesterday"], "--from 'yesterday' is not a date"),
+        (["--from", "2026-02-01", "--to", "2026-01-01"], "is not before --to 2026-01-01"),
     ],
 )
 def test_impossible_rollups_are_refused_clearly(hourly_lake, args, message):
