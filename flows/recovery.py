@@ -80,7 +80,15 @@ def recovery_store(
         key = f"{identity.lake}\n{identity.lake_id}\n{identity.source}"
         digest = hashlib.sha256(key.encode()).hexdigest()
         directory = Path(settings.state_dir) / "recovery" / digest[:16]
-    prepare_store(directory, identity)
+    try:
+        prepare_store(directory, identity)
+    except OSError as error:
+        where = "--recovery-dir" if settings.recovery_dir is not None else "--state-dir"
+        msg = (
+            f"cannot use the recovery store {directory} ({where}): {error.strerror}; "
+            "give a writable --recovery-dir or --state-dir"
+        )
+        raise ConfigError(msg) from None
     return directory
 
 

@@ -79,3 +79,25 @@ def test_a_store_is_never_resumed_into_a_recreated_lake(tmp_path):
     assert result.exit_code == 2
     assert "was made for another input" in result.output
     assert "lake_id" in result.output
+
+
+def test_a_store_that_cannot_be_created_is_one_clear_error(tmp_path):
+    source = write(tmp_path / "a.jsonl", list(generate(Workload(events=10, tenants=1, seed=1))))
+    store = tmp_path / "a.jsonl" / "recovery"  # under a file
+    result = CliRunner().invoke(
+        main,
+        [
+            "run",
+            "--input",
+            str(source),
+            "--lake",
+            str(tmp_path / "lake"),
+            "--recovery-dir",
+            str(store),
+        ],
+    )
+    assert result.exit_code == 2, result.output
+    assert result.output.strip() == (
+        f"error: cannot use the recovery store {store} (--recovery-dir): Not a directory; "
+        "give a writable --recovery-dir or --state-dir"
+    )
