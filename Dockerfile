@@ -24,12 +24,13 @@ COPY sinks ./sinks
 COPY bench ./bench
 RUN pip install . && rm -rf /src
 
-# Run as an unprivileged user; /lake is where the compose file mounts the lake volume (a new
-# named volume takes this directory's owner).
-RUN useradd --create-home --uid 10001 meterwax && mkdir /lake && chown meterwax /lake
+# Run as an unprivileged user; /lake and /state are where the compose file mounts the lake and
+# the recovery store volumes (a new named volume takes its directory's owner from the image, so
+# both must exist here and belong to meterwax, or the flow cannot write to them).
+RUN useradd --create-home --uid 10001 meterwax && mkdir /lake /state && chown meterwax /lake /state
 USER meterwax
 WORKDIR /home/meterwax
-VOLUME ["/lake"]
+VOLUME ["/lake", "/state"]
 
 ENTRYPOINT ["meterwax"]
 CMD ["--help"]

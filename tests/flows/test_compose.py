@@ -67,3 +67,16 @@ def test_the_image_runs_meterwax_on_a_python_bytewax_supports():
     dockerfile = (REPO / "Dockerfile").read_text()
     assert re.search(r"^FROM python:3\.(8|9|10|11|12)-slim$", dockerfile, re.MULTILINE)
     assert 'ENTRYPOINT ["meterwax"]' in dockerfile
+
+
+def test_every_volume_a_meterwax_service_mounts_belongs_to_the_image_user():
+    # A named volume takes its owner from the image's directory: one missing from the
+    # Dockerfile is root-owned, and the unprivileged flow cannot write its lake or store.
+    dockerfile = (REPO / "Dockerfile").read_text()
+    owned = re.search(r"mkdir ([^&\n]+) && chown meterwax ([^\n]+)", dockerfile)
+    assert owned, "the Dockerfile must create and chown the mount points"
+    created, chowned = set(owned.group(1).split()), set(owned.group(2).split())
+    mounts = set(re.findall(r"^      - [a-z-]+:(/[a-z/]+)$", COMPOSE, re.MULTILINE))
+    mounts.discard("/var/lib/kafka/data")  # the Kafka image's own
+    assert mounts == {"/lake", "/state"}
+    assert mounts <= created & chowned
