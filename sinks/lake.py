@@ -68,6 +68,9 @@ class Lake:
                 "(has `meterwax run` written to this lake yet?)"
             )
             raise LakeError(msg) from None
+        if isinstance(version, int) and not 0 <= version <= table.version():
+            msg = f"{spec.name} has versions 0 to {table.version()}; there is no version {version}"
+            raise LakeError(msg)
         if version is not None:
             try:
                 table.load_as_version(version)

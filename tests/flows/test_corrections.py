@@ -249,6 +249,12 @@ def test_usage_as_of_shows_what_a_window_said_before_corrections(tmp_path, messa
     )
     assert then == before
     assert now != before
+    latest = DeltaTable(lake.uri(USAGE_WINDOWS)).version()
+    future = CliRunner().invoke(main, ["usage", "--lake", lake.root, "--as-of", str(latest + 1)])
+    assert future.exit_code == 2
+    assert future.output.strip() == (
+        f"error: usage_windows has versions 0 to {latest}; there is no version {latest + 1}"
+    )
 
 
 def test_corrections_show_lists_the_audit_trail(corrected_lake):
