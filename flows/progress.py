@@ -9,9 +9,11 @@ from __future__ import annotations
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from typing import TextIO
+from typing import TextIO, TypeVar
+
+T = TypeVar("T")
 
 _REDRAW_S = 0.2
 _BAR_WIDTH = 30
@@ -95,3 +97,13 @@ def watch_progress(
         done.set()
         thread.join()
     progress.finish(count())
+
+
+def counting(items: Iterable[T], progress: Progress) -> Iterator[T]:
+    """Yield ``items``, showing how many have been taken; the last line once they run out."""
+    done = 0
+    for item in items:
+        yield item
+        done += 1
+        progress.update(done)
+    progress.finish(done)

@@ -13,6 +13,7 @@ from meterwax.errors import ConfigError
 from meterwax.flows import config
 from meterwax.flows.commands.kafka_options import kafka_options
 from meterwax.flows.commands.options import CONTEXT, format_option, lake_option
+from meterwax.flows.progress import Progress, counting
 from meterwax.flows.render import text_table, to_json
 from meterwax.flows.replay import (
     parse_offsets,
@@ -96,10 +97,13 @@ def replay_command(
             to_offsets=parse_offsets(to_offsets, option="--to-offsets") if to_offsets else None,
             to_time=until,
         )
+        progress = Progress(
+            sum(end - start for start, end in ranges.values()), f"replaying {settings.topic}"
+        )
         report = replay(
             Lake(settings.lake),
             settings.topic,
-            read_range(consumer, settings.topic, ranges),
+            counting(read_range(consumer, settings.topic, ranges), progress),
             dry_run=dry_run,
         )
     finally:

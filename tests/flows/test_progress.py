@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from meterwax.flows.file_source import FilePosition, FileSource
-from meterwax.flows.progress import watch_progress
+from meterwax.flows.progress import Progress, counting, watch_progress
 from tests.processes import run_meterwax
 
 lines = st.lists(st.binary(max_size=30).map(lambda b: b.replace(b"\n", b"")), max_size=40)
@@ -59,6 +59,20 @@ def test_the_progress_line_shows_each_tenth_and_ends_at_what_was_done():
     lines = stream.getvalue().splitlines()
     assert len(lines) == 3  # 40%, 120%, and the final line
     assert lines[-1].startswith(f"reading x [{'#' * 30}] 120% 1,200/1,000 ")
+
+
+def test_counting_passes_every_item_through_and_ends_with_the_count():
+    stream = io.StringIO()
+    assert list(counting(iter("abcde"), Progress(5, "replaying t", stream))) == list("abcde")
+    lines = stream.getvalue().splitlines()
+    assert [line.split("]")[1].split()[:2] for line in lines] == [
+        ["20%", "1/5"],
+        ["40%", "2/5"],
+        ["60%", "3/5"],
+        ["80%", "4/5"],
+        ["100%", "5/5"],
+        ["100%", "5/5"],  # the final line
+    ]
 
 
 def test_no_final_line_when_the_work_fails():

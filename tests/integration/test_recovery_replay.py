@@ -142,6 +142,9 @@ def test_replaying_a_fully_counted_range_changes_nothing(bootstrap, metered):
         == report["already_counted"] + report["duplicates"] + report["already_quarantined"]
     )
     assert comparable_tables(lake) == before
+    last_progress = replayed.stderr.splitlines()[-1]
+    assert last_progress.startswith(f"replaying {topic} [")
+    assert f"100% {report['read']:,}/{report['read']:,}" in last_progress
     assert versions == {
         spec.name: DeltaTable(lake.uri(spec)).version()
         for spec in (EVENTS, USAGE_WINDOWS, QUARANTINE)
