@@ -12,6 +12,7 @@ uncommitted work, which the next run reads and writes again (idempotently).
 
 from __future__ import annotations
 
+import os
 import signal
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -45,11 +46,19 @@ class StopRequest:
 def stop_on_signals(
     signals: tuple[signal.Signals, ...] = (signal.SIGINT, signal.SIGTERM),
 ) -> Iterator[StopRequest]:
-    """Within the block, each of ``signals`` is recorded and raises KeyboardInterrupt."""
+    """Within the block, each of ``signals`` is recorded and raises KeyboardInterrupt.
+
+    A second one exits the process at once with ``128 + signal``.
+    """
     request = StopRequest()
 
     def handle(signum: int, _frame: FrameType | None) -> None:
-        request.signum = request.signum or signum
+        if request.signum is not None:
+            # A second signal while stopping: the operator insists (a stop stuck on a slow
+            # store, say). Leave at once; what was committed stays, the next run redoes the rest.
+            os.write(2, f"meterwax: {signal.Signals(signum).name} again: exiting now\n".encode())
+            os._exit(128 + signum)
+        request.signum = signum
         raise KeyboardInterrupt(signal.Signals(signum).name)
 
     previous = {sig: signal.signal(sig, handle) for sig in signals}

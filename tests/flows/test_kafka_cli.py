@@ -5,6 +5,8 @@ from __future__ import annotations
 import io
 import logging
 import signal
+import subprocess
+import sys
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
@@ -200,6 +202,26 @@ def test_stop_on_signals_turns_sigterm_into_a_recorded_interrupt():
         signal.raise_signal(signal.SIGTERM)
     assert stop.requested and stop.name == "SIGTERM" and stop.exit_code == 143
     assert signal.getsignal(signal.SIGTERM) is before
+
+
+def test_a_second_stop_signal_exits_at_once():
+    # In a child process: the second signal ends the process without unwinding.
+    script = (
+        "import signal\n"
+        "from meterwax.flows.stopping import stop_on_signals\n"
+        "with stop_on_signals():\n"
+        "    try:\n"
+        "        signal.raise_signal(signal.SIGINT)\n"
+        "    except KeyboardInterrupt:\n"
+        "        signal.raise_signal(signal.SIGTERM)\n"
+        "        print('still running')\n"
+    )
+    child = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert child.returncode == 128 + signal.SIGTERM, child.stderr
+    assert child.stdout == ""
+    assert child.stderr == "meterwax: SIGTERM again: exiting now\n"
 
 
 def test_progress_off_a_terminal_prints_one_line_per_tenth():
