@@ -157,12 +157,11 @@ def run(
         serve(stats, settings.metrics_port)
     title = f"meterwax run: {what} → {settings.lake} ({settings.describe()})"
     tailing = not inputs and not settings.stop_at_end
-    progress: AbstractContextManager[None] = nullcontext()
-    if not tailing and addresses is None:  # bounded work in one process: show how far it is
-        positions = source_positions(recovery_dir) if recovery_dir is not None else {}
-        progress = watch_progress(
-            lambda: stats.count("read"), source.backlog(positions), f"reading {label}"
-        )
+    progress = (
+        _progress(source, recovery_dir, stats, f"reading {label}")
+        if not tailing and addresses is None  # bounded work in one process: show how far
+        else nullcontext()
+    )
     with stop_on_signals() as stop, progress:
         if tailing:
             # A service's first log line: what it reads and writes, and how to stop it.
@@ -183,6 +182,14 @@ def run(
     print_summary(report, title, output_format)
     if report.stopped_by:
         ctx.exit(stop.exit_code)
+
+
+def _progress(
+    source: FileSource | KafkaSource, recovery_dir: Path | None, stats: RunStats, label: str
+) -> AbstractContextManager[None]:
+    """Progress of a bounded run: committed reads out of what is left from where it resumes."""
+    positions = source_positions(recovery_dir) if recovery_dir is not None else {}
+    return watch_progress(lambda: stats.count("read"), source.backlog(positions), label)
 
 
 def print_summary(report: RunReport, title: str, output_format: str) -> None:
