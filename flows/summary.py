@@ -25,6 +25,7 @@ def summary_data(report: RunReport, *, title: str) -> dict[str, Any]:
         "title": title,
         "read": read,
         "counted": counters["counted"],
+        "already_committed": counters["already_committed"],
         "duplicates": counters["duplicates"],
         "late": counters["late"],
         "quarantined": counters["quarantined"],
@@ -54,6 +55,12 @@ def render_summary(data: dict[str, Any]) -> str:
 
     row("events read", data["read"])
     row("counted", data["counted"], "→ events (ledger) and usage_windows")
+    if data["already_committed"]:
+        row(
+            "  already in the lake",
+            data["already_committed"],
+            "written by an earlier run: skipped, never counted twice",
+        )
     row("duplicates", data["duplicates"], "dropped: same (tenant_id, id) seen before")
     row("late", data["late"], "→ late_events; `meterwax corrections --once` counts them")
     row("quarantined", data["quarantined"], "→ quarantine" if data["quarantined"] else "")

@@ -48,7 +48,11 @@ from prometheus_client.core import (
 
 _COUNTERS = {
     "read": ("events_read", "Messages read (events, rejected messages and heartbeats)."),
-    "counted": ("events_counted", "Events written to the ledger by the main flow."),
+    "counted": ("events_counted", "Events counted by the main flow."),
+    "already_committed": (
+        "events_already_committed",
+        "Counted events an earlier run had written to the ledger (skipped, not written twice).",
+    ),
     "duplicates": ("events_duplicate", "Events dropped as duplicates by the main flow."),
     "late": ("events_late", "Events sent to late_events for the correction flow."),
     "heartbeats": ("heartbeats", "Heartbeat records read."),

@@ -168,7 +168,7 @@ class _PartitionWriter(StatefulSinkPartition[PartitionOutput, None]):
 
         through = max(out.through_offset for out in values)
         progress = Transaction(progress_app_id(where), through) if through >= 0 else None
-        self._ledger.append(
+        written = self._ledger.append(
             ledger,
             lambda r: r.offset,
             lambda rows: ledger_table(where, rows, FLOW_NAME),
@@ -205,6 +205,8 @@ class _PartitionWriter(StatefulSinkPartition[PartitionOutput, None]):
                 self._run_stats.observe_batch(out.counters["read"])
         if conflicts:
             self._run_stats.add(Counter(window_conflicts=len(conflicts)))
+        if len(ledger) > written:  # a rerun or a resume re-read what an earlier run committed
+            self._run_stats.add(Counter(already_committed=len(ledger) - written))
         last = values[-1]
         self._run_stats.set_watermark(where.key, last.watermark_us)
         if last.dedupe_keys or last.dedupe_bytes:

@@ -81,10 +81,15 @@ def test_run_counts_every_valid_event_exactly_once(tmp_path, workload_messages):
 def test_rerunning_the_same_file_changes_nothing(tmp_path, workload_messages):
     source = write(tmp_path / "events.jsonl", workload_messages[:5000])
     lake = Lake(tmp_path / "lake")
-    run_cli("--input", str(source), "--lake", lake.root)
+    first = run_cli("--input", str(source), "--lake", lake.root)
+    assert first["already_committed"] == 0
     before = comparable_tables(lake)
-    run_cli("--input", str(source), "--lake", lake.root, "--batch-size", "333")
+    again = run_cli("--input", str(source), "--lake", lake.root, "--batch-size", "333")
     assert comparable_tables(lake) == before
+    # The summary says so: the same decisions, every counted event already in the lake.
+    assert again["counted"] == first["counted"]
+    assert again["already_committed"] == first["counted"]
+    assert again["delta_commits"] == 0
 
 
 def test_one_and_two_workers_write_identical_tables(tmp_path):
@@ -221,6 +226,10 @@ def test_a_run_killed_between_two_commits_is_finished_exactly_by_a_rerun(tmp_pat
     killed = run_meterwax(*args, env_extra={"METERWAX_CRASH_AT": point})
     assert killed.returncode == -signal.SIGKILL, killed.stderr
     assert f"crash point {point.split(':')[0]} reached" in killed.stderr
-    rerun = run_meterwax(*args)
+    rerun = run_meterwax(*args, "--format", "json")
     assert rerun.returncode == 0, rerun.stderr
     assert comparable_tables(crashed) == comparable_tables(reference)
+    # What the killed run committed, the rerun reports as already there, not as new counts.
+    summary = json.loads(rerun.stdout)
+    assert summary["counted"] == len(rows(reference, EVENTS))
+    assert 0 < summary["already_committed"] <= summary["counted"]
