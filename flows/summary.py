@@ -32,6 +32,7 @@ def summary_data(report: RunReport, *, title: str) -> dict[str, Any]:
         "quarantined_by_reason": reasons,
         "heartbeats": counters["heartbeats"],
         "windows_written": counters["windows_closed"],
+        "windows_already_written": counters["windows_already_written"],
         "accounted": accounted == read,
         "seconds": round(report.seconds, 3),
         "events_per_second": round(read / report.seconds) if report.seconds > 0 else None,
@@ -69,6 +70,8 @@ def render_summary(data: dict[str, Any]) -> str:
     if data["heartbeats"]:
         row("heartbeats", data["heartbeats"])
     row("windows written", data["windows_written"])
+    if data["windows_already_written"]:
+        row("  already in the lake", data["windows_already_written"], "skipped, as above")
     check = "✓" if data["accounted"] else "✗ MISMATCH"
     lines.append(f"  read = counted + duplicates + late + quarantined: {check}")
     rate = data["events_per_second"]

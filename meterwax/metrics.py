@@ -11,12 +11,14 @@ Metric names (all prefixed ``meterwax_``):
 name                                type       what
 ==================================  =========  ==================================================
 events_read_total                   counter    messages read (events, rejects, heartbeats)
-events_counted_total                counter    events written to the ledger by the main flow
+events_counted_total                counter    events counted by the main flow
+events_already_committed_total      counter    of those, already in the ledger (rerun, resume)
 events_duplicate_total              counter    events dropped as duplicates by the main flow
 events_late_total                   counter    events sent to late_events
 events_quarantined_total{reason}    counter    messages quarantined, by reason (too_late incl.)
 heartbeats_total                    counter    heartbeat records
 windows_written_total               counter    first window totals written
+windows_already_written_total       counter    of those, written by an earlier run (skipped)
 window_conflicts_total              counter    windows flagged for recomputation
 corrections_late_counted_total      counter    late events the correction flow counted
 corrections_late_duplicate_total    counter    late events it found already in the ledger
@@ -57,6 +59,10 @@ _COUNTERS = {
     "late": ("events_late", "Events sent to late_events for the correction flow."),
     "heartbeats": ("heartbeats", "Heartbeat records read."),
     "windows_closed": ("windows_written", "First window totals written by the main flow."),
+    "windows_already_written": (
+        "windows_already_written",
+        "Closed windows an earlier run had written (skipped, not written twice).",
+    ),
     "window_conflicts": ("window_conflicts", "Windows flagged for recomputation."),
     "late_counted": ("corrections_late_counted", "Late events the correction flow counted."),
     "late_duplicates": ("corrections_late_duplicate", "Late events already in the ledger."),

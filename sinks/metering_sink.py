@@ -175,12 +175,13 @@ class _PartitionWriter(StatefulSinkPartition[PartitionOutput, None]):
             also=progress,
         )
         crash_point("sink.after_events")
-        conflicts = insert_first_totals(
+        first_totals = insert_first_totals(
             self._windows,
             windows,
             app_id=app_id(FLOW_NAME, USAGE_WINDOWS.name, where),
             stats=self._commit_stats,
         )
+        conflicts = first_totals.conflicts
         crash_point("sink.after_windows")
         self._conflicts.append(
             conflicts, lambda r: r.position, lambda rows: conflicts_table(where, rows)
@@ -205,8 +206,13 @@ class _PartitionWriter(StatefulSinkPartition[PartitionOutput, None]):
                 self._run_stats.observe_batch(out.counters["read"])
         if conflicts:
             self._run_stats.add(Counter(window_conflicts=len(conflicts)))
-        if len(ledger) > written:  # a rerun or a resume re-read what an earlier run committed
-            self._run_stats.add(Counter(already_committed=len(ledger) - written))
+        # A rerun or a resume re-read what an earlier run committed: say so.
+        self._run_stats.add(
+            Counter(
+                already_committed=len(ledger) - written,
+                windows_already_written=first_totals.already_written,
+            )
+        )
         last = values[-1]
         self._run_stats.set_watermark(where.key, last.watermark_us)
         if last.dedupe_keys or last.dedupe_bytes:

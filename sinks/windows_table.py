@@ -20,6 +20,7 @@ replaced only by a higher revision, so a replay can never undo a newer correctio
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import pyarrow as pa
@@ -92,14 +93,24 @@ def existing_totals(
     return dict(zip(window_keys(result), values, strict=True))
 
 
+@dataclass(frozen=True)
+class FirstTotals:
+    """What :func:`insert_first_totals` did with a batch of closed windows."""
+
+    conflicts: list[WindowRow]
+    """Windows that exist with other totals (for the correction flow to recompute)."""
+    already_written: int
+    """Windows an earlier run had handled (a rerun or a resume): skipped."""
+
+
 def insert_first_totals(
     table: DeltaTable,
     rows: Sequence[WindowRow],
     *,
     app_id: str,
     stats: CommitStats,
-) -> list[WindowRow]:
-    """Insert windows that have no row yet; return the ones that exist with other totals.
+) -> FirstTotals:
+    """Insert windows that have no row yet; report the ones that exist with other totals.
 
     Rows at or below the position this source partition has already committed (the ``txn``
     version of ``app_id``) were handled by an earlier run, conflicts included: a replay skips
@@ -109,10 +120,11 @@ def insert_first_totals(
     """
     table.update_incremental()
     committed = table.transaction_version(app_id)
+    given = len(rows)
     if committed is not None:
         rows = [r for r in rows if r.position > committed]
     if not rows:
-        return []
+        return FirstTotals([], given)
     source = windows_table(rows, revision=0, updated_at=datetime.now(UTC))
     dates = _iso_dates(source.column("window_date"))
 
@@ -136,15 +148,17 @@ def insert_first_totals(
         return int(metrics["num_target_rows_inserted"])
 
     inserted = retry_commit(attempt, f"insert windows ({app_id})", stats)
+    skipped = given - len(rows)
     if inserted == len(rows):
-        return []
+        return FirstTotals([], skipped)
     existing = existing_totals(table, dates, tenants={r.tenant_id for r in rows})
-    return [
+    conflicts = [
         row
         for row in rows
         if existing.get((row.tenant_id, row.meter, row.window_start_us))
         != (row.quantity_nanos, row.event_count, 0)
     ]
+    return FirstTotals(conflicts, skipped)
 
 
 def merge_revised_totals(

@@ -82,13 +82,14 @@ def test_rerunning_the_same_file_changes_nothing(tmp_path, workload_messages):
     source = write(tmp_path / "events.jsonl", workload_messages[:5000])
     lake = Lake(tmp_path / "lake")
     first = run_cli("--input", str(source), "--lake", lake.root)
-    assert first["already_committed"] == 0
+    assert first["already_committed"] == first["windows_already_written"] == 0
     before = comparable_tables(lake)
     again = run_cli("--input", str(source), "--lake", lake.root, "--batch-size", "333")
     assert comparable_tables(lake) == before
     # The summary says so: the same decisions, every counted event already in the lake.
     assert again["counted"] == first["counted"]
     assert again["already_committed"] == first["counted"]
+    assert again["windows_already_written"] == first["windows_written"] > 0
     assert again["delta_commits"] == 0
 
 
