@@ -162,29 +162,29 @@ class Cluster:
         return partitions
 
     def watermarks(self, topic: str, partitions: list[int]) -> list[tuple[int, int]]:
-        """The (low, high) offsets of each partition now, in the order given.
-
-        Raises BrokerError naming the partition if the brokers do not answer in time.
-        """
+        """The (low, high) offsets of each partition now, in the order given (own consumer)."""
         group = {} if "group.id" in self.extra else {"group.id": "meterwax-watermarks"}
         consumer = self.client(Consumer, **group, **{"enable.auto.commit": False})
         try:
-            found = []
-            for partition in partitions:
-                where = TopicPartition(topic, partition)
-                try:
-                    offsets = consumer.get_watermark_offsets(where, timeout=METADATA_TIMEOUT_S)
-                except KafkaException as error:
-                    offsets, reason = None, error.args[0].str()
-                else:
-                    reason = f"no answer within {METADATA_TIMEOUT_S:.0f}s"
-                if offsets is None:
-                    msg = (
-                        f"cannot read the end offset of topic {topic!r} partition {partition} "
-                        f"from {self.brokers}: {reason}"
-                    )
-                    raise BrokerError(msg)
-                found.append(offsets)
-            return found
+            return [read_watermarks(consumer, topic, partition) for partition in partitions]
         finally:
             consumer.close()
+
+
+def read_watermarks(consumer: Consumer, topic: str, partition: int) -> tuple[int, int]:
+    """A partition's (low, high) offsets through ``consumer``.
+
+    Raises BrokerError naming the topic and partition if the brokers do not answer in time.
+    """
+    try:
+        offsets = consumer.get_watermark_offsets(
+            TopicPartition(topic, partition), timeout=METADATA_TIMEOUT_S
+        )
+    except KafkaException as error:
+        offsets, reason = None, error.args[0].str()
+    else:
+        reason = f"no answer within {METADATA_TIMEOUT_S:.0f}s"
+    if offsets is None:
+        msg = f"cannot read the end offset of topic {topic!r} partition {partition}: {reason}"
+        raise BrokerError(msg)
+    return offsets

@@ -42,13 +42,12 @@ from confluent_kafka import (
     TIMESTAMP_NOT_AVAILABLE,
     Consumer,
     KafkaError,
-    KafkaException,
     Message,
     TopicPartition,
 )
 
 from meterwax.errors import BrokerError
-from meterwax.flows.kafka_clients import METADATA_TIMEOUT_S, Cluster
+from meterwax.flows.kafka_clients import Cluster, read_watermarks
 from meterwax.operators.records import SourceBatch, SourcePartition
 
 log = logging.getLogger(__name__)
@@ -158,20 +157,11 @@ class _KafkaPartition(StatefulSourcePartition[SourceBatch, int]):
         )
         self._end: int | None = None
         if stop_at_end:
-            low, high = self._watermarks()
+            low, high = read_watermarks(self._consumer, topic, where.partition)
             self._end = high
             if self._next_offset == OFFSET_BEGINNING and low >= high:
                 self._next_offset = high  # empty (or fully expired): nothing to read
         self._consumer.assign([TopicPartition(topic, where.partition, self._next_offset)])
-
-    def _watermarks(self) -> tuple[int, int]:
-        try:
-            return self._consumer.get_watermark_offsets(
-                TopicPartition(self._topic, self._where.partition), timeout=METADATA_TIMEOUT_S
-            )
-        except KafkaException as error:
-            msg = f"cannot read the end offset of {self._name}: {error.args[0].str()}"
-            raise BrokerError(msg) from None
 
     def _on_client_error(self, error: KafkaError) -> None:
         # Called from inside consume(). Disconnections arrive here too, and librdkafka

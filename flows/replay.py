@@ -22,6 +22,7 @@ from datetime import datetime
 from confluent_kafka import Consumer, TopicPartition
 
 from meterwax.errors import ConfigError
+from meterwax.flows.kafka_clients import read_watermarks
 from meterwax.operators.corrections import (
     ChangeReason,
     LateEvent,
@@ -91,10 +92,7 @@ def resolve_ranges(
     to_time: datetime | None,
 ) -> dict[int, tuple[int, int]]:
     """Per partition, the [start, end) offsets to replay (end defaults to the log end)."""
-    ends = {
-        p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
-        for p in partitions
-    }
+    ends = {p: read_watermarks(consumer, topic, p)[1] for p in partitions}
     if from_offsets is not None:
         unknown = sorted(set(from_offsets) - set(partitions))
         if unknown:
