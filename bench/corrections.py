@@ -23,10 +23,11 @@ import orjson
 
 from meterwax.flows.corrections import run_corrections
 from meterwax.flows.file_source import FileSource
-from meterwax.flows.generator import METERS, Workload, generate
 from meterwax.flows.metering import run_to_lake
+from meterwax.metrics import RunStats
 from meterwax.operators.partition import MeteringRules
 from meterwax.sinks.lake import Lake
+from meterwax.synthetic.generator import METERS, Workload, generate
 
 LATE_EVENTS = 10_000
 LATE_WINDOWS = 1_000
@@ -76,12 +77,13 @@ def measure(events: int, workdir: Path) -> dict[str, float]:
     lake = Lake(workdir / f"lake-{events}")
     source = FileSource([stream], batch_size=20_000)
     started = time.monotonic()
-    run = run_to_lake(source, source.partitions, lake, MeteringRules())
+    stats = RunStats()
+    run_to_lake(source, source.partitions, lake, MeteringRules(), stats=stats)
     run_seconds = time.monotonic() - started
     report = run_corrections(lake, once=True)
     counters = report.stats.snapshot()
     return {
-        "lake_events": run.stats.counters["counted"],
+        "lake_events": stats.count("counted"),
         "late_events": counters["late_read"],
         "windows_changed": counters["windows_changed"],
         "corrections_seconds": round(report.seconds, 3),

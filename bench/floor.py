@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
 
-from meterwax.flows.kafka_clients import METADATA_TIMEOUT_S, Cluster
+from meterwax.kafka.clients import METADATA_TIMEOUT_S, Cluster
 
 _CONSUME_TIMEOUT_S = 0.001
 

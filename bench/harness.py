@@ -30,8 +30,8 @@ from meterwax.bench.quixenv import REPO, quix_python, quix_versions
 from meterwax.bench.runner import Measured, run_processes
 from meterwax.bench.totals import Totals, compare, read_meterwax_windows, read_windows
 from meterwax.bench.workload import LoadedTopic, delete_topic, load_topic
-from meterwax.flows.generator import describe_intents
-from meterwax.flows.kafka_clients import Cluster
+from meterwax.kafka.clients import Cluster
+from meterwax.synthetic.generator import describe_intents
 
 Echo = Callable[[str], None]
 

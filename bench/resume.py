@@ -33,8 +33,8 @@ from deltalake import DeltaTable
 from meterwax.bench.contestants import Target, meterwax_run_command
 from meterwax.bench.totals import compare, read_meterwax_windows
 from meterwax.bench.workload import delete_topic, load_topic
-from meterwax.flows.kafka_clients import Cluster
 from meterwax.flows.recovery import source_positions
+from meterwax.kafka.clients import Cluster
 
 POLL_S = 0.02
 

@@ -14,13 +14,15 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from decimal import Context, Decimal
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.compute as pc
 from deltalake import DeltaTable, write_deltalake
+
+from meterwax.operators.timeline import to_micros
 
 WindowKey = tuple[str, str, int]
 """(tenant_id, meter, window start in µs since the epoch)."""
@@ -37,8 +39,6 @@ SCHEMA = pa.schema(
         pa.field("event_count", pa.int64(), nullable=False),
     ]
 )
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_ONE_US = timedelta(microseconds=1)
 _EXACT = Context(prec=80)
 """Wide enough for any decimal(38, 9): the default context (28 digits) would round."""
 
@@ -77,7 +77,7 @@ def _nanos(quantity: Decimal) -> int:
 
 
 def _micros(moment: datetime) -> int:
-    return (moment - _EPOCH) // _ONE_US
+    return to_micros(moment)
 
 
 def _collect(table: pa.Table, into: Totals, *, source: str) -> Totals:

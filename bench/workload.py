@@ -24,10 +24,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from meterwax.flows.generator import Workload, generate
-from meterwax.flows.kafka_clients import Cluster
-from meterwax.flows.kafka_producer import Record, RecordWriter
-from meterwax.flows.topics import ensure_topic
+from meterwax.kafka.clients import Cluster
+from meterwax.kafka.producer import Record, RecordWriter
+from meterwax.kafka.topics import ensure_topic
+from meterwax.synthetic.generator import Workload, generate
 
 EVENTS_PER_SECOND = 1000.0
 TOPIC_RETENTION_US = 7 * 86_400_000_000

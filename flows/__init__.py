@@ -1,12 +1,11 @@
-"""The Bytewax dataflows and the command line that starts them.
+"""The Bytewax dataflows and their edges: sources, the steps that wrap operators, execution.
 
-- ``metering``: the main flow (source → partition processors → lake).
-- ``file_source``: JSON Lines files as an ordered source.
-- ``kafka_source``: a Kafka topic as ordered sources, one per partition.
-- ``kafka_clients``, ``kafka_producer``, ``heartbeat``, ``topics``: talking to Kafka (clients,
-  the idempotent producer, heartbeat records, the events topic).
-- ``stopping``, ``progress``: stopping long commands on signals; progress on stderr.
-- ``config``: settings from flags, ``METERWAX_*`` variables and defaults.
-- ``generator``: synthetic usage streams (demo, load generator, tests, benchmark).
-- ``cli``: the ``meterwax`` command.
+- ``metering``: the main flow (source partitions → partition processors → the lake).
+- ``corrections``: the correction flow (pending late events and conflicts → the lake).
+- ``steps``: the pure operators as Bytewax operators, for the flows and for users' tests.
+- ``file_source``, ``kafka_source``: ordered sources, one partition per file or Kafka partition.
+- ``recovery``: the Bytewax recovery store, checked before a resume.
+- ``execution``: running a dataflow in this process (signals, errors).
+
+No command-line code lives here: flows take plain values and raise typed errors.
 """

@@ -19,10 +19,9 @@ from typing import BinaryIO
 
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 
-from meterwax.operators.records import SourceBatch, SourcePartition
+from meterwax.operators.records import DEFAULT_BATCH_SIZE, SourceBatch, SourcePartition
 
 FINGERPRINT_BYTES = 64 * 1024
-DEFAULT_BATCH_SIZE = 10_000
 
 
 def file_origin(path: Path) -> str:

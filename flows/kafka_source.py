@@ -47,12 +47,11 @@ from confluent_kafka import (
 )
 
 from meterwax.errors import BrokerError
-from meterwax.flows.kafka_clients import Cluster, read_watermarks
-from meterwax.operators.records import SourceBatch, SourcePartition
+from meterwax.kafka.clients import Cluster, read_watermarks
+from meterwax.operators.records import DEFAULT_BATCH_SIZE, SourceBatch, SourcePartition
 
 log = logging.getLogger(__name__)
 
-DEFAULT_BATCH_SIZE = 10_000
 CONSUME_TIMEOUT_S = 0.001
 """How long one read may wait for messages. Bytewax runs every partition of a worker on one
 thread, so a read must never block it: when nothing is ready the partition sleeps through

@@ -12,29 +12,31 @@ and tests pass ``bytewax.testing`` sources and sinks.
 from __future__ import annotations
 
 import gc
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import bytewax.operators as op
 from bytewax.dataflow import Dataflow
-from bytewax.errors import BytewaxRuntimeError
 from bytewax.inputs import Source
 from bytewax.outputs import Sink
 
 from meterwax.durations import format_duration_us
 from meterwax.flows.execution import execute
-from meterwax.flows.stopping import StopRequest
+from meterwax.flows.steps import meter_partitions
 from meterwax.metrics import RunStats
-from meterwax.operators.dataflow import meter_partitions
 from meterwax.operators.partition import MeteringRules
 from meterwax.operators.records import PartitionOutput, SourceBatch, SourcePartition
 from meterwax.sinks.lake import Lake
 from meterwax.sinks.metering_sink import MeteringSink
 
+DEFAULT_EPOCH_US = 5_000_000
+"""Bytewax epoch of the main flow: how often state is snapshotted and Delta commits happen."""
 FLOW_ID = "meterwax_metering"
+"""The main flow's Bytewax id. With the step ids below it names the recovery state: renaming
+any of them makes a resume silently start empty, so they never change."""
+READ_STEP = "read"
+"""The source step; its snapshots are the source positions (see ``recovery``)."""
 
 
 def meter_step_id(rules: MeteringRules) -> str:
@@ -47,23 +49,11 @@ def build_flow(
 ) -> Dataflow:
     """Wire a source of :class:`SourceBatch` to a sink of keyed :class:`PartitionOutput`."""
     flow = Dataflow(FLOW_ID)
-    batches = op.input("read", flow, source)
+    batches = op.input(READ_STEP, flow, source)
     keyed = op.key_on("by_partition", batches, lambda batch: batch.where.key)
     outputs = meter_partitions(meter_step_id(rules), keyed, rules)
     op.output("write", outputs, sink)
     return flow
-
-
-@dataclass
-class RunReport:
-    """What a run did, for the summary."""
-
-    stats: RunStats
-    seconds: float
-    partitions: list[SourcePartition] = field(default_factory=list)
-    workers: int = 1
-    stopped_by: str | None = None
-    """The signal that stopped a run before the end of its input (None: it ran to the end)."""
 
 
 def run_to_lake(
@@ -72,41 +62,33 @@ def run_to_lake(
     lake: Lake,
     rules: MeteringRules,
     *,
+    stats: RunStats,
     workers: int = 1,
-    epoch_interval_us: int = 5_000_000,
+    epoch_interval_us: int = DEFAULT_EPOCH_US,
     recovery_dir: Path | None = None,
     process_id: int | None = None,
     addresses: list[str] | None = None,
-    stop: StopRequest | None = None,
-    stats: RunStats | None = None,
-) -> RunReport:
+) -> None:
     """Create the lake's tables if needed, run the main flow to the end of its input.
 
-    With ``addresses``, this process is number ``process_id`` of a multi-process run and
-    reports its own share. If ``stop`` records a signal, the run ends early and the report
-    says so (it counts what was committed). A deliberate meterwax error raised inside the
-    dataflow (a Kafka or lake failure) is raised as itself, not wrapped in Bytewax's.
+    ``stats`` receives what was committed, also when the run is stopped early (a signal
+    arrives as KeyboardInterrupt, or as Bytewax's runtime error wrapping it), so the caller
+    can report it. With ``addresses``, this process is number ``process_id`` of a
+    multi-process run. A deliberate meterwax error raised inside the dataflow (a Kafka or
+    lake failure) is raised as itself, not wrapped in Bytewax's.
     """
-    stats = stats or RunStats()
-    started = time.monotonic()
-    try:  # a stop signal may arrive while the flow is built, too
-        lake.ensure_tables(rules.window_us)
-        sink = MeteringSink(lake, partitions, window_us=rules.window_us, stats=stats)
-        flow = build_flow(source, sink, rules)
-        with fewer_gc_passes():
-            execute(
-                flow,
-                workers=workers,
-                epoch_interval_us=epoch_interval_us,
-                recovery_dir=recovery_dir,
-                process_id=process_id,
-                addresses=addresses,
-            )
-    except (KeyboardInterrupt, BytewaxRuntimeError):
-        if stop is not None and stop.requested:
-            return RunReport(stats, time.monotonic() - started, partitions, workers, stop.name)
-        raise
-    return RunReport(stats, time.monotonic() - started, partitions, workers)
+    lake.ensure_tables(rules.window_us)
+    sink = MeteringSink(lake, partitions, window_us=rules.window_us, stats=stats)
+    flow = build_flow(source, sink, rules)
+    with fewer_gc_passes():
+        execute(
+            flow,
+            workers=workers,
+            epoch_interval_us=epoch_interval_us,
+            recovery_dir=recovery_dir,
+            process_id=process_id,
+            addresses=addresses,
+        )
 
 
 @contextmanager

@@ -22,16 +22,17 @@ import sqlite3
 from contextlib import closing
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Protocol
 
 from bytewax._bytewax import init_db_dir
 
 from meterwax.errors import ConfigError
+from meterwax.flows.metering import FLOW_ID, READ_STEP
 from meterwax.operators.records import SourcePartition
 from meterwax.sinks.lake import Lake
 
 IDENTITY_FILE = "meterwax-recovery.json"
-FLOW = "meterwax_metering"
+SOURCE_STEP = f"{FLOW_ID}.{READ_STEP}"
+"""The full step id of the main flow's source: its snapshots are the source positions."""
 
 
 @dataclass(frozen=True)
@@ -48,48 +49,26 @@ class StoreIdentity:
     window_us: int
 
 
-class _RecoverySettings(Protocol):
-    recovery_dir: str | None
-    recovery: bool
-    state_dir: str
-    window: int
-
-
-def recovery_store(
-    settings: _RecoverySettings, lake: Lake, partitions: list[SourcePartition], *, kafka: bool
-) -> Path | None:
-    """The prepared store directory for this run, or None when the run keeps none.
-
-    The lake's tables must exist (the store records the lake's id). A default store is keyed
-    by lake path, lake id and input, so a lake deleted and recreated at the same path starts
-    a fresh store; an explicit ``--recovery-dir`` made for another lake is refused.
-    """
-    if settings.recovery_dir is None and not (kafka and settings.recovery):
-        return None
-    identity = StoreIdentity(
-        flow=FLOW,
+def store_identity(lake: Lake, partitions: list[SourcePartition], window_us: int) -> StoreIdentity:
+    """What a store for this lake and input is made for (the lake's tables must exist)."""
+    return StoreIdentity(
+        flow=FLOW_ID,
         lake=lake.root,
         lake_id=lake.ledger_id(),
         source=",".join(sorted({p.source for p in partitions})),
         partitions=len(partitions),
-        window_us=settings.window,
+        window_us=window_us,
     )
-    if settings.recovery_dir is not None:
-        directory = Path(settings.recovery_dir)
-    else:
-        key = f"{identity.lake}\n{identity.lake_id}\n{identity.source}"
-        digest = hashlib.sha256(key.encode()).hexdigest()
-        directory = Path(settings.state_dir) / "recovery" / digest[:16]
-    try:
-        prepare_store(directory, identity)
-    except OSError as error:
-        where = "--recovery-dir" if settings.recovery_dir is not None else "--state-dir"
-        msg = (
-            f"cannot use the recovery store {directory} ({where}): {error.strerror}; "
-            "give a writable --recovery-dir or --state-dir"
-        )
-        raise ConfigError(msg) from None
-    return directory
+
+
+def default_directory(state_dir: Path, identity: StoreIdentity) -> Path:
+    """The default store of a lake and input under ``state_dir``.
+
+    Keyed by lake path, lake id and input, so a lake deleted and recreated at the same path
+    starts a fresh store.
+    """
+    key = f"{identity.lake}\n{identity.lake_id}\n{identity.source}"
+    return state_dir / "recovery" / hashlib.sha256(key.encode()).hexdigest()[:16]
 
 
 def prepare_store(directory: Path, identity: StoreIdentity, *, store_partitions: int = 1) -> None:
@@ -151,7 +130,7 @@ def discard_unfinished_epochs(part: Path) -> int:
         return db.execute("DELETE FROM snaps WHERE snap_epoch >= ?", (resume_epoch,)).rowcount
 
 
-def source_positions(directory: Path, step_id: str = f"{FLOW}.read") -> dict[str, object]:
+def source_positions(directory: Path, step_id: str = SOURCE_STEP) -> dict[str, object]:
     """Where each source partition of a store would resume: ``{partition: position}``.
 
     The position is the input's own snapshot (the next Kafka offset, a file position), read

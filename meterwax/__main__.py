@@ -1,5 +1,5 @@
 """``python -m meterwax`` is the same as the ``meterwax`` command."""
 
-from meterwax.flows.cli import entry
+from meterwax.cli.main import entry
 
 entry()

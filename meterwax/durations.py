@@ -7,11 +7,9 @@ an integer count of microseconds since the Unix epoch (exact, cheap to compare).
 from __future__ import annotations
 
 import re
-from datetime import timedelta
 
 from meterwax.errors import ConfigError
-
-MICROS_PER_SECOND = 1_000_000
+from meterwax.operators.timeline import SECOND_US as MICROS_PER_SECOND
 
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 _SIMPLE = re.compile(r"^\s*(\d+)\s*(ms|s|m|h|d|w)\s*$")
@@ -63,8 +61,3 @@ def format_duration_us(micros: int) -> str:
     if micros % 1000 == 0:
         return f"{micros // 1000}ms"
     return f"{micros}us"
-
-
-def to_timedelta(micros: int) -> timedelta:
-    """Convert microseconds to a timedelta (for APIs such as Bytewax's that want one)."""
-    return timedelta(microseconds=micros)

@@ -15,3 +15,25 @@ class LakeError(MeterwaxError):
 
 class BrokerError(MeterwaxError):
     """Kafka is unreachable, a topic is missing, or a read or write failed for good."""
+
+
+class WindowLengthError(LakeError):
+    """A lake built with one window length was asked to count with another.
+
+    ``existing_us`` and ``requested_us`` let a caller say which setting to change.
+    """
+
+    def __init__(self, message: str, *, existing_us: int, requested_us: int) -> None:
+        super().__init__(message)
+        self.existing_us = existing_us
+        self.requested_us = requested_us
+
+
+class RetentionFloorError(ConfigError):
+    """A retention below the floor that keeps recent table versions readable."""
+
+    def __init__(self, *, requested: str, floor: str, why: str) -> None:
+        super().__init__(f"a retention of {requested} is below the {floor} retention floor: {why}")
+        self.requested = requested
+        self.floor = floor
+        self.why = why

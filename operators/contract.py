@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 import re
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from decimal import Context, Decimal
 from typing import Annotated, Any
 
@@ -26,6 +26,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictStr
 from pydantic_core import ErrorDetails, PydanticCustomError
 
 from meterwax.operators.reasons import Reason
+from meterwax.operators.timeline import to_micros
 
 NANOS_PER_UNIT = 10**9
 """Quantities are stored as decimal(38, 9): nine digits after the point."""
@@ -41,8 +42,6 @@ MAX_METER_CHARS = 128
 METER_CHARS = r"[a-z0-9_.\-]+"
 """What a meter name may be made of (the fast path in fast_validate.py uses it too)."""
 
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_ONE_MICROSECOND = timedelta(microseconds=1)
 _METER_PATTERN = re.compile(METER_CHARS)
 # RFC 3339 date-time; the offset is mandatory ("naive times are invalid").
 _RFC3339 = re.compile(r"\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})")
@@ -114,7 +113,7 @@ def timestamp_to_micros(value: object) -> int:
         raise PydanticCustomError(
             Reason.INVALID_TIMESTAMP.value, f"is not a valid date-time ({error})"
         ) from None
-    return (parsed - _EPOCH) // _ONE_MICROSECOND
+    return to_micros(parsed)
 
 
 def _check_meter(value: str) -> str:

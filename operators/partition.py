@@ -28,10 +28,10 @@ whatever the batch sizes, epoch boundaries, worker count, crash points or downti
 
 from __future__ import annotations
 
-from collections import Counter
 from dataclasses import dataclass
 from itertools import repeat
 
+from meterwax.durations import format_duration_us
 from meterwax.operators.decode import DEFAULT_MAX_EVENT_BYTES, Event, Rejection, decode
 from meterwax.operators.dedupe import (
     BUCKET_US,
@@ -54,24 +54,37 @@ from meterwax.operators.records import (
     closed_at,
     flushed_after,
 )
+from meterwax.operators.timeline import DAY_US, MINUTE_US, SECOND_US
 from meterwax.operators.windows import ClosedWindow, OpenWindows, window_start
 
-MINUTE_US = 60_000_000
 _NO_TIME = -(1 << 62)
 """Stands for "no event time seen yet" inside the hot loop (the state itself uses None)."""
-DAY_US = 86_400_000_000
+
+
+class RulesError(ValueError):
+    """Rules that cannot work together.
+
+    ``setting`` names the rule to change (a field name without its unit, e.g.
+    ``dedupe_horizon``), so a caller can name its own flag for it.
+    """
+
+    def __init__(self, setting: str, problem: str) -> None:
+        super().__init__(f"{setting}: {problem}")
+        self.setting = setting
+        self.problem = problem
 
 
 @dataclass(frozen=True, slots=True)
 class MeteringRules:
     """What the main flow counts, and when. All durations are microseconds.
 
-    Changing ``window_us`` for an existing lake is refused elsewhere: windows of two lengths
-    cannot be reconciled against one ledger.
+    These defaults are the command line's defaults too. Raises :class:`RulesError` for rules
+    that cannot work. A lake keeps the window length it was created with (see ``sinks.lake``):
+    windows of two lengths cannot be reconciled against one ledger.
     """
 
     window_us: int = MINUTE_US
-    allowed_lateness_us: int = 30_000_000
+    allowed_lateness_us: int = 30 * SECOND_US
     dedupe_horizon_us: int = DAY_US
     correction_horizon_us: int | None = 35 * DAY_US
     """Events further behind the watermark are quarantined as ``too_late``; None: no limit."""
@@ -81,19 +94,20 @@ class MeteringRules:
 
     def __post_init__(self) -> None:
         if self.window_us <= 0:
-            msg = f"window must be positive, got {self.window_us} µs"
-            raise ValueError(msg)
-        for name in ("allowed_lateness_us", "dedupe_horizon_us"):
-            if getattr(self, name) < 0:
-                msg = f"{name} must not be negative, got {getattr(self, name)}"
-                raise ValueError(msg)
+            raise RulesError("window", "must be longer than 0s")
+        for name in ("allowed_lateness", "dedupe_horizon"):
+            if getattr(self, f"{name}_us") < 0:
+                raise RulesError(name, "must not be negative")
+        if self.max_event_bytes <= 0:
+            raise RulesError("max_event_bytes", "must be at least 1")
         if self.dedupe_horizon_us < self.min_dedupe_horizon_us:
-            msg = (
-                f"dedupe horizon ({self.dedupe_horizon_us} µs) must be at least window + allowed "
-                f"lateness ({self.min_dedupe_horizon_us} µs): a retry must be remembered until "
-                "its window closes, after which it is late and checked against the ledger"
+            problem = (
+                f"{format_duration_us(self.dedupe_horizon_us)} must be at least window + allowed "
+                f"lateness ({format_duration_us(self.window_us)} + "
+                f"{format_duration_us(self.allowed_lateness_us)}): a retry must be remembered "
+                "until its window closes, or it could be counted twice"
             )
-            raise ValueError(msg)
+            raise RulesError("dedupe_horizon", problem)
 
     @property
     def min_dedupe_horizon_us(self) -> int:
@@ -343,11 +357,3 @@ class PartitionMeter:
 def _seconds(micros: int) -> str:
     seconds, remainder = divmod(micros, 1_000_000)
     return f"{seconds}.{remainder:06d}s".replace(".000000s", "s")
-
-
-def merge_counters(outputs: list[PartitionOutput]) -> Counter[str]:
-    """Sum the counters of several outputs."""
-    total: Counter[str] = Counter()
-    for out in outputs:
-        total.update(out.counters)
-    return total

@@ -36,6 +36,10 @@ class SourcePartition:
         return cls(source, int(partition))
 
 
+DEFAULT_BATCH_SIZE = 10_000
+"""Messages per source read unless the run says otherwise (``--batch-size``)."""
+
+
 @dataclass(frozen=True, slots=True)
 class SourceBatch:
     """Consecutive messages from one source partition, in offset order."""

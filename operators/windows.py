@@ -79,10 +79,6 @@ class OpenWindows:
         """Remove and return every open window (end of input)."""
         return list(self._emit(sorted(self._by_start)))
 
-    def latest_end_us(self) -> int | None:
-        """The end of the latest open window, or None when nothing is open."""
-        return max(self._by_start) + self.length_us if self._by_start else None
-
     def _emit(self, starts: Iterable[int]) -> Iterable[ClosedWindow]:
         for start in starts:
             group = self._by_start.pop(start)

@@ -14,6 +14,7 @@ import pyarrow as pa
 
 from meterwax.operators.decode import Event
 from meterwax.operators.records import LateRow, LedgerRow, QuarantineRow, SourcePartition, WindowRow
+from meterwax.operators.timeline import DAY_US
 from meterwax.sinks.schemas import (
     EVENTS,
     LATE_EVENTS,
@@ -23,8 +24,6 @@ from meterwax.sinks.schemas import (
     USAGE_WINDOWS,
     WINDOW_CONFLICTS,
 )
-
-DAY_US = 86_400_000_000
 
 
 def decimal_column(nanos: Sequence[int]) -> pa.Array:

@@ -25,7 +25,6 @@ from meterwax.operators.corrections import (
     LateEvent,
     WindowKey,
     classify_late_events,
-    plan_window_changes,
 )
 from meterwax.sinks.corrections_store import CorrectionStore
 from meterwax.sinks.lake import Lake
@@ -58,17 +57,7 @@ def apply_work(store: CorrectionStore, work: CorrectionWork) -> Counter[str]:
         reasons[key].add(ChangeReason.LATE_EVENTS)
     for key in work.conflicts:
         reasons[key].add(ChangeReason.WINDOW_CONFLICT)
-    affected = set(reasons)
-
-    changes = plan_window_changes(
-        affected,
-        store.ledger_totals(affected),
-        store.current_windows(affected),
-        window_us=store.window_us,
-        late_ids=late_ids,
-        reasons=reasons,
-    )
-    to_audit = store.record_changes(changes)
+    correction = store.correct_windows(reasons, late_ids=late_ids)
     crash_point("corrections.after_windows")
     store.record_progress(work.late_version, work.conflicts_version)
     return Counter(
@@ -76,8 +65,8 @@ def apply_work(store: CorrectionStore, work: CorrectionWork) -> Counter[str]:
         late_counted=len(classified.counted),
         late_duplicates=len(classified.duplicates),
         conflicts_read=len(work.conflicts),
-        windows_changed=len(changes),
-        audit_rows=len(to_audit),
+        windows_changed=len(correction.changes),
+        audit_rows=len(correction.audited),
     )
 
 

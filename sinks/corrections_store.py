@@ -17,7 +17,8 @@ Writes, always in this order, so every step is safe to repeat after a crash:
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from datetime import UTC, date, datetime
 
 import pyarrow as pa
@@ -28,16 +29,19 @@ from meterwax.errors import LakeError
 from meterwax.faults import crash_point
 from meterwax.operators.corrections import (
     CORRECTIONS_FLOW,
+    ChangeReason,
     CurrentWindow,
     LateEvent,
     LedgerEntry,
     Totals,
     WindowChange,
     WindowKey,
+    plan_window_changes,
     reconcile_with_audit,
 )
 from meterwax.operators.decode import Event
 from meterwax.operators.records import QuarantineRow, SourcePartition
+from meterwax.operators.windows import window_start
 from meterwax.sinks.arrow_rows import (
     decimal_column,
     decimal_to_nanos,
@@ -71,6 +75,16 @@ from meterwax.sinks.windows_table import (
 PROGRESS_LATE = "meterwax.corrections.progress.late_events"
 PROGRESS_CONFLICTS = "meterwax.corrections.progress.window_conflicts"
 LEDGER_APP = "meterwax.corrections.events"
+
+
+@dataclass(frozen=True)
+class Correction:
+    """What :meth:`CorrectionStore.correct_windows` changed (or would change)."""
+
+    changes: list[WindowChange]
+    """Every window that differed from its ledger total, one revision higher."""
+    audited: list[WindowChange]
+    """Those that got their audit row now (the rest had one from an interrupted run)."""
 
 
 class CorrectionStore:
@@ -310,6 +324,39 @@ class CorrectionStore:
             if key in wanted:
                 found[(key, revision)] = (quantity, count)
         return found
+
+    def correct_windows(
+        self,
+        reasons: Mapping[WindowKey, Iterable[ChangeReason]],
+        *,
+        late_ids: Mapping[WindowKey, Iterable[str]] | None = None,
+        not_in_ledger_yet: Iterable[Event] = (),
+        dry_run: bool = False,
+    ) -> Correction:
+        """The correction sequence: make every window of ``reasons`` equal its ledger total.
+
+        Each window is recomputed from the ledger (plus ``not_in_ledger_yet``: events a dry
+        run would have inserted), compared with its current row, and the differences planned
+        one revision higher (operators' :func:`plan_window_changes`); then, unless
+        ``dry_run``, their audit rows are written before the windows (:meth:`record_changes`).
+        The correction flow, replay and ``reconcile --fix`` change windows only through here.
+        """
+        affected = set(reasons)
+        recomputed = self.ledger_totals(affected)
+        for event in not_in_ledger_yet:
+            key = (event.tenant_id, event.meter, window_start(event.time_us, self.window_us))
+            quantity, count = recomputed.get(key, (0, 0))
+            recomputed[key] = (quantity + event.quantity_nanos, count + 1)
+        changes = plan_window_changes(
+            affected,
+            recomputed,
+            self.current_windows(affected),
+            window_us=self.window_us,
+            late_ids=late_ids or {},
+            reasons=reasons,
+        )
+        audited = [] if dry_run else self.record_changes(changes)
+        return Correction(changes, audited)
 
     def record_changes(self, changes: list[WindowChange]) -> list[WindowChange]:
         """Write the changes' audit rows, then the windows; return the changes audited now.

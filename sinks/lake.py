@@ -13,7 +13,7 @@ from deltalake import DeltaTable
 from deltalake.exceptions import DeltaError, TableNotFoundError
 
 from meterwax.durations import format_duration_us
-from meterwax.errors import LakeError
+from meterwax.errors import LakeError, WindowLengthError
 from meterwax.sinks.delta_writes import CommitStats, retry_commit
 from meterwax.sinks.schemas import ALL_TABLES, EVENTS, USAGE_WINDOWS, TableSpec
 
@@ -117,11 +117,10 @@ class Lake:
         existing = self.window_us()
         if existing is not None and existing != window_us:
             msg = (
-                f"lake {self.root} holds {format_duration_us(existing)} windows; this run asks for "
-                f"{format_duration_us(window_us)}. Use --window {format_duration_us(existing)} "
-                "or a new lake."
+                f"lake {self.root} holds {format_duration_us(existing)} windows; this run asks "
+                f"for {format_duration_us(window_us)} (a lake keeps one window length for life)"
             )
-            raise LakeError(msg)
+            raise WindowLengthError(msg, existing_us=existing, requested_us=window_us)
 
     def window_us(self) -> int | None:
         """The window length the lake was created with (None if it has no windows table yet)."""

@@ -39,7 +39,7 @@ import pyarrow as pa
 from deltalake import DeltaTable
 
 from meterwax.durations import format_duration_us, parse_duration_us
-from meterwax.errors import ConfigError
+from meterwax.errors import RetentionFloorError
 from meterwax.sinks.delta_writes import CommitStats, retry_commit
 from meterwax.sinks.lake import Lake
 from meterwax.sinks.schemas import TableSpec
@@ -68,24 +68,15 @@ _UNIT_US = {
 Result = TypeVar("Result")
 
 
-def check_retention(value_us: int, shown: str) -> None:
+def check_retention(value_us: int) -> None:
     """Refuse a retention below the floor, naming the floor and what it protects."""
     if value_us < RETENTION_FLOOR_US:
         floor = RETENTION_FLOOR
-        msg = (
-            f"--retain {shown} is below the {floor} retention floor: meterwax keeps every file "
-            f"removed in the last {floor} so that table versions from the last {floor} stay "
-            f"readable (time travel) and lagging readers can catch up. Use --retain {floor} "
-            "or more."
+        why = (
+            f"meterwax keeps every file removed in the last {floor} so that table versions "
+            f"from the last {floor} stay readable (time travel) and lagging readers can catch up"
         )
-        raise ConfigError(msg)
-
-
-def retention_us(text: str) -> int:
-    """``--retain``: a duration, refused with the floor named when it is below the floor."""
-    value = parse_duration_us(text)
-    check_retention(value, text)
-    return value
+        raise RetentionFloorError(requested=format_duration_us(value_us), floor=floor, why=why)
 
 
 def interval_us(text: str | None) -> int | None:
@@ -106,7 +97,7 @@ class Plan:
     retain_us: int = RETENTION_FLOOR_US
 
     def __post_init__(self) -> None:
-        check_retention(self.retain_us, format_duration_us(self.retain_us))
+        check_retention(self.retain_us)
 
 
 @dataclass

@@ -12,9 +12,9 @@ from typing import Any
 import orjson
 from deltalake import DeltaTable
 
-from meterwax.flows.generator import Generated
 from meterwax.sinks.lake import Lake
 from meterwax.sinks.schemas import TableSpec
+from meterwax.synthetic.generator import Generated
 
 T0 = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)
 
@@ -127,7 +127,7 @@ def run_cli(*args: str) -> dict[str, Any]:
     """``meterwax run ARGS --format json`` in process; its summary (fails the test on exit ≠ 0)."""
     from click.testing import CliRunner
 
-    from meterwax.flows.cli import main
+    from meterwax.cli.main import main
 
     result = CliRunner().invoke(main, ["run", *args, "--format", "json"], catch_exceptions=False)
     assert result.exit_code == 0, result.output

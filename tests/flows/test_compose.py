@@ -13,7 +13,7 @@ from pathlib import Path
 
 import click
 
-from meterwax.flows.cli import main
+from meterwax.cli.main import main
 
 REPO = Path(__file__).resolve().parents[2]
 COMPOSE = (REPO / "docker-compose.yml").read_text()

@@ -12,12 +12,12 @@ import pytest
 from click.testing import CliRunner
 from deltalake import DeltaTable
 
-from meterwax.flows.cli import main
-from meterwax.flows.generator import Generated, Workload, generate
+from meterwax.cli.main import main
 from meterwax.sinks.corrections_sink import CorrectionWork, apply_work
 from meterwax.sinks.corrections_store import CorrectionStore
 from meterwax.sinks.lake import Lake
 from meterwax.sinks.schemas import EVENTS, QUARANTINE, USAGE_CORRECTIONS, USAGE_WINDOWS
+from meterwax.synthetic.generator import Generated, Workload, generate
 from tests.helpers import generated_windows, ledger_totals, rows, window_totals, write
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import replace
 
-from meterwax.flows.generator import Workload, generate
+from meterwax.synthetic.generator import Workload, generate
 
 WINDOW_US = 60_000_000
 LATENESS_US = 30_000_000

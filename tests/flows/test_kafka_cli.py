@@ -12,16 +12,17 @@ from datetime import UTC, datetime, timedelta, timezone
 import pytest
 from click.testing import CliRunner
 
+from meterwax.cli import config
+from meterwax.cli.arguments import parse_brokers
+from meterwax.cli.main import main
+from meterwax.cli.progress import Progress
+from meterwax.cli.stopping import stop_on_signals
 from meterwax.errors import ConfigError
-from meterwax.flows import config
-from meterwax.flows.cli import main
-from meterwax.flows.generator import Workload, generate
-from meterwax.flows.heartbeat import heartbeat_payload
-from meterwax.flows.kafka_clients import Cluster, _Throttle, parse_brokers
-from meterwax.flows.progress import Progress
-from meterwax.flows.stopping import stop_on_signals
-from meterwax.flows.topics import topic_settings
+from meterwax.kafka.clients import Cluster, _Throttle
+from meterwax.kafka.heartbeat import heartbeat_payload
+from meterwax.kafka.topics import topic_settings
 from meterwax.operators.decode import Heartbeat, decode
+from meterwax.synthetic.generator import Workload, generate
 
 
 def invoke(*args: str, **env: str):
@@ -208,7 +209,7 @@ def test_a_second_stop_signal_exits_at_once():
     # In a child process: the second signal ends the process without unwinding.
     script = (
         "import signal\n"
-        "from meterwax.flows.stopping import stop_on_signals\n"
+        "from meterwax.cli.stopping import stop_on_signals\n"
         "with stop_on_signals():\n"
         "    try:\n"
         "        signal.raise_signal(signal.SIGINT)\n"

@@ -10,8 +10,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from meterwax.cli.progress import Progress, counting, watch_progress
 from meterwax.flows.file_source import FilePosition, FileSource
-from meterwax.flows.progress import Progress, counting, watch_progress
 from tests.processes import run_meterwax
 
 lines = st.lists(st.binary(max_size=30).map(lambda b: b.replace(b"\n", b"")), max_size=40)
@@ -86,7 +86,7 @@ def test_no_final_line_when_the_work_fails():
 
 
 def test_a_file_run_reports_progress_on_stderr_and_its_summary_on_stdout(tmp_path):
-    from meterwax.flows.generator import Workload, generate
+    from meterwax.synthetic.generator import Workload, generate
     from tests.helpers import write
 
     source = write(tmp_path / "events.jsonl", list(generate(Workload(events=3000, tenants=3))))

@@ -8,10 +8,10 @@ import sqlite3
 
 from click.testing import CliRunner
 
-from meterwax.flows.cli import main
-from meterwax.flows.generator import Workload, generate
+from meterwax.cli.main import main
 from meterwax.flows.recovery import discard_unfinished_epochs, resume_epoch, source_positions
 from meterwax.sinks.lake import Lake
+from meterwax.synthetic.generator import Workload, generate
 from tests.helpers import comparable_tables, run_cli, write
 from tests.processes import run_meterwax
 

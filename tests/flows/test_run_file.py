@@ -11,8 +11,7 @@ from decimal import Decimal
 import pytest
 from click.testing import CliRunner
 
-from meterwax.flows.cli import main
-from meterwax.flows.generator import Generated, Workload, generate
+from meterwax.cli.main import main
 from meterwax.sinks.lake import Lake
 from meterwax.sinks.schemas import (
     EVENTS,
@@ -21,6 +20,7 @@ from meterwax.sinks.schemas import (
     USAGE_WINDOWS,
     WINDOW_CONFLICTS,
 )
+from meterwax.synthetic.generator import Generated, Workload, generate
 from tests.helpers import (
     comparable_tables,
     generated_windows,
@@ -223,7 +223,9 @@ def test_a_run_killed_between_two_commits_is_finished_exactly_by_a_rerun(tmp_pat
     reference, crashed = Lake(tmp_path / "reference"), Lake(tmp_path / "crashed")
     run_cli("--input", str(source), "--lake", reference.root, "--batch-size", "500")
     args = ("run", "--input", str(source), "--lake", crashed.root)
-    args += ("--batch-size", "500", "--commit-interval", "50ms")
+    # Epochs of 10 ms: the 8,000 events take well over the three epochs that "sink.snapshot:3"
+    # needs (about 160 ms at 50k events/s), so the crash point is always reached.
+    args += ("--batch-size", "500", "--commit-interval", "10ms")
     killed = run_meterwax(*args, env_extra={"METERWAX_CRASH_AT": point})
     assert killed.returncode == -signal.SIGKILL, killed.stderr
     assert f"crash point {point.split(':')[0]} reached" in killed.stderr

@@ -17,10 +17,10 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from meterwax.flows.cli import main
-from meterwax.flows.generator import Workload, generate
+from meterwax.cli.main import main
 from meterwax.sinks.lake import Lake
 from meterwax.sinks.schemas import EVENTS, USAGE_WINDOWS
+from meterwax.synthetic.generator import Workload, generate
 from tests.helpers import rows, run_cli, write
 
 HOUR = timedelta(hours=1)

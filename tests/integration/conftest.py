@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from meterwax.flows.kafka_clients import Cluster
-from meterwax.flows.topics import ensure_topic
+from meterwax.kafka.clients import Cluster
+from meterwax.kafka.topics import ensure_topic
 
 REPO = Path(__file__).resolve().parents[2]
 KAFKA_SCRIPT = REPO / "scripts" / "kafka"

@@ -9,7 +9,6 @@ from __future__ import annotations
 import itertools
 from collections import Counter
 
-from meterwax.flows.generator import Generated
 from meterwax.sinks.lake import Lake
 from meterwax.sinks.schemas import (
     EVENTS,
@@ -17,6 +16,7 @@ from meterwax.sinks.schemas import (
     USAGE_CORRECTIONS,
     USAGE_WINDOWS,
 )
+from meterwax.synthetic.generator import Generated
 from tests.helpers import generated_windows, rows
 from tests.integration.kafka_helpers import Stored
 

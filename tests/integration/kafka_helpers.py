@@ -9,9 +9,9 @@ from typing import TypeVar
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
 
-from meterwax.flows.generator import Generated
-from meterwax.flows.kafka_clients import Cluster
-from meterwax.flows.kafka_producer import Record, RecordWriter
+from meterwax.kafka.clients import Cluster
+from meterwax.kafka.producer import Record, RecordWriter
+from meterwax.synthetic.generator import Generated
 
 T = TypeVar("T")
 

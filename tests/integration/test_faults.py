@@ -26,9 +26,9 @@ from pathlib import Path
 
 import pytest
 
-from meterwax.flows.generator import Workload, generate
-from meterwax.flows.kafka_producer import Record, RecordWriter
+from meterwax.kafka.producer import Record, RecordWriter
 from meterwax.sinks.lake import Lake
+from meterwax.synthetic.generator import Workload, generate
 from tests.helpers import comparable_tables
 from tests.integration.guarantees import (
     check_g1_ledger,

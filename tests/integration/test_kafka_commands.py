@@ -12,9 +12,9 @@ from click.testing import CliRunner
 from confluent_kafka.admin import ConfigResource, NewTopic
 
 from meterwax.bench.floor import consume_and_discard
-from meterwax.flows.cli import main
-from meterwax.flows.generator import Workload, generate
+from meterwax.cli.main import main
 from meterwax.operators.decode import Heartbeat, decode
+from meterwax.synthetic.generator import Workload, generate
 from tests.integration.kafka_helpers import produce_generated, read_topic
 from tests.processes import start_meterwax, stop, wait_for
 

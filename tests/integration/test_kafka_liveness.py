@@ -14,12 +14,12 @@ import orjson
 import pytest
 from click.testing import CliRunner
 
-from meterwax.flows.cli import main
-from meterwax.flows.generator import Workload, generate
-from meterwax.flows.kafka_clients import Cluster
-from meterwax.flows.kafka_producer import Record
+from meterwax.cli.main import main
+from meterwax.kafka.clients import Cluster
+from meterwax.kafka.producer import Record
 from meterwax.sinks.lake import Lake
 from meterwax.sinks.schemas import EVENTS, LATE_EVENTS, QUARANTINE, USAGE_WINDOWS
+from meterwax.synthetic.generator import Workload, generate
 from tests.helpers import generated_windows, rows, window_totals
 from tests.integration.kafka_helpers import produce, produce_generated
 from tests.processes import start_meterwax, stop, stop_cleanly, table_rows, wait_for

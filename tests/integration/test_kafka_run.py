@@ -16,12 +16,12 @@ import orjson
 import pytest
 from click.testing import CliRunner
 
-from meterwax.flows.cli import main
-from meterwax.flows.generator import Workload, generate
-from meterwax.flows.kafka_producer import Record
+from meterwax.cli.main import main
+from meterwax.kafka.producer import Record
 from meterwax.operators.reasons import Reason
 from meterwax.sinks.lake import Lake
 from meterwax.sinks.schemas import EVENTS, LATE_EVENTS, QUARANTINE, USAGE_WINDOWS
+from meterwax.synthetic.generator import Workload, generate
 from tests.helpers import (
     comparable_tables,
     generated_windows,

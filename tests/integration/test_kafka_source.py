@@ -11,9 +11,9 @@ import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 
 from meterwax.errors import BrokerError
-from meterwax.flows.kafka_clients import Cluster
-from meterwax.flows.kafka_producer import Record
 from meterwax.flows.kafka_source import KafkaSource
+from meterwax.kafka.clients import Cluster
+from meterwax.kafka.producer import Record
 from meterwax.operators.records import SourceBatch, SourcePartition
 from tests.integration.kafka_helpers import produce
 from tests.processes import run_meterwax, wait_for

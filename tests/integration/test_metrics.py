@@ -9,8 +9,8 @@ from collections import Counter
 
 import pytest
 
-from meterwax.flows.generator import Workload, generate
 from meterwax.sinks.lake import Lake
+from meterwax.synthetic.generator import Workload, generate
 from tests.integration.kafka_helpers import produce_generated
 from tests.processes import start_meterwax, stop_cleanly, wait_for
 

@@ -9,10 +9,10 @@ import signal
 import pytest
 from deltalake import DeltaTable
 
-from meterwax.flows.generator import Workload, generate
 from meterwax.flows.recovery import source_positions
 from meterwax.sinks.lake import Lake
 from meterwax.sinks.schemas import EVENTS, QUARANTINE, USAGE_WINDOWS
+from meterwax.synthetic.generator import Workload, generate
 from tests.helpers import comparable_tables, rows
 from tests.integration.guarantees import check_g1_ledger
 from tests.integration.kafka_helpers import produce_generated

@@ -18,11 +18,11 @@ import pytest
 from deltalake import write_deltalake
 from nbclient import NotebookClient
 
-from meterwax.flows.generator import Workload, generate
 from meterwax.sinks.delta_writes import CommitStats
 from meterwax.sinks.lake import Lake
 from meterwax.sinks.schemas import EVENTS, USAGE_CORRECTIONS, USAGE_WINDOWS, WINDOW_CONFLICTS
 from meterwax.sinks.windows_table import merge_revised_totals
+from meterwax.synthetic.generator import Workload, generate
 from tests.helpers import rows, run_cli, write
 
 NOTEBOOK = Path(__file__).resolve().parents[2] / "notebooks" / "usage_report.ipynb"

@@ -13,7 +13,7 @@ from bytewax.testing import TestingSink, TestingSource, run_main
 from hypothesis import given
 from hypothesis import strategies as st
 
-from meterwax.operators.dataflow import decode_messages
+from meterwax.flows.steps import decode_messages
 from meterwax.operators.decode import Event, Heartbeat, Rejection, decode
 from meterwax.operators.reasons import Reason
 from tests.helpers import T0, event, iso

@@ -4,14 +4,9 @@ from __future__ import annotations
 
 import pickle
 
-import bytewax.operators as op
-from bytewax.dataflow import Dataflow
-from bytewax.testing import TestingSink, TestingSource, run_main
 from hypothesis import given
 from hypothesis import strategies as st
 
-from meterwax.operators.dataflow import deduplicate
-from meterwax.operators.decode import Event
 from meterwax.operators.dedupe import (
     BUCKET_US,
     DedupeIndex,
@@ -114,16 +109,3 @@ def test_keys_cost_at_most_32_bytes_in_steady_state():
             index.maintain(alive_from(0, MINUTE))
     assert len(index) == 10_000
     assert index.nbytes / len(index) <= 32
-
-
-def test_deduplicate_operator_drops_repeats_per_key():
-    def make(event_id, second):
-        return Event("acme", event_id, "api_calls", 1, second * 1_000_000)
-
-    items = [make("a", 0), make("b", 1), make("a", 2), make("c", 3), make("b", 4)]
-    flow = Dataflow("dedupe_test")
-    keyed = op.key_on("key", op.input("in", flow, TestingSource(items)), lambda e: e.tenant_id)
-    out = []
-    op.output("out", deduplicate("dedupe", keyed, 3600 * 1_000_000), TestingSink(out))
-    run_main(flow)
-    assert [e.id for _, e in out] == ["a", "b", "c"]

@@ -15,7 +15,7 @@ from bytewax.testing import TestingSink, TestingSource, run_main
 from hypothesis import given
 from hypothesis import strategies as st
 
-from meterwax.operators.dataflow import meter_partitions
+from meterwax.flows.steps import meter_partitions
 from meterwax.operators.decode import Event, Heartbeat, Rejection, decode
 from meterwax.operators.partition import MeteringRules, PartitionMeter
 from meterwax.operators.records import PartitionOutput, SourceBatch, SourcePartition

@@ -21,8 +21,8 @@ from hypothesis import event, example, given
 from hypothesis import strategies as st
 
 from meterwax.errors import ConfigError
-from meterwax.flows.periods import Granularity
-from meterwax.flows.rollups import Rollup, rollup
+from meterwax.reports.periods import Granularity
+from meterwax.reports.rollups import Rollup, rollup
 from meterwax.sinks.lake import WINDOW_PROPERTY, Lake
 from meterwax.sinks.schemas import USAGE_WINDOWS
 

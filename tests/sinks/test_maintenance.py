@@ -21,9 +21,8 @@ import pytest
 from click.testing import CliRunner
 from deltalake import DeltaTable
 
+from meterwax.cli.main import main
 from meterwax.errors import ConfigError
-from meterwax.flows.cli import main
-from meterwax.flows.generator import Workload, generate
 from meterwax.sinks.delta_writes import CommitStats
 from meterwax.sinks.lake import Lake
 from meterwax.sinks.maintenance import RETENTION_FLOOR_US, Plan, maintain_table
@@ -35,6 +34,7 @@ from meterwax.sinks.schemas import (
     USAGE_WINDOWS,
 )
 from meterwax.sinks.windows_table import merge_revised_totals
+from meterwax.synthetic.generator import Workload, generate
 from tests.helpers import generated_windows, rows, run_cli, window_totals, without, write
 
 DAY_MS = 86_400_000

@@ -1,1 +1,0 @@
-"""One module per ``meterwax`` command; ``flows/cli.py`` registers them."""

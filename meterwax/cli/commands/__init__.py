@@ -1,0 +1,1 @@
+"""One module per ``meterwax`` verb; each parses its options and calls the layer below."""

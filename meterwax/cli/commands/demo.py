@@ -1,0 +1,89 @@
+"""``meterwax demo``: a synthetic stream through the real flow."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import click
+
+from meterwax.cli import config
+from meterwax.cli.commands.run import print_summary
+from meterwax.cli.options import CONTEXT
+from meterwax.cli.render import text_table
+from meterwax.cli.summary import RunReport
+from meterwax.flows.corrections import run_corrections
+from meterwax.flows.file_source import FileSource
+from meterwax.flows.metering import run_to_lake
+from meterwax.metrics import RunStats
+from meterwax.repair.reconcile import reconcile
+from meterwax.reports.usage import UsageFilter, tenant_totals
+from meterwax.sinks.lake import Lake
+from meterwax.synthetic.generator import Workload, describe_intents, write_jsonl
+
+_DEMO_EXAMPLES = """
+\b
+Examples:
+  meterwax demo
+  meterwax demo --lake /tmp/demo-lake --events 200000 --tenants 50
+"""
+
+
+@click.command(epilog=_DEMO_EXAMPLES, context_settings=CONTEXT)
+@click.option("--lake", default="./demo-lake", show_default=True, help="Lake directory to fill.")
+@click.option("--events", type=int, default=50_000, show_default=True, help="Messages to generate.")
+@click.option("--tenants", type=int, default=12, show_default=True, help="Distinct tenants.")
+@click.option("--seed", type=int, default=7, show_default=True, help="Generator seed.")
+def demo(lake: str, events: int, tenants: int, seed: int) -> None:
+    """Generate a realistic stream, meter it into a local lake, print usage per tenant.
+
+    The stream has several tenants and meters, 2% retried duplicates, 1% late events and
+    0.1% invalid messages. It runs through exactly the flows `meterwax run` and `meterwax
+    corrections --once` use, then checks the result with `meterwax reconcile`.
+    """
+    settings = config.load(config.RunSettings, lake=lake)
+    lake_root = Lake(settings.lake)
+    input_path = Path(lake_root.root) / "_input" / f"demo-{seed}-{events}.jsonl"
+    intents = write_jsonl(input_path, Workload(events=events, tenants=tenants, seed=seed))
+    click.echo(f"generated {events:,} messages into {input_path}: {describe_intents(intents)}")
+    source = FileSource([input_path], batch_size=settings.batch_size)
+    stats = RunStats()
+    started = time.monotonic()
+    run_to_lake(
+        source,
+        source.partitions,
+        lake_root,
+        settings.rules(),
+        stats=stats,
+        epoch_interval_us=settings.snapshot_interval,
+    )
+    report = RunReport(stats, time.monotonic() - started, source.partitions)
+    print_summary(report, f"meterwax run: {input_path.name} → {lake_root.root}", "table")
+    fixed = run_corrections(lake_root, once=True).stats.snapshot()
+    click.echo(
+        f"\nmeterwax corrections --once: {fixed['late_read']:,} late events read, "
+        f"{fixed['late_counted']:,} counted into their windows, {fixed['late_duplicates']:,} "
+        f"duplicates; {fixed['windows_changed']:,} windows changed, each with an audit row"
+    )
+    check = reconcile(lake_root)
+    click.echo(
+        f"meterwax reconcile: {check.windows_checked:,} windows equal their "
+        f"{check.ledger_events:,} ledger events: {'✓' if check.ok else '✗ MISMATCH'}"
+    )
+    rows = tenant_totals(lake_root, UsageFilter())
+    click.echo("\nusage per tenant and meter:")
+    click.echo(
+        text_table(
+            ["tenant_id", "meter", "windows", "events", "quantity"],
+            [
+                [r["tenant_id"], r["meter"], r["windows"], r["event_count"], r["quantity"]]
+                for r in rows
+            ],
+        )
+    )
+    if rows:
+        click.echo(
+            f"\nnext: meterwax usage --lake {lake_root.root} --tenant {rows[0]['tenant_id']}\n"
+            f"      meterwax corrections --lake {lake_root.root} --show --tenant "
+            f"{rows[0]['tenant_id']}"
+        )

@@ -1,0 +1,143 @@
+"""``meterwax reconcile``: recompute windows from the ledger and compare (exit 1 on mismatch)."""
+
+from __future__ import annotations
+
+import sys
+from decimal import Decimal
+
+import click
+
+from meterwax.cli import config
+from meterwax.cli.arguments import parse_instant, time_range
+from meterwax.cli.options import CONTEXT, format_option, lake_option
+from meterwax.cli.render import format_decimal, text_table, to_json
+from meterwax.operators.timeline import from_micros
+from meterwax.repair.reconcile import ReconcileReport, mismatch_counts, reconcile
+from meterwax.sinks.lake import Lake
+
+_EXAMPLES = """
+\b
+Examples:
+  meterwax reconcile --lake ./lake
+  meterwax reconcile --lake ./lake --from 2026-01-01 --to 2026-02-01 --format json
+  meterwax reconcile --lake ./lake --fix          # repair through audited corrections
+"""
+
+
+@click.command(epilog=_EXAMPLES, context_settings=CONTEXT)
+@lake_option
+@click.option("--from", "start", help="Windows starting at or after this time (or date).")
+@click.option("--to", "end", help="Windows starting before this time (or date).")
+@click.option("--fix", is_flag=True, help="Repair mismatches, with one audit row per change.")
+@format_option("json")
+def reconcile_command(
+    lake: str | None, start: str | None, end: str | None, fix: bool, output_format: str
+) -> None:
+    """Check that every window equals its events in the ledger, and that no event is twice.
+
+    Prints missing windows (ledger events without a row), extra windows (a row without
+    events), wrong totals and duplicate ledger keys. Exits 1 if there is any, 0 if none.
+    With --fix, repairs the windows through the same audited path as corrections and exits 0
+    when the lake is consistent afterwards.
+    """
+    settings = config.load(config.LakeSettings, lake=lake)
+    lake_root = Lake(settings.lake)
+    since, until = time_range(
+        parse_instant(start, option="--from") if start else None,
+        parse_instant(end, option="--to") if end else None,
+        options=("--from", "--to"),
+    )
+    report = reconcile(lake_root, since, until, fix=fix)
+    if fix and report.fixed:
+        after = reconcile(lake_root, since, until)
+        _print(report, output_format, fixed=True)
+        click.echo(f"after --fix: {len(after.mismatches)} mismatches", err=True)
+        sys.exit(0 if after.ok else 1)
+    _print(report, output_format, fixed=False)
+    sys.exit(0 if report.ok else 1)
+
+
+reconcile_command.name = "reconcile"
+
+
+def _quantity(totals: tuple[int, int] | None) -> str:
+    if totals is None:
+        return "—"
+    return f"{format_decimal(Decimal(totals[0]).scaleb(-9))} ({totals[1]})"
+
+
+def _print(report: ReconcileReport, output_format: str, *, fixed: bool) -> None:
+    rows = [
+        {
+            "kind": m.kind,
+            "tenant_id": m.key[0],
+            "meter": m.key[1],
+            "window_start_us": m.key[2],
+            "table": None
+            if m.window is None
+            else {
+                "quantity_nanos": m.window.totals[0],
+                "event_count": m.window.totals[1],
+                "revision": m.window.revision,
+            },
+            "ledger": None
+            if m.ledger is None
+            else {
+                "quantity_nanos": m.ledger[0],
+                "event_count": m.ledger[1],
+            },
+        }
+        for m in report.mismatches
+    ]
+    if output_format == "json":
+        click.echo(
+            to_json(
+                {
+                    "ok": report.ok,
+                    "windows_checked": report.windows_checked,
+                    "ledger_events": report.ledger_events,
+                    "mismatches": rows,
+                    "duplicate_keys": [
+                        {"tenant_id": t, "id": i, "count": c} for t, i, c in report.duplicate_keys
+                    ],
+                    "pending_late_event_versions": report.pending_late_versions,
+                    "pending_conflict_versions": report.pending_conflict_versions,
+                    "fixed": len(report.fixed),
+                }
+            )
+        )
+        return
+    counts = mismatch_counts(report)
+    click.echo(
+        f"checked {report.windows_checked:,} windows against {report.ledger_events:,} ledger "
+        f"events: {counts['missing']} missing, {counts['extra']} extra, {counts['wrong']} wrong, "
+        f"{len(report.duplicate_keys)} duplicate ledger keys"
+    )
+    if report.mismatches:
+        click.echo(
+            text_table(
+                ["kind", "tenant_id", "meter", "window_start", "table (events)", "ledger (events)"],
+                [
+                    [
+                        m.kind,
+                        m.key[0],
+                        m.key[1],
+                        from_micros(m.key[2]),
+                        _quantity(None if m.window is None else m.window.totals),
+                        _quantity(m.ledger),
+                    ]
+                    for m in report.mismatches[:200]
+                ],
+            )
+        )
+        if len(report.mismatches) > 200:
+            click.echo(f"… and {len(report.mismatches) - 200} more (use --format json)")
+    for tenant, event_id, count in report.duplicate_keys[:20]:
+        click.echo(f"duplicate ledger key: tenant {tenant!r} id {event_id!r} × {count}")
+    if report.pending_late_versions or report.pending_conflict_versions:
+        click.echo(
+            "note: corrections are pending (late events or window conflicts not yet applied); "
+            "run `meterwax corrections --once` first"
+        )
+    if fixed:
+        click.echo(f"fixed {len(report.fixed)} windows (audit reason reconcile_fix)")

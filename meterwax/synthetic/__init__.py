@@ -1,0 +1,1 @@
+"""Synthetic usage streams for the demo, the load generator, the tests and the benchmark."""
