@@ -1,4 +1,4 @@
-"""Workload B1 (DESIGN.md §5), loaded once into a fresh topic that every contestant reads.
+"""Workload B1 (docs/benchmarks.md), loaded once into a fresh topic that every contestant reads.
 
 B1 is the generator's stream with 1,000 tenants, 3 meters, 2% retried duplicates, 1% late and
 0.1% invalid events, keyed by tenant. Three choices make the engines' totals comparable:

@@ -6,10 +6,8 @@ Resuming a store that was made for another input (another topic or partition cou
 window length, another lake) would silently mix states, so meterwax writes what the store was
 made for next to it and refuses a mismatch.
 
-Kafka input keeps a store by default, under ``<state dir>/recovery/<hash of lake and topic>``
-(``--state-dir``, default ``./.meterwax``);
-file input has none unless ``--recovery-dir`` is given (a file is a complete input: a rerun
-reads it again and the lake skips what it already holds).
+Which store a run uses is the command line's choice (``meterwax run``); this module makes,
+checks and reads stores, and names the default one (:func:`default_directory`).
 """
 
 from __future__ import annotations

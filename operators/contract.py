@@ -1,4 +1,4 @@
-"""The usage-event contract (DESIGN.md §1), as pydantic models.
+"""The usage-event contract (docs/contracts.md), as pydantic models.
 
 Two envelopes are accepted and normalised to one shape, :class:`UsageEvent`:
 

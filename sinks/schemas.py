@@ -1,6 +1,6 @@
 """The Delta tables of a meterwax lake: names, Arrow schemas, partitioning, properties.
 
-Table and column names listed in DESIGN.md §1 are a contract for notebooks and other tools;
+Table and column names listed in docs/contracts.md are a contract for notebooks and other tools;
 columns may be added, never renamed. Quantities are ``decimal(38, 9)``; times are UTC
 microsecond timestamps; time-based tables are partitioned by date.
 

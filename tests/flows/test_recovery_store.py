@@ -2,16 +2,24 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import signal
 import sqlite3
+from pathlib import Path
 
 from click.testing import CliRunner
 
 from meterwax.cli.main import main
-from meterwax.flows.recovery import discard_unfinished_epochs, resume_epoch, source_positions
+from meterwax.flows.recovery import (
+    IDENTITY_FILE,
+    discard_unfinished_epochs,
+    resume_epoch,
+    source_positions,
+)
 from meterwax.sinks.lake import Lake
 from meterwax.synthetic.generator import Workload, generate
+from tests.guarantees import check_g1_ledger, check_g2_totals
 from tests.helpers import comparable_tables, run_cli, write
 from tests.processes import run_meterwax
 
@@ -101,3 +109,39 @@ def test_a_store_that_cannot_be_created_is_one_clear_error(tmp_path):
         f"error: cannot use the recovery store {store} (--recovery-dir): Not a directory; "
         "give a writable --recovery-dir or --state-dir"
     )
+
+
+FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "store-0.1.0"
+"""A lake and recovery store written by meterwax 0.1.0 at 981f113 (before the layout moved):
+``meterwax run --input events.jsonl --lake lake --recovery-dir store`` over the first 300
+messages of ``generate(Workload(events=400, tenants=5, seed=3))``; ``appended.jsonl`` holds
+the other 100."""
+
+
+def test_a_store_written_by_the_previous_layout_resumes(tmp_path):
+    messages = list(generate(Workload(events=400, tenants=5, seed=3)))
+    assert (FIXTURE / "events.jsonl").read_bytes() == b"".join(
+        m.payload + b"\n" for m in messages[:300]
+    ), "the generator changed: the fixture no longer matches the messages this test expects"
+    work = tmp_path / "work"
+    shutil.copytree(FIXTURE, work)
+    lake = Lake(work / "lake")
+    # The store names the lake by its absolute path; the copy moved it.
+    identity_path = work / "store" / IDENTITY_FILE
+    identity = json.loads(identity_path.read_text())
+    identity["lake"] = lake.root
+    identity_path.write_text(json.dumps(identity))
+    events = work / "events.jsonl"
+    events.write_bytes(events.read_bytes() + (work / "appended.jsonl").read_bytes())
+
+    summary = run_cli(
+        "--input", str(events), "--lake", lake.root, "--recovery-dir", str(work / "store")
+    )
+    # Only the appended lines were read: the old snapshots (the file position and the
+    # partition processor's state) were loaded by the new code.
+    assert summary["read"] == 100
+    assert summary["already_committed"] == 0
+    done = CliRunner().invoke(main, ["corrections", "--lake", lake.root, "--once"])
+    assert done.exit_code == 0, done.output
+    check_g1_ledger(lake, messages)
+    check_g2_totals(lake, messages)

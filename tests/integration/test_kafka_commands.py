@@ -15,7 +15,7 @@ from meterwax.bench.floor import consume_and_discard
 from meterwax.cli.main import main
 from meterwax.operators.decode import Heartbeat, decode
 from meterwax.synthetic.generator import Workload, generate
-from tests.integration.kafka_helpers import produce_generated, read_topic
+from tests.kafka_helpers import produce_generated, read_topic
 from tests.processes import start_meterwax, stop, wait_for
 
 pytestmark = pytest.mark.kafka

@@ -21,7 +21,7 @@ from meterwax.sinks.lake import Lake
 from meterwax.sinks.schemas import EVENTS, LATE_EVENTS, QUARANTINE, USAGE_WINDOWS
 from meterwax.synthetic.generator import Workload, generate
 from tests.helpers import generated_windows, rows, window_totals
-from tests.integration.kafka_helpers import produce, produce_generated
+from tests.kafka_helpers import produce, produce_generated
 from tests.processes import start_meterwax, stop, stop_cleanly, table_rows, wait_for
 
 pytestmark = pytest.mark.kafka

@@ -30,7 +30,7 @@ from tests.helpers import (
     window_totals,
     without,
 )
-from tests.integration.kafka_helpers import produce, produce_generated, read_topic
+from tests.kafka_helpers import produce, produce_generated, read_topic
 from tests.processes import meterwax_command
 
 pytestmark = pytest.mark.kafka

@@ -15,7 +15,7 @@ from meterwax.flows.kafka_source import KafkaSource
 from meterwax.kafka.clients import Cluster
 from meterwax.kafka.producer import Record
 from meterwax.operators.records import SourceBatch, SourcePartition
-from tests.integration.kafka_helpers import produce
+from tests.kafka_helpers import produce
 from tests.processes import run_meterwax, wait_for
 
 pytestmark = pytest.mark.kafka

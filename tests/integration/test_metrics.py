@@ -11,7 +11,7 @@ import pytest
 
 from meterwax.sinks.lake import Lake
 from meterwax.synthetic.generator import Workload, generate
-from tests.integration.kafka_helpers import produce_generated
+from tests.kafka_helpers import produce_generated
 from tests.processes import start_meterwax, stop_cleanly, wait_for
 
 pytestmark = pytest.mark.kafka

@@ -13,9 +13,9 @@ from meterwax.flows.recovery import source_positions
 from meterwax.sinks.lake import Lake
 from meterwax.sinks.schemas import EVENTS, QUARANTINE, USAGE_WINDOWS
 from meterwax.synthetic.generator import Workload, generate
+from tests.guarantees import check_g1_ledger
 from tests.helpers import comparable_tables, rows
-from tests.integration.guarantees import check_g1_ledger
-from tests.integration.kafka_helpers import produce_generated
+from tests.kafka_helpers import produce_generated
 from tests.processes import run_meterwax, start_meterwax, stop, table_rows, wait_for
 
 pytestmark = pytest.mark.kafka

@@ -56,7 +56,7 @@ def bench(
 ) -> None:
     """Meter one workload with several engines and compare speed, memory and totals.
 
-    Loads workload B1 (DESIGN.md §5: --events messages, 1,000 tenants, 3 meters, 2%
+    Loads workload B1 (docs/benchmarks.md: --events messages, 1,000 tenants, 3 meters, 2%
     duplicates, 1% late, 0.1% invalid) into a fresh topic, runs every contestant --runs
     times, each run in its own process, and reports median events/s, peak RSS and the ratio
     to the floor (a plain Kafka consumer). Exits 1 if any contestant missed a message or if

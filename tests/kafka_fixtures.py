@@ -1,5 +1,7 @@
 """Fixtures for the tests against a real Apache Kafka broker (``make test`` starts one).
 
+Registered as a plugin in ``tests/conftest.py`` for the integration and fault tests.
+
 The broker is the one ``METERWAX_KAFKA_BOOTSTRAP`` names. Without it these tests fail (never
 skip): a green run must mean the Kafka paths were exercised.
 """
@@ -18,7 +20,7 @@ import pytest
 from meterwax.kafka.clients import Cluster
 from meterwax.kafka.topics import ensure_topic
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[1]
 KAFKA_SCRIPT = REPO / "scripts" / "kafka"
 
 

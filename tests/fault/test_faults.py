@@ -29,14 +29,14 @@ import pytest
 from meterwax.kafka.producer import Record, RecordWriter
 from meterwax.sinks.lake import Lake
 from meterwax.synthetic.generator import Workload, generate
-from tests.helpers import comparable_tables
-from tests.integration.guarantees import (
+from tests.guarantees import (
     check_g1_ledger,
     check_g2_totals,
     check_g3_audit,
     check_g4_accounting,
 )
-from tests.integration.kafka_helpers import read_topic
+from tests.helpers import comparable_tables
+from tests.kafka_helpers import read_topic
 from tests.processes import run_meterwax, start_meterwax, wait_for
 
 KILLS = int(os.environ.get("METERWAX_FAULT_KILLS", "12"))

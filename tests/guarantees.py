@@ -1,4 +1,4 @@
-"""Checks of guarantees G1–G5 (DESIGN.md §3) against the messages really stored in the topic.
+"""Checks of guarantees G1–G5 (docs/guarantees.md) against the messages really stored in the topic.
 
 Each check computes what the lake must hold independently, from the stored messages and the
 generator's intents, never from meterwax's own code paths.
@@ -18,7 +18,7 @@ from meterwax.sinks.schemas import (
 )
 from meterwax.synthetic.generator import Generated
 from tests.helpers import generated_windows, rows
-from tests.integration.kafka_helpers import Stored
+from tests.kafka_helpers import Stored
 
 
 def check_g1_ledger(lake: Lake, messages: list[Generated]) -> None:
