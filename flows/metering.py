@@ -77,7 +77,7 @@ def run_to_lake(
     multi-process run. A deliberate meterwax error raised inside the dataflow (a Kafka or
     lake failure) is raised as itself, not wrapped in Bytewax's.
     """
-    lake.ensure_tables(rules.window_us)
+    lake.ensure_tables(rules)
     sink = MeteringSink(lake, partitions, window_us=rules.window_us, stats=stats)
     flow = build_flow(source, sink, rules)
     with fewer_gc_passes():

@@ -17,16 +17,16 @@ class BrokerError(MeterwaxError):
     """Kafka is unreachable, a topic is missing, or a read or write failed for good."""
 
 
-class WindowLengthError(LakeError):
-    """A lake built with one window length was asked to count with another.
+class LakeRulesError(LakeError):
+    """A lake was asked to count with other rules than the ones it was created with.
 
-    ``existing_us`` and ``requested_us`` let a caller say which setting to change.
+    ``differences`` maps each rule (``window_us``, ``allowed_lateness_us``…) to the lake's
+    value and the requested one, so a caller can say which of its settings to change.
     """
 
-    def __init__(self, message: str, *, existing_us: int, requested_us: int) -> None:
+    def __init__(self, message: str, differences: dict[str, tuple[int | None, int | None]]) -> None:
         super().__init__(message)
-        self.existing_us = existing_us
-        self.requested_us = requested_us
+        self.differences = differences
 
 
 class RetentionFloorError(ConfigError):

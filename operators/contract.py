@@ -19,10 +19,10 @@ from __future__ import annotations
 import math
 import re
 from datetime import datetime
-from decimal import Context, Decimal
+from decimal import Decimal
 from typing import Annotated, Any
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictStr
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, StrictStr
 from pydantic_core import ErrorDetails, PydanticCustomError
 
 from meterwax.operators.reasons import Reason
@@ -32,6 +32,11 @@ NANOS_PER_UNIT = 10**9
 """Quantities are stored as decimal(38, 9): nine digits after the point."""
 MAX_QUANTITY_NANOS = 10**38 - 1
 """The largest decimal(38, 9) value, in nano-units (29 digits before the point)."""
+MAX_WHOLE_DIGITS = 29
+MAX_FRACTION_DIGITS = 9
+HEARTBEAT_MARKER = "meterwax_control"
+"""A JSON object with ``{"meterwax_control": "heartbeat", "timestamp": …}`` is a heartbeat; an
+object whose ``meterwax_control`` is anything but null is a control record, never an event."""
 MAX_DIMENSIONS = 16
 MAX_DIMENSION_KEY_CHARS = 64
 MAX_DIMENSION_VALUE_CHARS = 256
@@ -41,79 +46,156 @@ MAX_TENANT_CHARS = 128
 MAX_METER_CHARS = 128
 METER_CHARS = r"[a-z0-9_.\-]+"
 """What a meter name may be made of (the fast path in fast_validate.py uses it too)."""
+EARLIEST_EVENT_TIME = "1970-01-01T00:00:00Z"
+LATEST_EVENT_TIME = "3000-01-01T00:00:00Z"
+"""Event times are instants in [EARLIEST, LATEST). Later instants would overflow what readers
+of the tables can hold (Python's datetime ends in year 9999, a window or a period after an
+event ends later still, and date partitions past year 9999 cannot be read back); earlier
+ones are a producer's zero or a sign error, never usage."""
+MIN_EVENT_US = 0
+MAX_EVENT_US = to_micros(datetime.fromisoformat(LATEST_EVENT_TIME))
 
 _METER_PATTERN = re.compile(METER_CHARS)
-# RFC 3339 date-time; the offset is mandatory ("naive times are invalid").
-_RFC3339 = re.compile(r"\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})")
-_NAIVE = re.compile(r"\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d+)?")
-_DECIMAL_STRING = re.compile(r"-?\d+(\.\d+)?([eE][+-]?\d+)?")
-# Wide enough that no decimal(38, 9) value is ever rounded while being checked.
-_EXACT = Context(prec=200, Emax=10**6, Emin=-(10**6))
+# RFC 3339 date-time with a mandatory offset ("naive times are invalid"). ASCII digits only:
+# Python's \d also matches other scripts' digits.
+_RFC3339 = re.compile(
+    r"([0-9]{4}-[0-9]{2}-[0-9]{2})[Tt ]([0-9]{2}:[0-9]{2}:[0-9]{2})(\.[0-9]+)?"
+    r"([Zz]|[+-][0-9]{2}:[0-9]{2})"
+)
+_NAIVE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt ][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]+)?")
+_DECIMAL_STRING = re.compile(r"(-?)([0-9]+)(?:\.([0-9]+))?(?:[eE]([+-]?)([0-9]+))?")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+"""Control characters (Unicode category Cc): never part of an id, a name or a value."""
+_MAX_EXPONENT_DIGITS = 6
+"""An exponent longer than this cannot leave a non-zero value inside decimal(38, 9)."""
 
 
 def quantity_to_nanos(value: object) -> int:
     """Return a JSON quantity as exact nano-units, or raise an ``invalid_quantity`` error.
 
-    Accepts an int, a Decimal (what the decoder produces for JSON numbers with a fraction), a
-    decimal string, or a float taken at its shortest round-tripping repr.
+    Accepts an int, a Decimal (what the decoder produces for JSON numbers with a fraction or
+    integers too long for Python's int parser), a decimal string (ASCII digits), or a float
+    taken at its shortest round-tripping repr. Total: no input raises anything else, however
+    long its digits or exponent, and nothing is rounded: a value that needs more than 9
+    digits after the point, or more than 29 before it, is refused.
     """
     if isinstance(value, bool):
-        _quantity_error("must be a number or a decimal string, not a boolean", value)
+        _quantity_error("must be a number or a decimal string, not a boolean")
     if isinstance(value, int):
-        decimal = Decimal(value)
-    elif isinstance(value, Decimal):
-        decimal = value
-    elif isinstance(value, float):
+        if value < 0:
+            _quantity_error("must be ≥ 0")
+        if value >= 10**MAX_WHOLE_DIGITS:
+            _quantity_error(f"has more than {MAX_WHOLE_DIGITS} digits before the decimal point")
+        return value * NANOS_PER_UNIT
+    if isinstance(value, float):
         if not math.isfinite(value):
-            _quantity_error("must be finite", value)
-        decimal = Decimal(repr(value))
-    elif isinstance(value, str):
-        if not _DECIMAL_STRING.fullmatch(value):
-            _quantity_error("is not a decimal number", value)
-        decimal = Decimal(value)
-    else:
-        _quantity_error("must be a number or a decimal string", value)
-    if not decimal.is_finite():
-        _quantity_error("must be finite", value)
-    if decimal < 0:
-        _quantity_error("must be ≥ 0", value)
-    scaled = _EXACT.scaleb(decimal, 9)
-    if scaled != _EXACT.to_integral_value(scaled):
-        _quantity_error("has more than 9 digits after the decimal point", value)
-    nanos = int(scaled)
-    if nanos > MAX_QUANTITY_NANOS:
-        _quantity_error("has more than 29 digits before the decimal point", value)
-    return nanos
+            _quantity_error("must be finite")
+        value = Decimal(repr(value))
+    if isinstance(value, Decimal):
+        sign, digits, exponent = value.as_tuple()
+        if not isinstance(exponent, int):
+            _quantity_error("must be finite")
+        return _scaled_nanos(bool(sign), "".join(map(str, digits)), exponent)
+    if isinstance(value, str):
+        match = _DECIMAL_STRING.fullmatch(value)
+        if match is None:
+            _quantity_error("is not a decimal number")
+        minus, whole, fraction, exponent_sign, exponent_digits = match.groups()
+        fraction = fraction or ""
+        exponent = _bounded_exponent(exponent_sign, exponent_digits or "0", whole + fraction)
+        return _scaled_nanos(minus == "-", whole + fraction, exponent - len(fraction))
+    _quantity_error("must be a number or a decimal string")
+    raise AssertionError("unreachable")  # pragma: no cover
 
 
-def _quantity_error(problem: str, value: object) -> None:
+def _bounded_exponent(sign: str, digits: str, mantissa: str) -> int:
+    """The exponent as an int, or one just outside the range if it is absurdly long.
+
+    A 60,000-digit exponent must not reach ``int()`` (Python refuses more than 4,300 digits);
+    any exponent longer than a few digits leaves a non-zero mantissa outside decimal(38, 9)
+    (the caller then says which side), and a zero mantissa at zero.
+    """
+    digits = digits.lstrip("0") or "0"
+    if len(digits) <= _MAX_EXPONENT_DIGITS:
+        return -int(digits) if sign == "-" else int(digits)
+    if not mantissa.strip("0"):
+        return 0
+    return -(10**_MAX_EXPONENT_DIGITS) if sign == "-" else 10**_MAX_EXPONENT_DIGITS
+
+
+def _scaled_nanos(negative: bool, digits: str, exponent: int) -> int:
+    """``±digits × 10^exponent`` in nano-units, checked against decimal(38, 9) first."""
+    significant = digits.lstrip("0")
+    if not significant:
+        return 0  # zero, however it is written ("-0", "0e99", "0.0000000000")
+    if negative:
+        _quantity_error("must be ≥ 0")
+    trimmed = significant.rstrip("0")
+    exponent += len(significant) - len(trimmed)
+    if exponent < -MAX_FRACTION_DIGITS:
+        _quantity_error(f"has more than {MAX_FRACTION_DIGITS} digits after the decimal point")
+    if len(trimmed) + exponent > MAX_WHOLE_DIGITS:
+        _quantity_error(f"has more than {MAX_WHOLE_DIGITS} digits before the decimal point")
+    # Now at most 38 digits: int() and the power are cheap and exact.
+    return int(trimmed) * 10 ** (exponent + MAX_FRACTION_DIGITS)
+
+
+def _quantity_error(problem: str) -> None:
     raise PydanticCustomError(Reason.INVALID_QUANTITY.value, problem)
 
 
 def timestamp_to_micros(value: object) -> int:
     """Return an RFC 3339 timestamp as microseconds since the epoch (UTC), or raise.
 
-    Fractions finer than a microsecond are truncated (Python's datetime resolution).
+    ``T``/``t``/space separate date and time, ``Z``/``z`` or ``±hh:mm`` is the offset (RFC 3339
+    allows each). Fractions finer than a microsecond are truncated (Python's datetime
+    resolution). The instant must be in [``EARLIEST_EVENT_TIME``, ``LATEST_EVENT_TIME``).
     """
     if not isinstance(value, str):
         raise PydanticCustomError(
             Reason.INVALID_TIMESTAMP.value,
             "must be an RFC 3339 string such as 2026-01-31T12:00:00Z",
         )
-    if not _RFC3339.fullmatch(value):
+    match = _RFC3339.fullmatch(value)
+    if match is None:
         problem = (
             "has no UTC offset (naive times are ambiguous; add Z or +hh:mm)"
             if _NAIVE.fullmatch(value)
             else "is not an RFC 3339 date-time such as 2026-01-31T12:00:00Z"
         )
         raise PydanticCustomError(Reason.INVALID_TIMESTAMP.value, problem)
+    day, clock, fraction, offset = match.groups()
+    canonical = f"{day}T{clock}{(fraction or '')[:7]}{'Z' if offset in 'Zz' else offset}"
     try:
-        parsed = datetime.fromisoformat(value)
-    except ValueError as error:
+        micros = to_micros(datetime.fromisoformat(canonical))
+    except (ValueError, OverflowError) as error:
         raise PydanticCustomError(
             Reason.INVALID_TIMESTAMP.value, f"is not a valid date-time ({error})"
         ) from None
-    return to_micros(parsed)
+    if not MIN_EVENT_US <= micros < MAX_EVENT_US:
+        raise PydanticCustomError(
+            Reason.INVALID_TIMESTAMP.value,
+            f"is outside the supported range of event times, {EARLIEST_EVENT_TIME} up to "
+            f"(not including) {LATEST_EVENT_TIME}",
+        )
+    return micros
+
+
+def check_characters(value: str | None, what: str = "") -> str | None:
+    """Refuse a string holding a control character (``invalid_characters``).
+
+    ``what`` prefixes the problem (``dimension 'region'``) when the field name alone would
+    not say where the character is.
+    """
+    found = _CONTROL.search(value) if value is not None else None
+    if found is not None:
+        prefix = f"{what} " if what else ""
+        raise PydanticCustomError(
+            Reason.INVALID_CHARACTERS.value,
+            f"{prefix}holds the control character U+{ord(found.group()):04X} at position "
+            f"{found.start()}",
+        )
+    return value
 
 
 def _check_meter(value: str) -> str:
@@ -157,6 +239,8 @@ def _check_dimensions(value: object) -> object:
                 Reason.FIELD_TOO_LONG.value,
                 f"dimension {key!r} is longer than {MAX_DIMENSION_VALUE_CHARS} characters",
             )
+        check_characters(key, "a dimension key")
+        check_characters(item, f"dimension {key!r}")
     return value
 
 
@@ -166,6 +250,9 @@ Meter = Annotated[
     StrictStr, Field(min_length=1, max_length=MAX_METER_CHARS), BeforeValidator(_check_meter)
 ]
 Dimensions = Annotated[dict[str, str] | None, BeforeValidator(_check_dimensions)]
+NoControls = AfterValidator(check_characters)
+"""Refuses a string with control characters; after the length checks, so those keep their
+own reason codes (``empty_field``, ``field_too_long``)."""
 
 
 class UsageEvent(BaseModel):
@@ -177,13 +264,13 @@ class UsageEvent(BaseModel):
 
     model_config = ConfigDict(extra="ignore", frozen=True)
 
-    id: Annotated[StrictStr, Field(min_length=1, max_length=MAX_ID_CHARS)]
-    tenant_id: Annotated[StrictStr, Field(min_length=1, max_length=MAX_TENANT_CHARS)]
+    id: Annotated[StrictStr, Field(min_length=1, max_length=MAX_ID_CHARS), NoControls]
+    tenant_id: Annotated[StrictStr, Field(min_length=1, max_length=MAX_TENANT_CHARS), NoControls]
     meter: Meter
     quantity: Quantity
     timestamp: Timestamp
     dimensions: Dimensions = None
-    source: Annotated[StrictStr | None, Field(max_length=MAX_SOURCE_CHARS)] = None
+    source: Annotated[StrictStr | None, Field(max_length=MAX_SOURCE_CHARS), NoControls] = None
 
 
 CLOUDEVENT_FIELDS = {

@@ -14,7 +14,7 @@ refuses take the same exact path.
 from __future__ import annotations
 
 import json
-from decimal import Decimal
+from decimal import Decimal, InvalidOperation
 from typing import Any
 
 import orjson
@@ -22,6 +22,7 @@ from pydantic import ValidationError
 from pydantic_core import PydanticCustomError
 
 from meterwax.operators.contract import (
+    HEARTBEAT_MARKER,
     UsageEvent,
     cloudevent_to_native,
     describe_error,
@@ -34,9 +35,6 @@ from meterwax.operators.reasons import Reason
 
 DEFAULT_MAX_EVENT_BYTES = 64 * 1024
 """Larger messages are quarantined as ``payload_too_large`` (the raw bytes are kept)."""
-
-HEARTBEAT_MARKER = "meterwax_control"
-"""A JSON object with ``{"meterwax_control": "heartbeat", "timestamp": …}`` is a heartbeat."""
 
 
 Decoded = Event | Heartbeat | Rejection
@@ -110,7 +108,7 @@ def _read_json_exactly(raw: bytes, *, check_unicode: bool) -> Any:
     """Parse with the standard library, keeping numbers with a fraction as exact Decimals."""
     try:
         text = raw.decode("utf-8")
-        document = json.loads(text, parse_float=Decimal)
+        document = json.loads(text, parse_float=_exact_float, parse_int=_exact_int)
     except UnicodeDecodeError as error:
         return Rejection(
             Reason.MALFORMED_JSON,
@@ -123,6 +121,34 @@ def _read_json_exactly(raw: bytes, *, check_unicode: bool) -> Any:
             Reason.MALFORMED_JSON, "payload has a \\u escape that is not valid Unicode"
         )
     return document
+
+
+def _exact_float(text: str) -> Decimal:
+    """A JSON number with a fraction or an exponent, exactly as written.
+
+    An exponent Decimal cannot hold (``0.0e1000000000000000001``) is clamped far outside
+    decimal(38, 9), where the contract rejects it, or kept at zero for a zero mantissa: the
+    value is then still what the text says for every purpose the contract has.
+    """
+    try:
+        return Decimal(text)
+    except InvalidOperation:
+        mantissa, _, exponent = text.lower().partition("e")
+        if not mantissa.strip("-0."):
+            return Decimal(0)
+        return Decimal(f"{mantissa}E{'-' if exponent.startswith('-') else ''}{_FAR_EXPONENT}")
+
+
+_FAR_EXPONENT = 10**9
+
+
+def _exact_int(text: str) -> int | Decimal:
+    """A JSON integer: an int, or a Decimal when it is too long for Python's int parser."""
+    return int(text) if len(text) <= _INT_DIGITS_LIMIT else Decimal(text)
+
+
+_INT_DIGITS_LIMIT = 4000
+"""Below Python's 4,300-digit limit on parsing (and printing) an int."""
 
 
 def _has_fractional_quantity(document: Any) -> bool:

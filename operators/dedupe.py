@@ -1,15 +1,19 @@
-"""A compact index of idempotency keys, remembered for a horizon of event time.
+"""A compact index of idempotency keys and their content, remembered for a horizon of event time.
 
-Each (tenant_id, id) key is reduced to a 128-bit BLAKE2b digest (a collision is not expected in
-the lifetime of the universe at any realistic event rate; 64 bits would be expected to drop one
-legitimate event somewhere in ~10¹² events, which billing cannot accept) and stored with the
-minute of its event time. Recent keys live in a dict; older ones are merged into three sorted
-numpy columns, about 20 bytes a key, searched once per batch with one vectorised call. Recent
-keys are merged once they are 8,192 or a sixteenth of the frozen ones, whichever is more,
-which keeps the whole index under 26 bytes a key in steady state.
+Each (tenant_id, id) key is reduced to 96 bits of a BLAKE2b digest (with a billion keys alive
+in one partition, the chance that two collide, and one legitimate event is taken for a
+retry, is about 6·10⁻¹²) and stored with a 32-bit fingerprint of the event's content (meter,
+quantity, time, dimensions) and the minute of its event time. A copy of a key with another
+fingerprint is a *conflicting* duplicate: a producer bug billing must see, not a retry.
 
-Semantics (deterministic, independent of batch sizes and of when maintenance runs): a key is a
-duplicate if it was added before and its minute ``b`` is still alive, i.e.
+Recent keys live in a dict; older ones are merged into three sorted numpy columns, 20 bytes a
+key (key and fingerprint in two 64-bit words, the minute in 32 bits), searched once per batch
+with one vectorised call. Recent keys are merged once they are 8,192 or a sixteenth of the
+frozen ones, whichever is more, which keeps the whole index near 21 bytes a key in steady
+state; the fingerprints cost nothing extra.
+
+Semantics (deterministic, independent of batch sizes and of when maintenance runs): a key is
+seen if it was remembered before and its minute ``b`` is still alive, i.e.
 ``(b + 1) · minute > max_event_time − horizon`` at the moment of the check. Maintenance only
 discards keys that can never be alive again, because the partition's max event time only grows.
 """
@@ -17,6 +21,7 @@ discards keys that can never be alive again, because the partition's max event t
 from __future__ import annotations
 
 import hashlib
+import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -26,15 +31,36 @@ BUCKET_US = 60_000_000
 """Keys are aged by the minute of their event time."""
 NOT_FOUND = np.iinfo(np.int32).min
 """Bucket value meaning "not in the frozen columns"."""
-_DIGEST_BYTES = 16
+UNKNOWN_CONTENT = 0
+"""The fingerprint of keys remembered before fingerprints existed (a store written by
+meterwax 0.1): their copies can be told to be duplicates, not whether they conflict."""
+KEY_BYTES = 12
+_LOW_32 = np.uint64(0xFFFF_FFFF)
+_PAD = b"\0\0\0\0"
+_KEY_FORMAT = 2
+"""1: 128-bit digests without fingerprints (0.1); 2: 96-bit keys with fingerprints."""
 
 
 def dedupe_key(tenant_id: str, event_id: str) -> bytes:
-    """The 16-byte digest that stands for (tenant_id, id). Stable across processes and runs."""
+    """The 12-byte key that stands for (tenant_id, id). Stable across processes and runs.
+
+    The first 12 bytes of the 16-byte BLAKE2b digest that meterwax 0.1 stored whole, so keys
+    in an older recovery store still match.
+    """
     tenant = tenant_id.encode()
     return hashlib.blake2b(
-        len(tenant).to_bytes(2, "little") + tenant + event_id.encode(), digest_size=_DIGEST_BYTES
-    ).digest()
+        len(tenant).to_bytes(2, "little") + tenant + event_id.encode(), digest_size=16
+    ).digest()[:KEY_BYTES]
+
+
+def content_fingerprint(
+    meter: str, quantity_nanos: int, time_us: int, dimensions: dict[str, str] | None
+) -> int:
+    """32 bits that differ, but for a 2⁻³² chance, when two copies differ in what is billed."""
+    text = f"{meter}\x1f{quantity_nanos}\x1f{time_us}"
+    if dimensions:
+        text += "\x1f" + "\x1e".join(f"{k}\x1d{v}" for k, v in sorted(dimensions.items()))
+    return zlib.crc32(text.encode()) or 1  # 0 is UNKNOWN_CONTENT
 
 
 def bucket_of(time_us: int) -> int:
@@ -57,17 +83,21 @@ class DedupeSnapshot:
     word1: np.ndarray
     buckets: np.ndarray
     pending: dict[bytes, int]
+    """Recent keys: key → ``bucket << 32 | fingerprint``."""
+    key_format: int = _KEY_FORMAT
 
 
 class DedupeIndex:
-    """Set of key digests with an event-time age, in about 20 bytes a key.
+    """Set of keys with a content fingerprint and an event-time age, in about 20 bytes a key.
 
     Use it a batch at a time::
 
-        frozen = index.lookup(digests)            # one vectorised search per batch
-        for i, digest in enumerate(digests):      # then, in offset order:
-            duplicate = index.check_and_add(digest, frozen[i], bucket, oldest_alive)
-        index.maintain(oldest_alive)              # merge recent keys, forget dead ones
+        buckets, contents = index.lookup(keys)          # one vectorised search per batch
+        for i, key in enumerate(keys):                  # then, in offset order:
+            seen = index.find(key, buckets[i], contents[i], oldest_alive)
+            if seen is None and counted:                # a first copy that was counted
+                index.remember(key, bucket, fingerprint, oldest_alive)
+        index.maintain(oldest_alive)                    # merge recent keys, forget dead ones
     """
 
     def __init__(self, snapshot: DedupeSnapshot | None = None, *, merge_every: int = 8_192) -> None:
@@ -79,10 +109,25 @@ class DedupeIndex:
             self._word1 = np.empty(0, dtype=np.uint64)
             self._buckets = np.empty(0, dtype=np.int32)
             self._pending: dict[bytes, int] = {}
+        elif getattr(snapshot, "key_format", 1) == 1:
+            self._load_0_1(snapshot)
         else:
             self._word0, self._word1 = snapshot.word0, snapshot.word1
             self._buckets = snapshot.buckets
             self._pending = dict(snapshot.pending)
+
+    def _load_0_1(self, snapshot: DedupeSnapshot) -> None:
+        """A snapshot of meterwax 0.1: 128-bit digests, no fingerprints.
+
+        The first 96 bits of each digest are this version's key; the content is unknown.
+        """
+        self._word0 = snapshot.word0
+        self._word1 = snapshot.word1 & _LOW_32
+        self._buckets = snapshot.buckets
+        self._pending = {
+            digest[:KEY_BYTES]: (bucket << 32) | UNKNOWN_CONTENT
+            for digest, bucket in snapshot.pending.items()
+        }
 
     def __len__(self) -> int:
         return len(self._word0) + len(self._pending)
@@ -92,52 +137,65 @@ class DedupeIndex:
         """Approximate memory held by the index (frozen columns plus the recent-keys dict)."""
         pending = 0
         if self._pending:
-            # dict slot (~3 words + load factor) plus one 16-byte bytes object (49 bytes) per key.
-            pending = len(self._pending) * (8 * 3 * 3 // 2 + 49)
+            # dict slot (~3 words + load factor), a 12-byte bytes object (45 bytes) and an int
+            # of bucket and fingerprint (36 bytes) per key.
+            pending = len(self._pending) * (8 * 3 * 3 // 2 + 45 + 36)
         return self._word0.nbytes + self._word1.nbytes + self._buckets.nbytes + pending
 
-    def lookup(self, digests: Sequence[bytes]) -> np.ndarray:
-        """For each digest, the newest bucket it has in the frozen columns, or NOT_FOUND."""
-        found = np.full(len(digests), NOT_FOUND, dtype=np.int32)
+    def lookup(self, keys: Sequence[bytes]) -> tuple[np.ndarray, np.ndarray]:
+        """For each key, the newest (bucket, fingerprint) in the frozen columns.
+
+        The bucket is NOT_FOUND where the key has no frozen entry.
+        """
+        found = np.full(len(keys), NOT_FOUND, dtype=np.int32)
+        contents = np.zeros(len(keys), dtype=np.uint32)
         size = len(self._word0)
-        if not digests or size == 0:
-            return found
-        query = np.frombuffer(b"".join(digests), dtype="<u8").reshape(-1, 2)
+        if not keys or size == 0:
+            return found, contents
+        query = np.frombuffer(_PAD.join(keys) + _PAD, dtype="<u8").reshape(-1, 2)
         query0, query1 = query[:, 0], query[:, 1]
         position = np.searchsorted(self._word0, query0)
         clipped = np.minimum(position, size - 1)
         first_word = self._word0[clipped] == query0
-        exact = first_word & (self._word1[clipped] == query1)
+        exact = first_word & ((self._word1[clipped] & _LOW_32) == query1)
         found[exact] = self._buckets[clipped[exact]]
+        contents[exact] = (self._word1[clipped[exact]] >> np.uint64(32)).astype(np.uint32)
         # A first word shared by more than one stored key: a re-added key, or a 64-bit collision.
         # Rare; resolve those exactly by scanning the run.
         following = np.minimum(clipped + 1, size - 1)
         run = first_word & (clipped + 1 < size) & (self._word0[following] == query0)
         for i in np.flatnonzero(run | (first_word & ~exact)):
-            found[i] = self._scan_run(int(clipped[i]), int(query0[i]), int(query1[i]))
-        return found
+            found[i], contents[i] = self._scan_run(int(clipped[i]), int(query0[i]), int(query1[i]))
+        return found, contents
 
-    def _scan_run(self, start: int, word0: int, word1: int) -> int:
-        newest = NOT_FOUND
+    def _scan_run(self, start: int, word0: int, key_low: int) -> tuple[int, int]:
+        newest, content = NOT_FOUND, UNKNOWN_CONTENT
         index = start
         while index < len(self._word0) and int(self._word0[index]) == word0:
-            if int(self._word1[index]) == word1:
-                newest = max(newest, int(self._buckets[index]))
+            word1 = int(self._word1[index])
+            if word1 & 0xFFFF_FFFF == key_low and int(self._buckets[index]) > newest:
+                newest, content = int(self._buckets[index]), word1 >> 32
             index += 1
-        return newest
+        return newest, content
 
-    def check_and_add(
-        self, digest: bytes, frozen_bucket: int, bucket: int, oldest_alive: int
-    ) -> bool:
-        """Return True if ``digest`` is an alive duplicate; otherwise remember it, return False."""
+    def find(
+        self, key: bytes, frozen_bucket: int, frozen_content: int, oldest_alive: int
+    ) -> int | None:
+        """The remembered fingerprint of ``key`` if it is alive, else None.
+
+        ``frozen_bucket`` and ``frozen_content`` are this key's answer from :meth:`lookup`.
+        """
         if frozen_bucket >= oldest_alive:
-            return True
-        recent = self._pending.get(digest)
-        if recent is not None and recent >= oldest_alive:
-            return True
+            return frozen_content
+        recent = self._pending.get(key)
+        if recent is not None and recent >> 32 >= oldest_alive:
+            return recent & 0xFFFF_FFFF
+        return None
+
+    def remember(self, key: bytes, bucket: int, content: int, oldest_alive: int) -> None:
+        """Remember ``key`` (not alive now) with its minute and content fingerprint."""
         if bucket >= oldest_alive:  # a key already dead could never match: not worth keeping
-            self._pending[digest] = bucket
-        return False
+            self._pending[key] = (bucket << 32) | content
 
     def maintain(self, oldest_alive: int) -> None:
         """Merge recent keys into the frozen columns when there are many; drop dead keys.
@@ -154,13 +212,20 @@ class DedupeIndex:
             keep = self._buckets >= oldest_alive
             self._word0, self._word1 = self._word0[keep], self._word1[keep]
             self._buckets = self._buckets[keep]
-        if self._pending and min(self._pending.values()) < oldest_alive:
-            self._pending = {d: b for d, b in self._pending.items() if b >= oldest_alive}
+        if self._pending and min(v >> 32 for v in self._pending.values()) < oldest_alive:
+            self._pending = {k: v for k, v in self._pending.items() if v >> 32 >= oldest_alive}
 
     def _merge_pending(self) -> None:
-        digests = list(self._pending)
-        words = np.frombuffer(b"".join(digests), dtype="<u8").reshape(-1, 2)
-        buckets = np.fromiter(self._pending.values(), dtype=np.int32, count=len(digests))
+        keys = list(self._pending)
+        values = list(self._pending.values())
+        words = np.frombuffer(
+            b"".join(
+                k + (v & 0xFFFF_FFFF).to_bytes(4, "little")
+                for k, v in zip(keys, values, strict=True)
+            ),
+            dtype="<u8",
+        ).reshape(-1, 2)
+        buckets = np.fromiter((v >> 32 for v in values), dtype=np.int32, count=len(keys))
         order = np.argsort(words[:, 0], kind="stable")
         new0, new1, new_buckets = words[order, 0], words[order, 1], buckets[order]
         at = np.searchsorted(self._word0, new0)

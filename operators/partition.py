@@ -4,18 +4,24 @@ One :class:`PartitionMeter` owns one ordered input log (a Kafka partition or a f
 each message once, in offset order, and decides from the input alone (never the wall clock)
 what becomes of it:
 
-====================  ==================================================================
-outcome               rule (checked in this order)
-====================  ==================================================================
-quarantine            the message does not decode or fails the event contract
-heartbeat             a control record: advances the partition's event time, nothing else
-future_timestamp      event time > clock + max_future; the clock is the Kafka timestamp of
-                      the message when there is one, else the partition watermark
-duplicate             its (tenant_id, id) was seen within the dedupe horizon
-too_late              event time < watermark − correction horizon
-late                  its window has already closed → late-event channel (corrections)
-counted               otherwise → ledger, and into its open window
-====================  ==================================================================
+=====================  =================================================================
+outcome                rule (checked in this order)
+=====================  =================================================================
+quarantine             the message does not decode or fails the event contract
+heartbeat              a control record: advances the partition's event time, nothing else
+future_timestamp       event time > clock + max_future; the clock is the Kafka timestamp
+                       of the message when there is one, else the partition watermark
+duplicate              its (tenant_id, id) was counted within the dedupe horizon, with the
+                       same meter, quantity, time and dimensions
+conflicting_duplicate  … with other content: quarantined (the counted copy stays)
+too_late               event time < watermark − correction horizon
+late                   its window has already closed → late-event channel (corrections)
+window_overflow        counting it would take its window past decimal(38, 9)
+counted                otherwise → ledger, and into its open window
+=====================  =================================================================
+
+Only a counted or late event's key is remembered: a retry of an event a rule rejected is
+judged by the rules again, never taken for a duplicate of something that was not counted.
 
 The watermark is ``max event time seen − allowed lateness`` and a window closes the moment
 the watermark reaches its end. At end of input every open window is closed and the partition
@@ -36,9 +42,11 @@ from meterwax.operators.decode import DEFAULT_MAX_EVENT_BYTES, Event, Rejection,
 from meterwax.operators.dedupe import (
     BUCKET_US,
     NOT_FOUND,
+    UNKNOWN_CONTENT,
     DedupeIndex,
     DedupeSnapshot,
     alive_from,
+    content_fingerprint,
     dedupe_key,
 )
 from meterwax.operators.fast_validate import fast_event
@@ -54,7 +62,7 @@ from meterwax.operators.records import (
     closed_at,
     flushed_after,
 )
-from meterwax.operators.timeline import DAY_US, MINUTE_US, SECOND_US
+from meterwax.operators.timeline import DAY_US, MINUTE_US, SECOND_US, format_micros, format_nanos
 from meterwax.operators.windows import ClosedWindow, OpenWindows, window_start
 
 _NO_TIME = -(1 << 62)
@@ -191,10 +199,10 @@ class PartitionMeter:
             or decode(payload, max_bytes=limit, fast=False)
             for payload in batch.payloads
         ]
-        digests = [
+        keys = [
             dedupe_key(item.tenant_id, item.id) if type(item) is Event else None for item in decoded
         ]
-        frozen = self._frozen_buckets(digests)
+        frozen_buckets, frozen_contents = self._frozen(keys)
 
         # The loop below is the hot path of the whole flow: state lives in locals, "no time yet"
         # is a sentinel instead of None, and counters are plain ints until the end.
@@ -229,12 +237,25 @@ class PartitionMeter:
                         Reason.FUTURE_TIMESTAMP,
                         f"timestamp is {_seconds(time_us - clock)} ahead of the partition "
                         f"clock (limit {_seconds(max_future)})",
+                        item if kind is Event else None,
                     )
                     continue
             if kind is Event:
-                if dedupe.check_and_add(digests[i], frozen[i], time_us // BUCKET_US, oldest_alive):
-                    duplicates += 1
+                key = keys[i]
+                content = content_fingerprint(
+                    item.meter, item.quantity_nanos, time_us, item.dimensions
+                )
+                seen = dedupe.find(key, frozen_buckets[i], frozen_contents[i], oldest_alive)
+                if seen is not None:
+                    if seen in (content, UNKNOWN_CONTENT):
+                        duplicates += 1
+                    else:
+                        self._quarantine(
+                            out, batch, i, Reason.CONFLICTING_DUPLICATE, _conflict(item), item
+                        )
                     continue
+                # Only a copy that is counted (now, or late by the correction flow) is
+                # remembered: a retry of a rejected event is judged by the same rules again.
                 watermark = max_event - lateness
                 if (
                     correction_horizon is not None
@@ -248,16 +269,29 @@ class PartitionMeter:
                         Reason.TOO_LATE,
                         f"timestamp is {_seconds(watermark - time_us)} behind the watermark "
                         f"(correction horizon {_seconds(correction_horizon)})",
+                        item,
                     )
                     continue
-                start = time_us - time_us % window_us
+                start = time_us - time_us % window_us  # windows.window_start, inlined
                 if start + window_us <= closed_until:
+                    dedupe.remember(key, time_us // BUCKET_US, content, oldest_alive)
                     late_count += 1
-                    late.append(LateRow(item, offset, watermark))
+                    late.append(LateRow(item, offset, watermark, start))
                     continue
+                if not windows.add(item.tenant_id, item.meter, start, item.quantity_nanos):
+                    self._quarantine(
+                        out,
+                        batch,
+                        i,
+                        Reason.WINDOW_OVERFLOW,
+                        f"counting quantity {format_nanos(item.quantity_nanos)} would take the "
+                        f"window's total past decimal(38, 9)",
+                        item,
+                    )
+                    continue
+                dedupe.remember(key, time_us // BUCKET_US, content, oldest_alive)
                 counted += 1
                 ledger.append(LedgerRow(item, offset))
-                windows.add(item.tenant_id, item.meter, start, item.quantity_nanos)
             else:
                 heartbeats += 1
             if time_us > max_event:  # event time moves forward: maybe close windows
@@ -312,11 +346,20 @@ class PartitionMeter:
             windows=self._windows.snapshot(),
         )
 
-    def _frozen_buckets(self, digests: list[bytes | None]) -> list[int]:
-        """The dedupe index's frozen bucket for each message (NOT_FOUND where it has none)."""
-        present = [d for d in digests if d is not None]
-        found = iter(self._dedupe.lookup(present).tolist())
-        return [next(found) if d is not None else NOT_FOUND for d in digests]
+    def _frozen(self, keys: list[bytes | None]) -> tuple[list[int], list[int]]:
+        """The dedupe index's frozen (bucket, fingerprint) of each message's key.
+
+        NOT_FOUND where the message has no key or the key no frozen entry.
+        """
+        present = [k for k in keys if k is not None]
+        buckets, contents = self._dedupe.lookup(present)
+        if len(present) == len(keys):
+            return buckets.tolist(), contents.tolist()
+        found_buckets, found_contents = iter(buckets.tolist()), iter(contents.tolist())
+        return (
+            [next(found_buckets) if k is not None else NOT_FOUND for k in keys],
+            [next(found_contents) if k is not None else UNKNOWN_CONTENT for k in keys],
+        )
 
     def _emit_windows(
         self, out: PartitionOutput, closed: list[ClosedWindow], position: int
@@ -336,8 +379,15 @@ class PartitionMeter:
         )
 
     def _quarantine(
-        self, out: PartitionOutput, batch: SourceBatch, i: int, reason: Reason, detail: str
+        self,
+        out: PartitionOutput,
+        batch: SourceBatch,
+        i: int,
+        reason: Reason,
+        detail: str,
+        event: Event | None = None,
     ) -> None:
+        """Quarantine message ``i``; ``event`` when it was a valid event a rule rejected."""
         out.counters["quarantined"] += 1
         out.counters[f"quarantined.{reason.value}"] += 1
         out.quarantine.append(
@@ -350,8 +400,20 @@ class PartitionMeter:
                 kafka_timestamp_ms=batch.timestamps_ms[i]
                 if batch.timestamps_ms is not None
                 else None,
+                tenant_id=event.tenant_id if event is not None else None,
+                event_id=event.id if event is not None else None,
             )
         )
+
+
+def _conflict(event: Event) -> str:
+    """The detail of a conflicting duplicate: this copy's billed content."""
+    return (
+        f"id {event.id!r} of tenant {event.tenant_id!r} was counted before with another meter, "
+        f"quantity, time or dimensions (the counted copy is in events); this copy: meter "
+        f"{event.meter}, quantity {format_nanos(event.quantity_nanos)}, timestamp "
+        f"{format_micros(event.time_us)}, dimensions {event.dimensions or {}}"
+    )
 
 
 def _seconds(micros: int) -> str:

@@ -31,7 +31,8 @@ class Reason(StrEnum):
     INVALID_QUANTITY = "invalid_quantity"
     """The quantity is not a finite, non-negative decimal that fits decimal(38, 9)."""
     INVALID_TIMESTAMP = "invalid_timestamp"
-    """The timestamp is not an RFC 3339 date-time with a UTC offset."""
+    """The timestamp is not an RFC 3339 date-time with a UTC offset, or its instant is outside
+    the supported range of event times (1970-01-01T00:00:00Z up to 3000-01-01T00:00:00Z)."""
     TOO_MANY_DIMENSIONS = "too_many_dimensions"
     """The event carries more dimensions than allowed."""
     INVALID_DIMENSIONS = "invalid_dimensions"
@@ -42,3 +43,12 @@ class Reason(StrEnum):
     """The event time is further ahead of the partition's clock than allowed."""
     TOO_LATE = "too_late"
     """The event time is behind the watermark by more than the correction horizon."""
+    INVALID_CHARACTERS = "invalid_characters"
+    """A string field (id, tenant_id, source, a dimension key or value) holds a control
+    character (U+0000–U+001F, U+007F–U+009F)."""
+    WINDOW_OVERFLOW = "window_overflow"
+    """Counting the event would take its window's total past decimal(38, 9): the window keeps
+    the events before it, in offset order, and this one is not counted."""
+    CONFLICTING_DUPLICATE = "conflicting_duplicate"
+    """Its (tenant_id, id) was counted before with another meter, quantity, time or
+    dimensions: a producer bug billing must see. The counted copy stays in ``events``."""

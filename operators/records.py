@@ -70,6 +70,8 @@ class LateRow(NamedTuple):
     offset: int
     watermark_us: int
     """The partition's watermark when the event arrived (explains why it was late)."""
+    window_start_us: int
+    """The start of the (closed) window the event belongs to."""
 
 
 class QuarantineRow(NamedTuple):
@@ -81,6 +83,11 @@ class QuarantineRow(NamedTuple):
     raw: bytes | None
     key: bytes | None = None
     kafka_timestamp_ms: int | None = None
+    tenant_id: str | None = None
+    """Set when the message was a valid event that a rule rejected (duplicate with other
+    content, too late, in the future, overflowing its window), so it can be joined with the
+    ledger; None for messages that do not decode."""
+    event_id: str | None = None
 
 
 class WindowRow(NamedTuple):

@@ -26,3 +26,15 @@ def to_micros(moment: datetime) -> int:
 def from_micros(micros: int) -> datetime:
     """The aware UTC ``datetime`` of a count of microseconds since the epoch."""
     return EPOCH + micros * MICROSECOND
+
+
+def format_micros(micros: int) -> str:
+    """RFC 3339 in UTC with microseconds, e.g. ``2026-03-02T12:00:00.500000Z``."""
+    return from_micros(micros).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def format_nanos(nanos: int) -> str:
+    """A quantity of nano-units as the exact decimal it stands for (``1500000000`` → ``1.5``)."""
+    whole, fraction = divmod(abs(nanos), 10**9)
+    text = f"{whole}.{fraction:09d}".rstrip("0").rstrip(".")
+    return f"-{text}" if nanos < 0 else text

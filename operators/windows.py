@@ -9,6 +9,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from meterwax.operators.contract import MAX_QUANTITY_NANOS
+
 
 def window_start(time_us: int, length_us: int) -> int:
     """The start of the window that contains ``time_us``."""
@@ -51,9 +53,10 @@ class OpenWindows:
     def __len__(self) -> int:
         return sum(len(group) for group in self._by_start.values())
 
-    def add(self, tenant_id: str, meter: str, start: int, quantity_nanos: int) -> None:
+    def add(self, tenant_id: str, meter: str, start: int, quantity_nanos: int) -> bool:
         """Count one event into the window that starts at ``start`` (its :func:`window_start`).
 
+        Returns False, and counts nothing, if the window's total would pass decimal(38, 9).
         The caller passes the start rather than the event time because it has just computed it
         to decide whether the window is still open.
         """
@@ -66,9 +69,12 @@ class OpenWindows:
         totals = group.get((tenant_id, meter))
         if totals is None:
             group[(tenant_id, meter)] = [quantity_nanos, 1]
+        elif totals[0] + quantity_nanos > MAX_QUANTITY_NANOS:
+            return False
         else:
             totals[0] += quantity_nanos
             totals[1] += 1
+        return True
 
     def close_until(self, watermark_us: int) -> list[ClosedWindow]:
         """Remove and return every window with ``end <= watermark_us``, sorted by key."""

@@ -12,6 +12,7 @@ from datetime import datetime
 import numpy as np
 import pyarrow as pa
 
+from meterwax.operators.contract import MAX_QUANTITY_NANOS
 from meterwax.operators.decode import Event
 from meterwax.operators.records import LateRow, LedgerRow, QuarantineRow, SourcePartition, WindowRow
 from meterwax.operators.timeline import DAY_US
@@ -36,6 +37,10 @@ def decimal_column(nanos: Sequence[int]) -> pa.Array:
     try:
         unscaled = np.asarray(nanos, dtype=np.int64)
     except OverflowError:
+        too_large = [v for v in nanos if abs(v) > MAX_QUANTITY_NANOS]
+        if too_large:  # a rule upstream failed: never store a value no reader can trust
+            msg = f"{len(too_large)} value(s) past decimal(38, 9), e.g. {too_large[0]} nano-units"
+            raise ValueError(msg) from None
         buffer = b"".join(value.to_bytes(16, "little", signed=True) for value in nanos)
         return pa.Array.from_buffers(QUANTITY, len(nanos), [None, pa.py_buffer(buffer)])
     return pa.array(unscaled).cast(pa.decimal128(38, 0)).view(QUANTITY)
@@ -116,12 +121,11 @@ def ledger_table(where: SourcePartition, rows: Sequence[LedgerRow], counted_by: 
     return pa.Table.from_pydict(columns, schema=EVENTS.schema)
 
 
-def late_table(where: SourcePartition, rows: Sequence[LateRow], window_us: int) -> pa.Table:
+def late_table(where: SourcePartition, rows: Sequence[LateRow]) -> pa.Table:
     """Rows for the ``late_events`` channel."""
     columns = event_columns([r.event for r in rows])
     columns.update(_origin_columns(where, [r.offset for r in rows]))
-    starts = [r.event.time_us - r.event.time_us % window_us for r in rows]
-    columns["window_start"] = timestamp_column(starts)
+    columns["window_start"] = timestamp_column([r.window_start_us for r in rows])
     columns["watermark"] = timestamp_column([r.watermark_us for r in rows])
     return pa.Table.from_pydict(columns, schema=LATE_EVENTS.schema)
 
@@ -143,6 +147,8 @@ def quarantine_table(
     columns["reason"] = pa.array([r.reason for r in rows], pa.string())
     columns["detail"] = pa.array([r.detail for r in rows], pa.string())
     columns["flow"] = pa.array([flow] * len(rows), pa.string())
+    columns["tenant_id"] = pa.array([r.tenant_id for r in rows], pa.string())
+    columns["event_id"] = pa.array([r.event_id for r in rows], pa.string())
     return pa.Table.from_pydict(columns, schema=QUARANTINE.schema)
 
 

@@ -1,23 +1,33 @@
 """A meterwax lake: one root (a local directory or an object-store URI) holding its Delta tables.
 
-The lake also remembers the window length it was built with (a table property of
-``usage_windows``), because windows of two lengths can never be reconciled against one ledger.
+The lake also remembers the counting rules it was created with (window length, allowed
+lateness, horizons, maximum event size: table properties of ``usage_windows``) and refuses a
+run with other ones. Windows of two lengths can never be reconciled against one ledger, and
+replay and corrections must classify every message exactly as the main flow did, so they read
+the rules from the lake rather than from their own flags.
 """
 
 from __future__ import annotations
 
+import json
 import os
+from dataclasses import fields
 from pathlib import Path
 
+import pyarrow as pa
 from deltalake import DeltaTable
+from deltalake import Field as DeltaField
 from deltalake.exceptions import DeltaError, TableNotFoundError
 
 from meterwax.durations import format_duration_us
-from meterwax.errors import LakeError, WindowLengthError
+from meterwax.errors import LakeError, LakeRulesError
+from meterwax.operators.partition import MeteringRules
 from meterwax.sinks.delta_writes import CommitStats, retry_commit
 from meterwax.sinks.schemas import ALL_TABLES, EVENTS, USAGE_WINDOWS, TableSpec
 
 WINDOW_PROPERTY = "meterwax.window_us"
+RULES_PROPERTY = "meterwax.rules"
+"""The rules as JSON (every field of MeteringRules); lakes of meterwax 0.1 have the window only."""
 
 
 def _has_scheme(root: str) -> bool:
@@ -87,8 +97,12 @@ class Lake:
         """
         return self.table(EVENTS).metadata().id
 
-    def ensure_tables(self, window_us: int) -> None:
-        """Create every missing table; refuse a lake built with another window length."""
+    def ensure_tables(self, rules: MeteringRules) -> None:
+        """Create every missing table (and missing column); refuse a lake with other rules.
+
+        A lake created by meterwax 0.1 remembers only its window length: its other rules are
+        recorded now, from ``rules``.
+        """
         if not _has_scheme(self.root):
             try:
                 Path(self.root).mkdir(parents=True, exist_ok=True)
@@ -98,7 +112,7 @@ class Lake:
         for spec in ALL_TABLES:
             properties = dict(spec.properties)
             if spec is USAGE_WINDOWS:
-                properties[WINDOW_PROPERTY] = str(window_us)
+                properties.update(_rule_properties(rules))
 
             def create(spec: TableSpec = spec, properties: dict[str, str] = properties) -> None:
                 DeltaTable.create(
@@ -114,17 +128,99 @@ class Lake:
             # The processes of a multi-process run start together and all create the tables:
             # the loser of a race gets a commit conflict, and its retry finds the table there.
             retry_commit(create, f"create table {spec.name}", CommitStats())
-        existing = self.window_us()
-        if existing is not None and existing != window_us:
+            self._add_missing_columns(spec)
+        self._check_rules(rules)
+
+    def _add_missing_columns(self, spec: TableSpec) -> None:
+        """Columns added to a table's schema since the lake was created (all nullable)."""
+
+        def add() -> None:
+            table = self.table(spec)
+            present = {field.name for field in pa.schema(table.schema().to_arrow())}
+            missing = [f for f in spec.schema if f.name not in present]
+            if missing:
+                table.alter.add_columns([DeltaField.from_arrow(f) for f in missing])
+
+        retry_commit(add, f"add columns to {spec.name}", CommitStats())
+
+    def _check_rules(self, rules: MeteringRules) -> None:
+        recorded = self.recorded_rules()
+        differences = {
+            name: (value, getattr(rules, name))
+            for name, value in recorded.items()
+            if value != getattr(rules, name)
+        }
+        if differences:
+            shown = [
+                f"holds {_show(name, had)} windows; this run asks for {_show(name, asked)}"
+                if name == "window_us"
+                else f"counts with {_RULE_LABELS[name]} {_show(name, had)}; this run asks for "
+                f"{_show(name, asked)}"
+                for name, (had, asked) in differences.items()
+            ]
             msg = (
-                f"lake {self.root} holds {format_duration_us(existing)} windows; this run asks "
-                f"for {format_duration_us(window_us)} (a lake keeps one window length for life)"
+                f"lake {self.root} {'. It '.join(shown)}. A lake keeps its rules for life, so "
+                "that replays and corrections classify every message as the main flow did"
             )
-            raise WindowLengthError(msg, existing_us=existing, requested_us=window_us)
+            raise LakeRulesError(msg, differences)
+        if set(recorded) != set(RULE_NAMES):
+
+            def record() -> None:
+                table = self.table(USAGE_WINDOWS)
+                if RULES_PROPERTY not in table.metadata().configuration:
+                    table.alter.set_table_properties(
+                        _rule_properties(rules), raise_if_not_exists=False
+                    )
+
+            retry_commit(record, "record the lake's rules", CommitStats())
+
+    def recorded_rules(self) -> dict[str, int | None]:
+        """The rules the lake remembers, by MeteringRules field (empty for a new lake)."""
+        if not self.exists(USAGE_WINDOWS):
+            return {}
+        configuration = self.table(USAGE_WINDOWS).metadata().configuration
+        if RULES_PROPERTY in configuration:
+            recorded = json.loads(configuration[RULES_PROPERTY])
+            return {name: recorded[name] for name in RULE_NAMES if name in recorded}
+        if WINDOW_PROPERTY in configuration:
+            return {"window_us": int(configuration[WINDOW_PROPERTY])}
+        return {}
+
+    def rules(self) -> MeteringRules:
+        """The rules the main flow counts with in this lake (for corrections and replay).
+
+        A lake of meterwax 0.1 that no newer run has opened remembers only its window; its
+        other rules are then taken to be the defaults. Raises LakeError for a lake the main
+        flow never wrote.
+        """
+        recorded = self.recorded_rules()
+        if "window_us" not in recorded:
+            msg = f"lake {self.root} has no usage_windows table yet: run `meterwax run` first"
+            raise LakeError(msg)
+        return MeteringRules(**recorded)
 
     def window_us(self) -> int | None:
         """The window length the lake was created with (None if it has no windows table yet)."""
-        if not self.exists(USAGE_WINDOWS):
-            return None
-        value = self.table(USAGE_WINDOWS).metadata().configuration.get(WINDOW_PROPERTY)
-        return int(value) if value is not None else None
+        return self.recorded_rules().get("window_us")
+
+
+RULE_NAMES = tuple(field.name for field in fields(MeteringRules))
+_RULE_LABELS = {
+    "window_us": "windows of",
+    "allowed_lateness_us": "allowed lateness",
+    "dedupe_horizon_us": "dedupe horizon",
+    "correction_horizon_us": "correction horizon",
+    "max_future_us": "max future",
+    "max_event_bytes": "max event size",
+}
+
+
+def _show(name: str, value: int | None) -> str:
+    if value is None:
+        return "off"
+    return f"{value} bytes" if name == "max_event_bytes" else format_duration_us(value)
+
+
+def _rule_properties(rules: MeteringRules) -> dict[str, str]:
+    values = {name: getattr(rules, name) for name in RULE_NAMES}
+    return {WINDOW_PROPERTY: str(rules.window_us), RULES_PROPERTY: json.dumps(values)}

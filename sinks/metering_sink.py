@@ -186,9 +186,7 @@ class _PartitionWriter(StatefulSinkPartition[PartitionOutput, None]):
         self._conflicts.append(
             conflicts, lambda r: r.position, lambda rows: conflicts_table(where, rows)
         )
-        self._late.append(
-            late, lambda r: r.offset, lambda rows: late_table(where, rows, self._window_us)
-        )
+        self._late.append(late, lambda r: r.offset, lambda rows: late_table(where, rows))
         crash_point("sink.after_late")
         self._quarantine.append(
             quarantine,

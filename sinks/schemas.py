@@ -115,6 +115,8 @@ QUARANTINE = TableSpec(
             _field("reason", pa.string()),
             _field("detail", pa.string()),
             _field("flow", pa.string()),
+            _field("tenant_id", pa.string(), nullable=True),
+            _field("event_id", pa.string(), nullable=True),
         ]
     ),
     properties={"delta.appendOnly": "true"},

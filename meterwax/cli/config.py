@@ -83,28 +83,45 @@ class RulesSettings(_Settings):
     )
     max_event_bytes: int = Field(_DEFAULT_RULES.max_event_bytes, gt=0)
 
-    def rules(self) -> MeteringRules:
-        """The processor rules these settings describe; ConfigError naming the flag if unusable."""
+    def rules(self, recorded: dict[str, int | None] | None = None) -> MeteringRules:
+        """The processor rules: each from its flag or variable, else the lake's, else default.
+
+        ``recorded`` are the rules a lake remembers (:meth:`Lake.recorded_rules`): a run that
+        names no rule counts as the lake always has. ConfigError naming the flag if unusable.
+        """
+        recorded = recorded or {}
+        values = {
+            f"{name}_us" if name != "max_event_bytes" else name: getattr(self, name)
+            for name in _RULE_SETTINGS
+        }
+        for field, value in recorded.items():
+            setting = field.removesuffix("_us")
+            if setting not in self.model_fields_set:
+                values[field] = value
         try:
-            return MeteringRules(
-                window_us=self.window,
-                allowed_lateness_us=self.allowed_lateness,
-                dedupe_horizon_us=self.dedupe_horizon,
-                correction_horizon_us=self.correction_horizon,
-                max_future_us=self.max_future,
-                max_event_bytes=self.max_event_bytes,
-            )
+            return MeteringRules(**values)
         except RulesError as error:
             flag = "--" + error.setting.replace("_", "-")
             raise ConfigError(f"{flag}: {error.problem}") from None
 
-    def describe(self) -> str:
-        """One line for logs and summaries."""
-        return (
-            f"{format_duration_us(self.window)} windows, lateness "
-            f"{format_duration_us(self.allowed_lateness)}, dedupe horizon "
-            f"{format_duration_us(self.dedupe_horizon)}"
-        )
+
+_RULE_SETTINGS = (
+    "window",
+    "allowed_lateness",
+    "dedupe_horizon",
+    "correction_horizon",
+    "max_future",
+    "max_event_bytes",
+)
+
+
+def describe_rules(rules: MeteringRules) -> str:
+    """One line for logs and summaries."""
+    return (
+        f"{format_duration_us(rules.window_us)} windows, lateness "
+        f"{format_duration_us(rules.allowed_lateness_us)}, dedupe horizon "
+        f"{format_duration_us(rules.dedupe_horizon_us)}"
+    )
 
 
 def _brokers(value: object) -> object:

@@ -27,8 +27,7 @@ from meterwax.cli.commands.run import run
 from meterwax.cli.commands.topics import topics
 from meterwax.cli.commands.usage import usage
 from meterwax.cli.options import CONTEXT
-from meterwax.durations import format_duration_us
-from meterwax.errors import MeterwaxError, WindowLengthError
+from meterwax.errors import LakeRulesError, MeterwaxError
 
 
 class _Group(click.Group):
@@ -44,8 +43,11 @@ class _Group(click.Group):
 
 def _hint(error: MeterwaxError) -> str:
     """What to do about a typed error from below the command line, in terms of its flags."""
-    if isinstance(error, WindowLengthError):
-        return f"; use --window {format_duration_us(error.existing_us)} or a new lake"
+    if isinstance(error, LakeRulesError):
+        flags = " ".join(
+            "--" + name.removesuffix("_us").replace("_", "-") for name in error.differences
+        )
+        return f". Leave out {flags} (a run uses the lake's rules), or use a new lake"
     return ""
 
 

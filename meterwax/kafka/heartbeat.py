@@ -24,7 +24,7 @@ import orjson
 
 from meterwax.kafka.clients import Cluster
 from meterwax.kafka.producer import DeliveryReport, Record, RecordWriter
-from meterwax.operators.decode import HEARTBEAT_MARKER
+from meterwax.operators.contract import HEARTBEAT_MARKER
 
 
 def heartbeat_payload(now: datetime) -> bytes:

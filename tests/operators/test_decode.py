@@ -335,3 +335,85 @@ def test_a_fractional_json_number_keeps_its_exact_digits(quantity, noise):
     decoded = decode(raw)
     assert isinstance(decoded, Event)
     assert decoded.quantity_nanos == int(quantity.scaleb(9, context=Context(prec=60)))
+
+
+def _native(**fields) -> bytes:
+    document = {
+        "id": "e1",
+        "tenant_id": "acme",
+        "meter": "api_calls",
+        "quantity": 1,
+        "timestamp": "2026-03-02T12:00:00Z",
+        **fields,
+    }
+    return orjson.dumps({k: v for k, v in document.items() if v is not _GONE})
+
+
+_GONE = object()
+
+
+@pytest.mark.parametrize(
+    ("raw", "reason"),
+    [
+        (
+            b'{"id":"e","tenant_id":"t","meter":"m","quantity":'
+            + b"7" * 5000
+            + b',"timestamp":"2026-03-02T12:00:00Z"}',
+            "invalid_quantity",
+        ),
+        (_native(quantity="7" * 5000), "invalid_quantity"),
+        (_native(quantity="1e1000000"), "invalid_quantity"),
+        (_native(quantity="1e-9999999"), "invalid_quantity"),
+        (_native(quantity="0.0000000001"), "invalid_quantity"),
+        (
+            b'{"id":"e","tenant_id":"t","meter":"m","quantity":1e-9999999,"timestamp":"2026-03-02T12:00:00Z"}',
+            "invalid_quantity",
+        ),
+        (
+            b'{"id":"e","tenant_id":"t","meter":"m","quantity":0.1e1000000000000000001,"timestamp":"2026-03-02T12:00:00Z"}',
+            "invalid_quantity",
+        ),
+        (_native(quantity="١٢"), "invalid_quantity"),
+        (_native(timestamp="9999-12-31T23:30:00-01:00"), "invalid_timestamp"),
+        (_native(timestamp="1969-12-31T23:59:59Z"), "invalid_timestamp"),
+        (_native(timestamp="٢٠٢٦-03-02T12:00:00Z"), "invalid_timestamp"),
+        (_native(id="e\x001"), "invalid_characters"),
+        (_native(tenant_id="acme\n"), "invalid_characters"),
+        (_native(source="svc\x85"), "invalid_characters"),
+        (_native(dimensions={"re\x07gion": "eu"}), "invalid_characters"),
+        (_native(dimensions={"region": "e\x7fu"}), "invalid_characters"),
+        (_native(meter="api\x00calls"), "invalid_meter"),
+        (_native(specversion="1.0"), "missing_field"),  # a CloudEvent: no subject, type, time
+        (_native(meterwax_control="tick"), "invalid_type"),  # a control record, not an event
+    ],
+)
+def test_hostile_values_are_rejected_with_their_reason_by_both_paths(raw, reason):
+    for fast in (True, False):
+        decoded = decode(raw, fast=fast)
+        assert isinstance(decoded, Rejection), (fast, decoded)
+        assert decoded.reason.value == reason, (fast, decoded)
+
+
+def test_lowercase_t_and_z_are_rfc_3339_and_mean_the_same_instant():
+    upper = decode(_native(timestamp="2026-03-02T12:00:00.5Z"))
+    for text in ("2026-03-02t12:00:00.5z", "2026-03-02T12:00:00.5z", "2026-03-02 12:00:00.5Z"):
+        lower = decode(_native(timestamp=text))
+        assert isinstance(lower, Event) and lower == upper == decode(
+            _native(timestamp=text), fast=False
+        )
+
+
+def test_native_fields_with_a_heartbeat_marker_are_a_heartbeat_on_both_paths():
+    raw = _native(meterwax_control="heartbeat")
+    assert decode(raw) == decode(raw, fast=False) == Heartbeat(1_772_452_800_000_000)
+
+
+def test_a_valid_event_nested_too_deep_elsewhere_gets_the_same_answer_on_both_paths():
+    deep = (
+        b'{"id":"e","tenant_id":"t","meter":"m","quantity":1,"timestamp":"2026-03-02T12:00:00Z","x":'
+        + b"[" * 3000
+        + b"]" * 3000
+        + b"}"
+    )
+    assert decode(deep) == decode(deep, fast=False)
+    assert isinstance(decode(deep), Rejection)

@@ -2,67 +2,83 @@
 
 from __future__ import annotations
 
+import hashlib
 import pickle
 
+import numpy as np
 from hypothesis import given
 from hypothesis import strategies as st
 
 from meterwax.operators.dedupe import (
     BUCKET_US,
+    NOT_FOUND,
+    UNKNOWN_CONTENT,
     DedupeIndex,
+    DedupeSnapshot,
     alive_from,
     bucket_of,
+    content_fingerprint,
     dedupe_key,
 )
 
 MINUTE = 60_000_000
 
-# (tenant index, id index, event minute, event second)
+# (tenant index, id index, event minute, event second, content variant)
 arrivals = st.lists(
-    st.tuples(st.integers(0, 2), st.integers(0, 15), st.integers(0, 120), st.integers(0, 59)),
+    st.tuples(
+        st.integers(0, 2),
+        st.integers(0, 15),
+        st.integers(0, 120),
+        st.integers(0, 59),
+        st.integers(1, 3),
+    ),
     max_size=120,
 )
 
 
-def reference_duplicates(items, horizon_us):
-    """Plain-dict model: a key is a duplicate while its minute is alive."""
-    newest: dict[tuple[int, int], int] = {}
+def reference_seen(items, horizon_us, counted):
+    """Plain-dict model: a key is seen while its minute is alive; it answers the content it was
+    remembered with. ``counted(i)`` says whether arrival i, if new, is remembered."""
+    newest: dict[tuple[int, int], tuple[int, int]] = {}
     max_time = None
-    flags = []
-    for tenant, event_id, minute, second in items:
+    answers = []
+    for i, (tenant, event_id, minute, second, content) in enumerate(items):
         time_us = minute * MINUTE + second * 1_000_000
         key = (tenant, event_id)
         cutoff = None if max_time is None else (max_time - horizon_us) // BUCKET_US
-        seen = key in newest and (cutoff is None or newest[key] >= cutoff)
-        flags.append(seen)
-        if not seen:
-            newest[key] = time_us // BUCKET_US
+        seen = newest.get(key)
+        alive = seen is not None and (cutoff is None or seen[0] >= cutoff)
+        answers.append(seen[1] if alive else None)
+        if not alive and counted(i):
+            newest[key] = (time_us // BUCKET_US, content)
             max_time = time_us if max_time is None else max(max_time, time_us)
-    return flags
+    return answers
 
 
-def index_duplicates(items, horizon_us, batch_size, merge_every, *, restore=True):
+def index_seen(items, horizon_us, batch_size, merge_every, counted, *, restore=True):
     index = DedupeIndex(merge_every=merge_every)
     max_time = None
-    flags = []
+    answers = []
     for start in range(0, len(items), batch_size):
         batch = items[start : start + batch_size]
-        digests = [dedupe_key(f"tenant-{t}", f"id-{i}") for t, i, _, _ in batch]
-        frozen = index.lookup(digests).tolist()
-        for digest, found, (_, _, minute, second) in zip(digests, frozen, batch, strict=True):
+        keys = [dedupe_key(f"tenant-{t}", f"id-{i}") for t, i, _, _, _ in batch]
+        buckets, contents = index.lookup(keys)
+        for offset, (key, (_, _, minute, second, content)) in enumerate(
+            zip(keys, batch, strict=True)
+        ):
             time_us = minute * MINUTE + second * 1_000_000
-            duplicate = index.check_and_add(
-                digest, found, bucket_of(time_us), alive_from(max_time, horizon_us)
-            )
-            flags.append(duplicate)
-            if not duplicate:
+            oldest_alive = alive_from(max_time, horizon_us)
+            seen = index.find(key, int(buckets[offset]), int(contents[offset]), oldest_alive)
+            answers.append(seen)
+            if seen is None and counted(start + offset):
+                index.remember(key, bucket_of(time_us), content, oldest_alive)
                 max_time = time_us if max_time is None else max(max_time, time_us)
         index.maintain(alive_from(max_time, horizon_us))
         if restore:  # as after a crash: every batch resumes from the previous snapshot
             index = DedupeIndex(
                 pickle.loads(pickle.dumps(index.snapshot())), merge_every=merge_every
             )
-    return flags
+    return answers
 
 
 @given(
@@ -71,27 +87,78 @@ def index_duplicates(items, horizon_us, batch_size, merge_every, *, restore=True
     batch_size=st.integers(1, 40),
     merge_every=st.integers(1, 8),
     restore=st.booleans(),
+    rejected=st.sets(st.integers(0, 119)),
 )
 def test_index_matches_the_reference_whatever_the_batching(
-    items, horizon_minutes, batch_size, merge_every, restore
+    items, horizon_minutes, batch_size, merge_every, restore, rejected
 ):
     horizon_us = horizon_minutes * MINUTE
-    flags = index_duplicates(items, horizon_us, batch_size, merge_every, restore=restore)
-    assert flags == reference_duplicates(items, horizon_us)
+
+    def counted(i):  # arrivals a later rule rejects (too late, overflow…) are not remembered
+        return i not in rejected
+
+    answers = index_seen(items, horizon_us, batch_size, merge_every, counted, restore=restore)
+    assert answers == reference_seen(items, horizon_us, counted)
+
+
+def test_a_copy_with_other_content_is_seen_with_the_first_copys_fingerprint():
+    index = DedupeIndex(merge_every=1)
+    key = dedupe_key("acme", "e1")
+    first = content_fingerprint("api_calls", 2_000_000_000, 0, {"region": "eu"})
+    retry = content_fingerprint("api_calls", 2_000_000_000, 0, {"region": "eu"})
+    other = content_fingerprint("api_calls", 3_000_000_000, 0, {"region": "eu"})
+    assert first == retry != other
+    assert first != content_fingerprint("api_calls", 2_000_000_000, 0, {"region": "us"})
+    assert first != content_fingerprint("cpu_seconds", 2_000_000_000, 0, {"region": "eu"})
+    assert first != content_fingerprint("api_calls", 2_000_000_000, 1, {"region": "eu"})
+    alive = alive_from(None, MINUTE)
+    assert index.find(key, *map(int, (b[0] for b in index.lookup([key]))), alive) is None
+    index.remember(key, 0, first, alive)
+    assert index.find(key, NOT_FOUND, 0, alive) == first  # recent keys
+    index.maintain(alive)  # merged into the frozen columns (merge_every=1)
+    buckets, contents = index.lookup([key])
+    assert index.find(key, int(buckets[0]), int(contents[0]), alive) == first
 
 
 def test_a_key_is_forgotten_once_its_minute_leaves_the_horizon():
     index = DedupeIndex(merge_every=1)
     key = dedupe_key("acme", "e1")
-    assert not index.check_and_add(
-        key, int(index.lookup([key])[0]), bucket_of(0), alive_from(None, MINUTE)
-    )
+    index.remember(key, bucket_of(0), 7, alive_from(None, MINUTE))
     index.maintain(alive_from(0, MINUTE))
     # Still alive one horizon later...
-    assert index.check_and_add(key, int(index.lookup([key])[0]), 0, alive_from(MINUTE, MINUTE))
+    buckets, contents = index.lookup([key])
+    assert index.find(key, int(buckets[0]), int(contents[0]), alive_from(MINUTE, MINUTE)) == 7
     # ...gone when the max event time is two minutes past it.
     index.maintain(alive_from(2 * MINUTE + 1, MINUTE))
     assert len(index) == 0
+
+
+def test_a_snapshot_of_meterwax_0_1_keeps_its_keys_with_unknown_content():
+    # 0.1 stored whole 16-byte digests: frozen as two words, recent ones as dict keys.
+    def old_digest(tenant, event_id):
+        data = len(tenant).to_bytes(2, "little") + tenant.encode() + event_id.encode()
+        return hashlib.blake2b(data, digest_size=16).digest()
+
+    frozen = sorted(old_digest("acme", f"f{n}") for n in range(5))
+    words = np.frombuffer(b"".join(frozen), dtype="<u8").reshape(-1, 2)
+    order = np.argsort(words[:, 0], kind="stable")
+    # What unpickling a 0.1 snapshot gives: four fields set, key_format missing.
+    old = object.__new__(DedupeSnapshot)
+    old.__setstate__(
+        [
+            words[order, 0].copy(),
+            words[order, 1].copy(),
+            np.full(5, 10, dtype=np.int32),
+            {old_digest("acme", "p1"): 11},
+        ]
+    )
+    index = DedupeIndex(old)
+    keys = [dedupe_key("acme", name) for name in ("f0", "f4", "p1", "never")]
+    buckets, contents = index.lookup(keys)
+    found = [
+        index.find(k, int(b), int(c), 0) for k, b, c in zip(keys, buckets, contents, strict=True)
+    ]
+    assert found == [UNKNOWN_CONTENT, UNKNOWN_CONTENT, UNKNOWN_CONTENT, None]
 
 
 def test_tenant_is_part_of_the_key():
@@ -100,11 +167,11 @@ def test_tenant_is_part_of_the_key():
 
 
 def test_keys_cost_at_most_32_bytes_in_steady_state():
-    # 20 bytes a frozen key, plus recent keys (at most 1/8 of the frozen ones) in a dict.
+    # 20 bytes a frozen key, plus recent keys (at most 1/16 of the frozen ones) in a dict.
     index = DedupeIndex(merge_every=1000)
     for n in range(10_000):
-        digest = dedupe_key("acme", f"id-{n}")
-        index.check_and_add(digest, int(index.lookup([digest])[0]), 0, alive_from(None, MINUTE))
+        key = dedupe_key("acme", f"id-{n}")
+        index.remember(key, 0, n + 1, alive_from(None, MINUTE))
         if n % 1000 == 999:
             index.maintain(alive_from(0, MINUTE))
     assert len(index) == 10_000

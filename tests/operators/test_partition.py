@@ -16,6 +16,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from meterwax.flows.steps import meter_partitions
+from meterwax.operators.contract import MAX_QUANTITY_NANOS
 from meterwax.operators.decode import Event, Heartbeat, Rejection, decode
 from meterwax.operators.partition import MeteringRules, PartitionMeter
 from meterwax.operators.records import PartitionOutput, SourceBatch, SourcePartition
@@ -66,7 +67,7 @@ def reference(payloads: list[bytes], rules: MeteringRules) -> Outcome:
     outcome = Outcome()
     max_time = None
     closed = None
-    newest_minute: dict[tuple[str, str], int] = {}
+    remembered: dict[tuple[str, str], tuple[int, tuple]] = {}
     open_windows: dict[tuple[str, str, int], list[int]] = {}
 
     def close(position):
@@ -99,20 +100,29 @@ def reference(payloads: list[bytes], rules: MeteringRules) -> Outcome:
             advance(item.time_us, offset)
             continue
         key = (item.tenant_id, item.id)
+        content = (item.meter, item.quantity_nanos, item.time_us, item.dimensions)
         cutoff = None if max_time is None else (max_time - rules.dedupe_horizon_us) // MINUTE
-        if key in newest_minute and (cutoff is None or newest_minute[key] >= cutoff):
-            outcome.counters["duplicates"] += 1
+        if key in remembered and (cutoff is None or remembered[key][0] >= cutoff):
+            if remembered[key][1] == content:
+                outcome.counters["duplicates"] += 1
+            else:
+                outcome.quarantine.append((offset, "conflicting_duplicate"))
             continue
-        newest_minute[key] = item.time_us // MINUTE
+        # Only a copy that is counted, now or late, is remembered.
         if watermark is not None and item.time_us < watermark - rules.correction_horizon_us:
             outcome.quarantine.append((offset, "too_late"))
             continue
         start = item.time_us - item.time_us % rules.window_us
         if closed is not None and start + rules.window_us <= closed:
+            remembered[key] = (item.time_us // MINUTE, content)
             outcome.late.append((offset, item.id, watermark))
             continue
-        outcome.ledger.append((offset, item.tenant_id, item.id))
         totals = open_windows.setdefault((item.tenant_id, item.meter, start), [0, 0])
+        if totals[0] + item.quantity_nanos > MAX_QUANTITY_NANOS:
+            outcome.quarantine.append((offset, "window_overflow"))
+            continue
+        remembered[key] = (item.time_us // MINUTE, content)
+        outcome.ledger.append((offset, item.tenant_id, item.id))
         totals[0] += item.quantity_nanos
         totals[1] += 1
         advance(item.time_us, offset)
@@ -145,7 +155,7 @@ message = st.one_of(
         st.integers(0, 25),  # id
         st.sampled_from(["api_calls", "cpu_seconds"]),
         st.integers(-2400, 2400),  # seconds relative to a moving clock
-        st.sampled_from(["1", "0.5", "2.250000001", "0"]),
+        st.sampled_from(["1", "0.5", "2.250000001", "0", "9" * 29 + ".5"]),
     ),
     st.tuples(st.just("heartbeat"), st.integers(-60, 600)),
     st.tuples(st.just("garbage"), st.sampled_from([b"{", b"[]", b'{"id": 1}'])),
@@ -181,15 +191,21 @@ def heartbeat(seconds: float) -> bytes:
     )
 
 
+# A dedupe horizon longer than the correction horizon: a retry of a too-late event must be too
+# late again, not a duplicate of something never counted.
+LONG_MEMORY = replace(RULES, dedupe_horizon_us=60 * MINUTE)
+
+
 @given(
     messages=st.lists(message, max_size=80),
     cuts=st.lists(st.integers(0, 80), max_size=6),
     restore=st.booleans(),
+    rules=st.sampled_from([RULES, LONG_MEMORY]),
 )
-def test_processor_matches_the_reference_for_any_batching(messages, cuts, restore):
+def test_processor_matches_the_reference_for_any_batching(messages, cuts, restore, rules):
     payloads = render(messages)
-    expected = reference(payloads, RULES)
-    actual = run_meter(payloads, RULES, cuts, restore=restore)
+    expected = reference(payloads, rules)
+    actual = run_meter(payloads, rules, cuts, restore=restore)
     assert actual.ledger == expected.ledger
     assert actual.late == expected.late
     assert actual.quarantine == expected.quarantine
@@ -370,3 +386,52 @@ def test_a_horizon_shorter_than_window_plus_lateness_is_refused():
 
     with pytest.raises(ValueError, match="at least window \\+ allowed lateness"):
         replace(RULES, dedupe_horizon_us=MINUTE)
+
+
+def test_a_retry_of_a_too_late_event_is_too_late_again_even_with_a_long_dedupe_horizon():
+    meter = PartitionMeter(WHERE, LONG_MEMORY)
+    old = event("old", at=-45 * 60)  # 45 minutes behind: past the 30-minute correction horizon
+    out = meter.process(SourceBatch(WHERE, [0, 1, 2], [event("now", at=0), old, old]))
+    assert [(r.offset, r.reason) for r in out.quarantine] == [(1, "too_late"), (2, "too_late")]
+    assert out.counters["duplicates"] == 0
+
+
+def test_a_copy_with_another_quantity_is_a_conflicting_duplicate_with_both_sides_findable():
+    meter = PartitionMeter(WHERE, RULES)
+    payloads = [
+        event("e1", quantity="2"),
+        event("e1", quantity="2"),  # a retry: a plain duplicate
+        event("e1", quantity="3"),  # the same id with other content: a producer bug
+        event("e1", quantity="2", at=5),  # other time
+        event("e1", quantity="2", meter="cpu_seconds"),  # other meter
+    ]
+    out = meter.process(SourceBatch(WHERE, list(range(5)), payloads))
+    assert [r.offset for r in out.ledger] == [0]
+    assert out.counters["duplicates"] == 1
+    conflicts = [r for r in out.quarantine if r.reason == "conflicting_duplicate"]
+    assert [r.offset for r in conflicts] == [2, 3, 4]
+    assert all((r.tenant_id, r.event_id) == ("acme", "e1") for r in conflicts)
+    assert (
+        "quantity 3" in conflicts[0].detail and "counted copy is in events" in conflicts[0].detail
+    )
+
+
+def test_the_event_that_would_overflow_its_window_is_quarantined_and_judged_again_on_retry():
+    meter = PartitionMeter(WHERE, RULES)
+    big = "9" * 29
+    payloads = [
+        event("a", quantity=big),
+        event("b", quantity="1"),  # would make the window 10^29: one too many
+        event("c", quantity="0.5", meter="cpu_seconds"),  # another window: fine
+        event("b", quantity="1"),  # its retry is judged by the same rule, not as a duplicate
+    ]
+    out = meter.process(SourceBatch(WHERE, [0, 1, 2, 3], payloads))
+    flushed = meter.finish()
+    assert [(r.offset, r.reason) for r in out.quarantine] == [
+        (1, "window_overflow"),
+        (3, "window_overflow"),
+    ]
+    assert sorted((w.meter, w.quantity_nanos, w.event_count) for w in flushed.windows) == [
+        ("api_calls", MAX_QUANTITY_NANOS - 999_999_999, 1),
+        ("cpu_seconds", 500_000_000, 1),
+    ]

@@ -15,6 +15,7 @@ from deltalake import DeltaTable
 from deltalake.exceptions import CommitFailedError
 
 from meterwax.errors import LakeError
+from meterwax.operators.partition import MeteringRules
 from meterwax.operators.records import WindowRow
 from meterwax.sinks import delta_writes
 from meterwax.sinks.delta_writes import CommitStats, OffsetAppender, retry_commit
@@ -166,7 +167,7 @@ def window(tenant: str, minute: int, nanos: int, count: int, position: int) -> W
 @pytest.fixture
 def windows_table(tmp_path) -> DeltaTable:
     lake = Lake(tmp_path / "lake")
-    lake.ensure_tables(MINUTE_US)
+    lake.ensure_tables(MeteringRules())
     return lake.table(USAGE_WINDOWS)
 
 

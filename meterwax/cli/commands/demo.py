@@ -53,7 +53,7 @@ def demo(lake: str, events: int, tenants: int, seed: int) -> None:
         source,
         source.partitions,
         lake_root,
-        settings.rules(),
+        settings.rules(lake_root.recorded_rules()),
         stats=stats,
         epoch_interval_us=settings.snapshot_interval,
     )

@@ -34,6 +34,7 @@ from meterwax.flows.recovery import (
     store_identity,
 )
 from meterwax.metrics import RunStats, serve
+from meterwax.operators.partition import MeteringRules
 from meterwax.operators.records import SourcePartition
 from meterwax.sinks.lake import Lake
 
@@ -155,15 +156,15 @@ def run(
     if addresses is not None:
         what += f", process {settings.process_id} of {len(addresses)}"
     lake = Lake(settings.lake)
-    rules = settings.rules()
-    lake.ensure_tables(rules.window_us)  # before the recovery store, which records the lake id
-    recovery_dir = _recovery_store(settings, lake, source.partitions, kafka=not inputs)
+    rules = settings.rules(lake.recorded_rules())
+    lake.ensure_tables(rules)  # before the recovery store, which records the lake id
+    recovery_dir = _recovery_store(settings, lake, source.partitions, rules, kafka=not inputs)
     if recovery_dir is not None:
         what += f", recovery {recovery_dir}"
     stats = RunStats()
     if settings.metrics_port is not None:
         serve(stats, settings.metrics_port)
-    title = f"meterwax run: {what} → {settings.lake} ({settings.describe()})"
+    title = f"meterwax run: {what} → {settings.lake} ({config.describe_rules(rules)})"
     tailing = not inputs and not settings.stop_at_end
     progress = (
         _progress(source, recovery_dir, stats, f"reading {label}")
@@ -204,7 +205,12 @@ def run(
 
 
 def _recovery_store(
-    settings: config.RunSettings, lake: Lake, partitions: list[SourcePartition], *, kafka: bool
+    settings: config.RunSettings,
+    lake: Lake,
+    partitions: list[SourcePartition],
+    rules: MeteringRules,
+    *,
+    kafka: bool,
 ) -> Path | None:
     """The prepared recovery store of this run, or None when it keeps none.
 
@@ -213,7 +219,7 @@ def _recovery_store(
     """
     if settings.recovery_dir is None and not (kafka and settings.recovery):
         return None
-    identity = store_identity(lake, partitions, settings.window)
+    identity = store_identity(lake, partitions, rules.window_us)
     if settings.recovery_dir is not None:
         directory, flag = Path(settings.recovery_dir), "--recovery-dir"
     else:
