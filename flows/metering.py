@@ -78,7 +78,7 @@ def run_to_lake(
     lake failure) is raised as itself, not wrapped in Bytewax's.
     """
     lake.ensure_tables(rules)
-    sink = MeteringSink(lake, partitions, window_us=rules.window_us, stats=stats)
+    sink = MeteringSink(lake, partitions, stats=stats)
     flow = build_flow(source, sink, rules)
     with fewer_gc_passes():
         execute(

@@ -74,13 +74,11 @@ class MeteringSink(FixedPartitionedSink[PartitionOutput, None]):
         lake: Lake,
         partitions: list[SourcePartition],
         *,
-        window_us: int,
         stats: RunStats | None = None,
         flush_rows: int = DEFAULT_FLUSH_ROWS,
     ) -> None:
         self._lake = lake
         self._parts = sorted(p.key for p in partitions)
-        self._window_us = window_us
         self._stats = stats or RunStats()
         self._flush_rows = flush_rows
 
@@ -97,7 +95,6 @@ class MeteringSink(FixedPartitionedSink[PartitionOutput, None]):
         return _PartitionWriter(
             self._lake,
             SourcePartition.from_key(for_part),
-            self._window_us,
             self._stats,
             self._flush_rows,
         )
@@ -108,7 +105,6 @@ class _PartitionWriter(StatefulSinkPartition[PartitionOutput, None]):
         self,
         lake: Lake,
         where: SourcePartition,
-        window_us: int,
         stats: RunStats,
         flush_rows: int,
     ) -> None:
@@ -116,7 +112,7 @@ class _PartitionWriter(StatefulSinkPartition[PartitionOutput, None]):
         self._flush_rows = flush_rows
         self._buffer: list[PartitionOutput] = []
         self._buffered_rows = 0
-        self._window_us = window_us
+        self._lake = lake
         self._run_stats = stats
         self._commit_stats = CommitStats()
         self._windows = lake.table(USAGE_WINDOWS)
@@ -176,6 +172,7 @@ class _PartitionWriter(StatefulSinkPartition[PartitionOutput, None]):
         )
         crash_point("sink.after_events")
         first_totals = insert_first_totals(
+            self._lake,
             self._windows,
             windows,
             app_id=app_id(FLOW_NAME, USAGE_WINDOWS.name, where),

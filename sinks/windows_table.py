@@ -1,17 +1,15 @@
 """Writes to ``usage_windows``: first totals from the main flow, revised totals from corrections.
 
 **First totals (main flow).** A window's first row is written once and never overwritten by
-the main flow. Before inserting, the writer reads the rows that already exist for the same
-keys (in the same date partitions, through the same table snapshot it then merges into):
-
-- no row: insert it (an insert-only MERGE; two writers inserting the same key conflict in
-  delta-rs and the loser retries, re-reading first);
-- a row with the same totals at revision 0: a replay, nothing to do;
-- a row with other totals: the window also received events from another source partition
-  (a tenant whose events are not all in one partition, e.g. after a Kafka partition count
-  change), or it was already corrected. The row is not touched; the caller records a
-  *window conflict* and the correction flow recomputes the window from the ledger, with an
-  audit row. A contribution is therefore never dropped and never silently merged.
+the main flow. Which rows a source partition already wrote is known from its writer's
+position alone (the ``txn`` version of its app id, committed with the rows): rows at or below
+it are a replay and skipped. Every other row is inserted by an insert-only MERGE; a key that
+already had a row was written by someone else (another source partition of the same tenant,
+e.g. after a Kafka partition count change, a correction, or this partition before a file
+grew), whatever totals it holds, so it is a *window conflict*: the row is not touched, the
+caller records the conflict and the correction flow recomputes the window from the ledger,
+with an audit row. A contribution is never dropped and never silently merged, and two
+partitions with equal partial totals are two contributions, not one and its replay.
 
 **Revised totals (corrections).** MERGE on (tenant_id, meter, window_start): an existing row is
 replaced only by a higher revision, so a replay can never undo a newer correction.
@@ -24,13 +22,15 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import pyarrow as pa
-from deltalake import CommitProperties, DeltaTable, QueryBuilder, Transaction
+from deltalake import CommitProperties, DeltaTable, QueryBuilder, Transaction, write_deltalake
 
 from meterwax.operators.corrections import WindowKey
 from meterwax.operators.records import WindowRow
 from meterwax.sinks.arrow_rows import date_column, decimal_to_nanos, window_keys, windows_table
 from meterwax.sinks.delta_writes import CommitStats, retry_commit
+from meterwax.sinks.lake import Lake
 from meterwax.sinks.queries import literal, plain_strings
+from meterwax.sinks.schemas import USAGE_WINDOWS
 
 WINDOW_KEY = "t.tenant_id = s.tenant_id AND t.meter = s.meter AND t.window_start = s.window_start"
 
@@ -49,7 +49,12 @@ def _iso_dates(column: pa.Array | pa.ChunkedArray) -> list[str]:
 
 
 def rows_of_windows(
-    table: DeltaTable, columns: str, dates: Iterable[str], *, tenants: Iterable[str]
+    table: DeltaTable,
+    columns: str,
+    dates: Iterable[str],
+    *,
+    tenants: Iterable[str],
+    refresh: bool = True,
 ) -> pa.Table:
     """``columns`` of the rows of ``table`` in these window dates and tenants.
 
@@ -58,7 +63,8 @@ def rows_of_windows(
     the windows at hand rather than to the whole table. Works for every table keyed by window
     (usage_windows, usage_corrections).
     """
-    table.update_incremental()
+    if refresh:
+        table.update_incremental()
     statement = (
         f"SELECT {columns} FROM t WHERE window_date IN ({_sql_list(dates)}) "
         f"AND tenant_id IN ({_sql_list(tenants)})"
@@ -73,9 +79,12 @@ def _sql_list(values: Iterable[str]) -> str:
 
 
 def existing_totals(
-    table: DeltaTable, dates: Sequence[str], *, tenants: set[str]
+    table: DeltaTable, dates: Sequence[str], *, tenants: set[str], refresh: bool = True
 ) -> dict[WindowKey, tuple[int, int, int]]:
-    """Rows of these tenants and window dates in ``table``: key → (nanos, count, revision)."""
+    """Rows of these tenants and window dates in ``table``: key → (nanos, count, revision).
+
+    ``refresh=False`` reads the table at the version it was opened at.
+    """
     if not dates or not tenants:
         return {}
     result = rows_of_windows(
@@ -83,6 +92,7 @@ def existing_totals(
         "tenant_id, meter, window_start, quantity, event_count, revision",
         dates,
         tenants=tenants,
+        refresh=refresh,
     )
     values = zip(
         decimal_to_nanos(result.column("quantity")),
@@ -104,19 +114,20 @@ class FirstTotals:
 
 
 def insert_first_totals(
+    lake: Lake,
     table: DeltaTable,
     rows: Sequence[WindowRow],
     *,
     app_id: str,
     stats: CommitStats,
 ) -> FirstTotals:
-    """Insert windows that have no row yet; report the ones that exist with other totals.
+    """Insert windows that have no row yet; report the ones another writer had written.
 
     Rows at or below the position this source partition has already committed (the ``txn``
     version of ``app_id``) were handled by an earlier run, conflicts included: a replay skips
     them. The insert-only MERGE reports how many of the others it inserted; only when that
-    falls short (a window another partition wrote first, or one already corrected) are this
-    batch's tenants read back, to tell an identical row from a conflict.
+    falls short are the keys read back, as they were in the snapshot the MERGE committed
+    against (``lake`` opens that version): each key that existed there is a conflict.
     """
     table.update_incremental()
     committed = table.transaction_version(app_id)
@@ -128,8 +139,13 @@ def insert_first_totals(
     source = windows_table(rows, revision=0, updated_at=datetime.now(UTC))
     dates = _iso_dates(source.column("window_date"))
 
-    def attempt() -> int:
+    position = CommitProperties(
+        app_transactions=[Transaction(app_id, max(r.position for r in rows))]
+    )
+
+    def attempt() -> tuple[int, int]:
         table.update_incremental()
+        read_version = table.version()
         metrics = (
             table.merge(
                 source,
@@ -137,27 +153,29 @@ def insert_first_totals(
                 source_alias="s",
                 target_alias="t",
                 streamed_exec=False,
-                commit_properties=CommitProperties(
-                    app_transactions=[Transaction(app_id, max(r.position for r in rows))]
-                ),
+                commit_properties=position,
             )
             .when_not_matched_insert_all()
             .execute()
         )
+        if table.version() == read_version:
+            # A MERGE that inserts nothing commits nothing: record the position anyway, so a
+            # replay of these rows is known by position and skipped.
+            write_deltalake(
+                table, USAGE_WINDOWS.schema.empty_table(), mode="append", commit_properties=position
+            )
         stats.commits += 1
-        return int(metrics["num_target_rows_inserted"])
+        return int(metrics["num_target_rows_inserted"]), read_version
 
-    inserted = retry_commit(attempt, f"insert windows ({app_id})", stats)
+    inserted, read_version = retry_commit(attempt, f"insert windows ({app_id})", stats)
     skipped = given - len(rows)
     if inserted == len(rows):
         return FirstTotals([], skipped)
-    existing = existing_totals(table, dates, tenants={r.tenant_id for r in rows})
-    conflicts = [
-        row
-        for row in rows
-        if existing.get((row.tenant_id, row.meter, row.window_start_us))
-        != (row.quantity_nanos, row.event_count, 0)
-    ]
+    # Commits between the MERGE's snapshot and its own did not conflict with it, so they
+    # added no row in these date partitions: the keys present then are the ones it skipped.
+    before = lake.table(USAGE_WINDOWS, read_version)
+    existing = existing_totals(before, dates, tenants={r.tenant_id for r in rows}, refresh=False)
+    conflicts = [r for r in rows if (r.tenant_id, r.meter, r.window_start_us) in existing]
     return FirstTotals(conflicts, skipped)
 
 

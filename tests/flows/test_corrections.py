@@ -16,9 +16,23 @@ from meterwax.cli.main import main
 from meterwax.sinks.corrections_sink import CorrectionWork, apply_work
 from meterwax.sinks.corrections_store import CorrectionStore
 from meterwax.sinks.lake import Lake
-from meterwax.sinks.schemas import EVENTS, QUARANTINE, USAGE_CORRECTIONS, USAGE_WINDOWS
+from meterwax.sinks.schemas import (
+    EVENTS,
+    QUARANTINE,
+    USAGE_CORRECTIONS,
+    USAGE_WINDOWS,
+    WINDOW_CONFLICTS,
+)
 from meterwax.synthetic.generator import Generated, Workload, generate
-from tests.helpers import generated_windows, ledger_totals, rows, window_totals, write
+from tests.helpers import (
+    T0,
+    event,
+    generated_windows,
+    ledger_totals,
+    rows,
+    window_totals,
+    write,
+)
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 WINDOW = timedelta(minutes=1)
@@ -292,3 +306,20 @@ def test_reconcile_refuses_an_empty_time_range(tmp_path):
     )
     assert result.exit_code == 2, result.output
     assert "--from 2026-03-01T00:00:00+00:00 is not before --to 2026-02-01" in result.output
+
+
+def test_two_partitions_with_equal_partial_totals_are_both_counted(tmp_path):
+    # One tenant's window is fed by two files (two source partitions) with the very same
+    # partial total: the second is another contribution, never a replay of the first.
+    first = tmp_path / "a.jsonl"
+    second = tmp_path / "b.jsonl"
+    first.write_bytes(event("a1", quantity="2.5", at=1) + b"\n" + event("a2", at=70) + b"\n")
+    second.write_bytes(event("b1", quantity="2.5", at=2) + b"\n" + event("b2", at=71) + b"\n")
+    lake = Lake(tmp_path / "lake")
+    invoke("run", "--input", str(first), "--input", str(second), "--lake", lake.root)
+    assert len(rows(lake, WINDOW_CONFLICTS)) == 2  # both of the two shared windows
+    invoke("reconcile", "--lake", lake.root, expect=1)
+    invoke("corrections", "--lake", lake.root, "--once")
+    invoke("reconcile", "--lake", lake.root)
+    start = T0.replace(second=0)
+    assert window_totals(lake)[("acme", "api_calls", start)] == (Decimal("5"), 2)

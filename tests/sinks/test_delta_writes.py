@@ -165,9 +165,14 @@ def window(tenant: str, minute: int, nanos: int, count: int, position: int) -> W
 
 
 @pytest.fixture
-def windows_table(tmp_path) -> DeltaTable:
+def lake(tmp_path) -> Lake:
     lake = Lake(tmp_path / "lake")
     lake.ensure_tables(MeteringRules())
+    return lake
+
+
+@pytest.fixture
+def windows_table(lake) -> DeltaTable:
     return lake.table(USAGE_WINDOWS)
 
 
@@ -180,26 +185,44 @@ def stored(table: DeltaTable) -> dict:
     }
 
 
-def test_first_totals_are_inserted_once_and_a_replay_is_skipped(windows_table):
+def test_first_totals_are_inserted_once_and_a_replay_is_skipped(lake, windows_table):
     stats = CommitStats()
     rows = [window("acme", 0, 3_000_000_000, 3, 10), window("zeta", 0, 1_000_000_000, 1, 12)]
-    result = insert_first_totals(windows_table, rows, app_id="w.p0", stats=stats)
+    result = insert_first_totals(lake, windows_table, rows, app_id="w.p0", stats=stats)
     assert (result.conflicts, result.already_written) == ([], 0)
     assert len(stored(windows_table)) == 2
-    again = insert_first_totals(windows_table, rows, app_id="w.p0", stats=stats)
+    again = insert_first_totals(lake, windows_table, rows, app_id="w.p0", stats=stats)
     assert (again.conflicts, again.already_written) == ([], 2)
     assert stats.commits == 1  # the replay committed nothing
 
 
-def test_a_window_another_partition_wrote_first_is_a_conflict_and_is_not_touched(windows_table):
+def test_a_window_another_partition_wrote_first_is_a_conflict_and_is_not_touched(
+    lake, windows_table
+):
     stats = CommitStats()
     insert_first_totals(
-        windows_table, [window("acme", 0, 3_000_000_000, 3, 10)], app_id="w.p0", stats=stats
+        lake, windows_table, [window("acme", 0, 3_000_000_000, 3, 10)], app_id="w.p0", stats=stats
     )
     theirs = window("acme", 0, 5_000_000_000, 5, 4)
     fresh = window("acme", 1, 2_000_000_000, 2, 6)
-    result = insert_first_totals(windows_table, [theirs, fresh], app_id="w.p1", stats=stats)
+    result = insert_first_totals(lake, windows_table, [theirs, fresh], app_id="w.p1", stats=stats)
     assert result.conflicts == [theirs]
     start = datetime.fromtimestamp(T0_US / 1e6, UTC)
     assert stored(windows_table)[("acme", start)][1:] == (3, 0)  # the first total stays
     assert len(stored(windows_table)) == 2  # the other window was inserted
+
+
+def test_equal_partial_totals_from_two_partitions_are_a_conflict_not_a_replay(lake, windows_table):
+    # Two source partitions each saw half of a window's events, with the same totals: the
+    # second insert finds a row with its own values, and must still record a conflict.
+    stats = CommitStats()
+    mine = window("acme", 0, 2_000_000_000, 2, 10)
+    theirs = window("acme", 0, 2_000_000_000, 2, 8)
+    assert (
+        insert_first_totals(lake, windows_table, [mine], app_id="w.p0", stats=stats).conflicts == []
+    )
+    result = insert_first_totals(lake, windows_table, [theirs], app_id="w.p1", stats=stats)
+    assert result.conflicts == [theirs]
+    # ...and its own replay, by position, is not one again.
+    again = insert_first_totals(lake, windows_table, [theirs], app_id="w.p1", stats=stats)
+    assert (again.conflicts, again.already_written) == ([], 1)
