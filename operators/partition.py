@@ -69,6 +69,12 @@ _NO_TIME = -(1 << 62)
 """Stands for "no event time seen yet" inside the hot loop (the state itself uses None)."""
 
 
+MAX_WINDOW = "366d"
+MAX_WINDOW_US = 366 * DAY_US
+"""The longest window a lake may have: a window must end, like every event time, far inside
+what readers of the tables can hold."""
+
+
 class RulesError(ValueError):
     """Rules that cannot work together.
 
@@ -103,6 +109,12 @@ class MeteringRules:
     def __post_init__(self) -> None:
         if self.window_us <= 0:
             raise RulesError("window", "must be longer than 0s")
+        if self.window_us > MAX_WINDOW_US:
+            problem = (
+                f"{format_duration_us(self.window_us)} is longer than {MAX_WINDOW} (windows are "
+                "for metering; roll them up into months or years with `meterwax usage`)"
+            )
+            raise RulesError("window", problem)
         for name in ("allowed_lateness", "dedupe_horizon"):
             if getattr(self, f"{name}_us") < 0:
                 raise RulesError(name, "must not be negative")

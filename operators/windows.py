@@ -10,11 +10,21 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from meterwax.operators.contract import MAX_QUANTITY_NANOS
+from meterwax.operators.timeline import DAY_US
 
 
 def window_start(time_us: int, length_us: int) -> int:
-    """The start of the window that contains ``time_us``."""
+    """The start of the window that contains ``time_us`` (ints or numpy arrays of them)."""
     return time_us - time_us % length_us
+
+
+def window_days(start_us: int, length_us: int) -> range:
+    """The UTC days (since the epoch) a window's events can fall on.
+
+    A window that does not divide a day (7 minutes) or is longer than one (2 days) crosses
+    midnight: its events are in more than one ``event_date`` partition of the ledger.
+    """
+    return range(start_us // DAY_US, (start_us + length_us - 1) // DAY_US + 1)
 
 
 @dataclass(frozen=True, slots=True)

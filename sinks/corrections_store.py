@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import UTC, datetime
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -41,7 +41,7 @@ from meterwax.operators.corrections import (
 )
 from meterwax.operators.decode import Event
 from meterwax.operators.records import QuarantineRow, SourcePartition
-from meterwax.operators.windows import window_start
+from meterwax.operators.windows import window_days, window_start
 from meterwax.sinks.arrow_rows import (
     decimal_column,
     decimal_to_nanos,
@@ -278,11 +278,11 @@ class CorrectionStore:
         if not wanted:
             return {}
         self._events.update_incremental()
-        dates = [date.fromisoformat(d) for d in window_dates(wanted)]
+        days = sorted({day for key in wanted for day in window_days(key[2], self.window_us)})
         tenants = pa.array(sorted({k[0] for k in wanted}), pa.string())
         rows = self._events.to_pyarrow_dataset().to_table(
             columns=["tenant_id", "meter", "event_time", "quantity"],
-            filter=pc.field("event_date").isin(pa.array(dates, pa.date32()))
+            filter=pc.field("event_date").isin(pa.array(days, pa.int32()).cast(pa.date32()))
             & pc.field("tenant_id").isin(tenants),
         )
         totals = group_by_window(rows, self.window_us)

@@ -24,7 +24,7 @@ from meterwax.operators.corrections import (
     WindowChange,
     WindowKey,
 )
-from meterwax.operators.timeline import to_micros
+from meterwax.operators.timeline import DAY_US, to_micros
 from meterwax.sinks.arrow_rows import decimal_to_nanos, group_by_window, window_keys
 from meterwax.sinks.corrections_store import CorrectionStore
 from meterwax.sinks.lake import Lake
@@ -70,7 +70,9 @@ def ledger_window_totals(
     if start is not None:
         condition = pc.field("event_date") >= pa.scalar(start.date(), pa.date32())
     if end is not None:
-        before_end = pc.field("event_date") <= pa.scalar(end.date(), pa.date32())
+        # A window that starts before `end` has events until end + window: dates past end's.
+        last_day = (to_micros(end) + window_us - 1) // DAY_US
+        before_end = pc.field("event_date") <= pa.scalar(last_day, pa.int32()).cast(pa.date32())
         condition = before_end if condition is None else condition & before_end
     rows = dataset.to_table(
         columns=["tenant_id", "id", "meter", "event_time", "quantity"], filter=condition

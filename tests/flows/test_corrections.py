@@ -13,6 +13,8 @@ from click.testing import CliRunner
 from deltalake import DeltaTable
 
 from meterwax.cli.main import main
+from meterwax.durations import parse_duration_us
+from meterwax.operators.timeline import from_micros, to_micros
 from meterwax.sinks.corrections_sink import CorrectionWork, apply_work
 from meterwax.sinks.corrections_store import CorrectionStore
 from meterwax.sinks.lake import Lake
@@ -323,3 +325,35 @@ def test_two_partitions_with_equal_partial_totals_are_both_counted(tmp_path):
     invoke("reconcile", "--lake", lake.root)
     start = T0.replace(second=0)
     assert window_totals(lake)[("acme", "api_calls", start)] == (Decimal("5"), 2)
+
+
+@pytest.mark.parametrize(("window", "horizon"), [("7m", "1h"), ("2d", "3d")])
+def test_a_late_event_in_a_window_across_midnight_is_counted_with_all_its_events(
+    tmp_path, window, horizon
+):
+    window_us = parse_duration_us(window)
+    midnight = datetime(2026, 3, 3, tzinfo=UTC)
+    micros = to_micros(midnight)
+    start = from_micros(micros - micros % window_us)
+    end = start + timedelta(microseconds=window_us)
+    assert start < midnight < end - timedelta(seconds=30), "pick a window across midnight"
+    before, after = start + timedelta(seconds=5), midnight + timedelta(seconds=5)
+    source = tmp_path / "events.jsonl"
+    source.write_bytes(
+        b"\n".join(
+            [
+                event("before", quantity="1", at=before),
+                event("after", quantity="2", at=after),
+                event("closer", quantity="1", at=end + timedelta(minutes=5)),  # closes it
+                event("late", quantity="4", at=midnight + timedelta(seconds=9)),  # late
+            ]
+        )
+        + b"\n"
+    )
+    lake = Lake(tmp_path / "lake")
+    args = ["--window", window, "--dedupe-horizon", horizon, "--max-future", "off"]
+    invoke("run", "--input", str(source), "--lake", lake.root, *args)
+    invoke("corrections", "--lake", lake.root, "--once")
+    assert window_totals(lake)[("acme", "api_calls", start)] == (Decimal("7"), 3)
+    invoke("reconcile", "--lake", lake.root)
+    invoke("reconcile", "--lake", lake.root, "--to", (midnight - timedelta(hours=1)).isoformat())
