@@ -4,8 +4,12 @@ The correction flow (``flows/corrections.py``) reads late events and window conf
 lake, asks the ledger what it already holds, and then relies on the functions here:
 
 - :func:`classify_late_events`: a late event is *new* (insert it), was *already inserted* by an
-  earlier, interrupted run of this same correction (the ledger row carries its coordinates), or
-  is a *duplicate* of an event counted before, however long ago.
+  earlier, interrupted run of this same correction (the ledger row carries its coordinates), is
+  a *duplicate* of an event counted before, however long ago, or a *conflicting* duplicate (the
+  same key counted with another meter, quantity, time or dimensions: quarantined).
+- :func:`fit_in_windows`: which events a window can take before its total passes
+  decimal(38, 9), in source order; the rest are quarantined (late events) or voided (ledger
+  copies of a window fed by two partitions).
 - :func:`plan_window_changes`: given every affected window's total recomputed from the ledger
   and its current row, the changes to make, each one revision higher than the row it replaces.
 - :func:`reconcile_with_audit`: given audit rows that an interrupted run may already have
@@ -17,11 +21,14 @@ All of it is deterministic: the same inputs give the same answers in the same or
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
 from enum import StrEnum
+from typing import TypeVar
 
+from meterwax.operators.contract import MAX_QUANTITY_NANOS
 from meterwax.operators.decode import Event
+from meterwax.operators.dedupe import UNKNOWN_CONTENT, content_fingerprint
 
 WindowKey = tuple[str, str, int]
 """(tenant_id, meter, window start in µs since the epoch)."""
@@ -39,6 +46,10 @@ class ChangeReason(StrEnum):
     WINDOW_CONFLICT = "window_conflict"
     RECONCILE_FIX = "reconcile_fix"
     REPLAY = "replay"
+    DUPLICATE_KEY = "duplicate_key"
+    """A key counted twice (a retry beyond the dedupe horizon): the later copy was voided."""
+    WINDOW_OVERFLOW = "window_overflow"
+    """Copies that would take the window past decimal(38, 9) were voided."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,13 +72,28 @@ class LateEvent:
         """Where it was read: (origin, partition, offset)."""
         return (self.origin, self.origin_partition, self.origin_offset)
 
+    @property
+    def window(self) -> WindowKey:
+        """(tenant_id, meter, window start)."""
+        return (self.event.tenant_id, self.event.meter, self.window_start_us)
+
+    @property
+    def content(self) -> int:
+        """What the event bills, as the dedupe index fingerprints it."""
+        event = self.event
+        return content_fingerprint(
+            event.meter, event.quantity_nanos, event.time_us, event.dimensions
+        )
+
 
 @dataclass(frozen=True, slots=True)
 class LedgerEntry:
-    """What the ledger holds for one key: who counted it and from where."""
+    """What the ledger holds for one key: who counted it, from where, and what."""
 
     counted_by: str
     coordinates: tuple[str, int, int]
+    content: int = UNKNOWN_CONTENT
+    """The counted copy's :func:`content_fingerprint`."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,6 +107,8 @@ class LateClassification:
     earlier, interrupted run of this correction (or by a replay of its range)."""
     duplicates: list[LateEvent]
     """Counted before (by the main flow, another correction, or earlier in this batch)."""
+    conflicting: list[LateEvent]
+    """Counted before with other content: a producer bug, quarantined, never counted."""
 
     @property
     def counted(self) -> list[LateEvent]:
@@ -93,25 +121,63 @@ def classify_late_events(
 ) -> LateClassification:
     """Split late events into new, already inserted by this correction, and duplicates.
 
-    Within the batch the first event of a key (by source coordinates) wins.
+    Within the batch the first event of a key (by source coordinates) wins. A copy whose content
+    differs from the counted one (or from the batch's first) is conflicting, not a duplicate.
     """
     new: list[LateEvent] = []
     already: list[LateEvent] = []
     duplicates: list[LateEvent] = []
-    seen: set[tuple[str, str]] = set()
+    conflicting: list[LateEvent] = []
+    first_content: dict[tuple[str, str], int] = {}
     for item in sorted(late, key=lambda e: e.coordinates):
-        if item.key in seen:
-            duplicates.append(item)
+        content = item.content
+        known = first_content.get(item.key)
+        if known is not None:
+            (duplicates if known == content else conflicting).append(item)
             continue
-        seen.add(item.key)
         entry = ledger.get(item.key)
         if entry is None:
+            first_content[item.key] = content
             new.append(item)
         elif entry.coordinates == item.coordinates:
+            first_content[item.key] = content
             already.append(item)  # the very same message, counted by an earlier run (or replay)
         else:
-            duplicates.append(item)
-    return LateClassification(new, already, duplicates)
+            first_content[item.key] = entry.content if entry.content != UNKNOWN_CONTENT else content
+            same = entry.content in (content, UNKNOWN_CONTENT)
+            (duplicates if same else conflicting).append(item)
+    return LateClassification(new, already, duplicates, conflicting)
+
+
+Item = TypeVar("Item")
+
+
+def fit_in_windows(
+    items: Iterable[Item],
+    *,
+    window_of: Callable[[Item], WindowKey],
+    quantity_of: Callable[[Item], int],
+    totals: Mapping[WindowKey, int],
+) -> tuple[list[Item], list[Item]]:
+    """Split ``items`` (in the order given) into those their windows can take and the rest.
+
+    A window starts at ``totals`` (nano-units already in it) and takes each item whose quantity
+    keeps it within decimal(38, 9); an item that would pass it is left out, and later, smaller
+    items may still fit. The same rule as the main flow's, for every other place a total is
+    formed.
+    """
+    running = dict(totals)
+    kept: list[Item] = []
+    left_out: list[Item] = []
+    for item in items:
+        key = window_of(item)
+        total = running.get(key, 0) + quantity_of(item)
+        if total > MAX_QUANTITY_NANOS:
+            left_out.append(item)
+        else:
+            running[key] = total
+            kept.append(item)
+    return kept, left_out
 
 
 @dataclass(frozen=True, slots=True)

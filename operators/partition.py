@@ -34,7 +34,9 @@ whatever the batch sizes, epoch boundaries, worker count, crash points or downti
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass, field
 from itertools import repeat
 
 from meterwax.durations import format_duration_us
@@ -50,7 +52,7 @@ from meterwax.operators.dedupe import (
     dedupe_key,
 )
 from meterwax.operators.fast_validate import fast_event
-from meterwax.operators.reasons import Reason
+from meterwax.operators.reasons import Reason, conflict_detail, overflow_detail
 from meterwax.operators.records import (
     LateRow,
     LedgerRow,
@@ -62,7 +64,7 @@ from meterwax.operators.records import (
     closed_at,
     flushed_after,
 )
-from meterwax.operators.timeline import DAY_US, MINUTE_US, SECOND_US, format_micros, format_nanos
+from meterwax.operators.timeline import DAY_US, MINUTE_US, SECOND_US
 from meterwax.operators.windows import ClosedWindow, OpenWindows, window_start
 
 _NO_TIME = -(1 << 62)
@@ -263,7 +265,7 @@ class PartitionMeter:
                         duplicates += 1
                     else:
                         self._quarantine(
-                            out, batch, i, Reason.CONFLICTING_DUPLICATE, _conflict(item), item
+                            out, batch, i, Reason.CONFLICTING_DUPLICATE, conflict_detail(item), item
                         )
                     continue
                 # Only a copy that is counted (now, or late by the correction flow) is
@@ -296,8 +298,7 @@ class PartitionMeter:
                         batch,
                         i,
                         Reason.WINDOW_OVERFLOW,
-                        f"counting quantity {format_nanos(item.quantity_nanos)} would take the "
-                        f"window's total past decimal(38, 9)",
+                        overflow_detail(item),
                         item,
                     )
                     continue
@@ -418,16 +419,58 @@ class PartitionMeter:
         )
 
 
-def _conflict(event: Event) -> str:
-    """The detail of a conflicting duplicate: this copy's billed content."""
-    return (
-        f"id {event.id!r} of tenant {event.tenant_id!r} was counted before with another meter, "
-        f"quantity, time or dimensions (the counted copy is in events); this copy: meter "
-        f"{event.meter}, quantity {format_nanos(event.quantity_nanos)}, timestamp "
-        f"{format_micros(event.time_us)}, dimensions {event.dimensions or {}}"
-    )
-
-
 def _seconds(micros: int) -> str:
     seconds, remainder = divmod(micros, 1_000_000)
     return f"{seconds}.{remainder:06d}s".replace(".000000s", "s")
+
+
+@dataclass
+class RangeOutcome:
+    """What the main flow's rules made of each message of an offset range."""
+
+    counted: list[LedgerRow] = field(default_factory=list)
+    late: list[LateRow] = field(default_factory=list)
+    quarantined: list[QuarantineRow] = field(default_factory=list)
+    counters: Counter[str] = field(default_factory=Counter)
+    """The processor's counters over the range only (read, duplicates, heartbeats…)."""
+
+
+def classify_range(
+    meter: PartitionMeter, batches: Iterable[SourceBatch], start: int, stop: int
+) -> RangeOutcome:
+    """Classify the messages at offsets [start, stop) exactly as the main flow did.
+
+    ``batches`` are the partition's messages from where ``meter``'s state begins (the start of
+    the log for a fresh one) up to ``stop``: the same processor, fed the same messages in the
+    same order, makes the same decisions. Batches are cut at ``start`` (decisions never depend
+    on batch boundaries), so the outputs and counters of the range are exactly its own.
+    """
+    outcome = RangeOutcome()
+    for batch in batches:
+        for part in _cut(batch, start):
+            out = meter.process(part)
+            if part.offsets and start <= part.offsets[0]:
+                kept = [r for r in out.ledger if r.offset < stop]
+                outcome.counted += kept
+                outcome.late += [r for r in out.late if r.offset < stop]
+                outcome.quarantined += [r for r in out.quarantine if r.offset < stop]
+                outcome.counters.update(out.counters)
+    return outcome
+
+
+def _cut(batch: SourceBatch, at: int) -> list[SourceBatch]:
+    """``batch`` as the part before offset ``at`` and the part from it (empty parts left out)."""
+    split = sum(offset < at for offset in batch.offsets)
+    if split in (0, len(batch)):
+        return [batch]
+
+    def part(chosen: slice) -> SourceBatch:
+        return SourceBatch(
+            batch.where,
+            batch.offsets[chosen],
+            batch.payloads[chosen],
+            batch.keys[chosen] if batch.keys is not None else None,
+            batch.timestamps_ms[chosen] if batch.timestamps_ms is not None else None,
+        )
+
+    return [part(slice(None, split)), part(slice(split, None))]

@@ -1,10 +1,20 @@
 """Stable reason codes for rejected input.
 
 These strings are a contract: they are stored in the ``quarantine`` table, exported as metric
-labels and documented in the README. Add codes freely; never rename or reuse one.
+labels and documented in the README. Add codes freely; never rename or reuse one. The details
+of the rules every path applies (main flow, corrections, replay) are written here once, so a
+message rejected by any of them reads the same.
 """
 
+from __future__ import annotations
+
 from enum import StrEnum
+from typing import TYPE_CHECKING
+
+from meterwax.operators.timeline import format_micros, format_nanos
+
+if TYPE_CHECKING:
+    from meterwax.operators.event import Event
 
 
 class Reason(StrEnum):
@@ -52,3 +62,21 @@ class Reason(StrEnum):
     CONFLICTING_DUPLICATE = "conflicting_duplicate"
     """Its (tenant_id, id) was counted before with another meter, quantity, time or
     dimensions: a producer bug billing must see. The counted copy stays in ``events``."""
+
+
+def conflict_detail(event: Event) -> str:
+    """The detail of a conflicting duplicate: this copy's billed content."""
+    return (
+        f"id {event.id!r} of tenant {event.tenant_id!r} was counted before with another meter, "
+        f"quantity, time or dimensions (the counted copy is in events); this copy: meter "
+        f"{event.meter}, quantity {format_nanos(event.quantity_nanos)}, timestamp "
+        f"{format_micros(event.time_us)}, dimensions {event.dimensions or {}}"
+    )
+
+
+def overflow_detail(event: Event) -> str:
+    """The detail of an event its window could not take."""
+    return (
+        f"counting quantity {format_nanos(event.quantity_nanos)} of id {event.id!r} would take "
+        f"its window's total past decimal(38, 9)"
+    )

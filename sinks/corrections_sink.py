@@ -2,10 +2,10 @@
 
 For each batch (late events and window conflicts up to some table versions):
 
-1. ask the ledger which late events it already holds, and classify them (operators);
-2. insert the new ones into the ledger;
-3. recompute every affected window from the ledger and plan the changes (operators);
-4. write the audit rows, then the window rows, then the progress marker.
+1. insert the late events the ledger lacks (classified against it, within the windows'
+   decimal(38, 9) bound), quarantine the conflicting copies and those that do not fit;
+2. recompute every affected window from the ledger and plan the changes (operators);
+3. write the audit rows, then the window rows, then the progress marker.
 
 Every step is idempotent (see ``corrections_store``), so a crash anywhere, followed by a rerun,
 applies each correction exactly once. Delivery: exactly once.
@@ -20,12 +20,7 @@ from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
 
 from meterwax.faults import crash_point
 from meterwax.metrics import RunStats
-from meterwax.operators.corrections import (
-    ChangeReason,
-    LateEvent,
-    WindowKey,
-    classify_late_events,
-)
+from meterwax.operators.corrections import CORRECTIONS_FLOW, ChangeReason, LateEvent, WindowKey
 from meterwax.sinks.corrections_store import CorrectionStore
 from meterwax.sinks.lake import Lake
 
@@ -44,17 +39,14 @@ class CorrectionWork:
 
 def apply_work(store: CorrectionStore, work: CorrectionWork) -> Counter[str]:
     """Apply one batch; return what it did (late events counted, duplicates, windows changed)."""
-    ledger = store.ledger_entries({event.key for event in work.late})
-    classified = classify_late_events(work.late, ledger)
-    store.insert_into_ledger(classified.new, work.late_version)
-    crash_point("corrections.after_ledger")
-
+    inserted = store.insert_late(
+        work.late, counted_by=CORRECTIONS_FLOW, fence_version=work.late_version
+    )
     late_ids: dict[WindowKey, list[str]] = defaultdict(list)
     reasons: dict[WindowKey, set[ChangeReason]] = defaultdict(set)
-    for event in classified.counted:
-        key = (event.event.tenant_id, event.event.meter, event.window_start_us)
-        late_ids[key].append(event.event.id)
-        reasons[key].add(ChangeReason.LATE_EVENTS)
+    for event in inserted.counted:
+        late_ids[event.window].append(event.event.id)
+        reasons[event.window].add(ChangeReason.LATE_EVENTS)
     for key in work.conflicts:
         reasons[key].add(ChangeReason.WINDOW_CONFLICT)
     correction = store.correct_windows(reasons, late_ids=late_ids)
@@ -62,8 +54,9 @@ def apply_work(store: CorrectionStore, work: CorrectionWork) -> Counter[str]:
     store.record_progress(work.late_version, work.conflicts_version)
     return Counter(
         late_read=len(work.late),
-        late_counted=len(classified.counted),
-        late_duplicates=len(classified.duplicates),
+        late_counted=len(inserted.counted),
+        late_duplicates=len(inserted.classified.duplicates),
+        late_quarantined=len(inserted.classified.conflicting) + len(inserted.overflowing),
         conflicts_read=len(work.conflicts),
         windows_changed=len(correction.changes),
         audit_rows=len(correction.audited),

@@ -7,16 +7,25 @@ rows of some windows, and audit rows an interrupted run may have written.
 Writes, always in this order, so every step is safe to repeat after a crash:
 
 1. late events the ledger lacks → ``events`` (``counted_by = corrections``, carrying the late
-   event's own source coordinates, which is how a rerun recognises them);
+   event's own source coordinates, which is how a rerun recognises them; see ``ledger``);
+   late copies that conflict with the counted one, or that their window cannot take within
+   decimal(38, 9), → ``quarantine``;
 2. one ``usage_corrections`` row per window change (the audit row is written *before* the
    change, so no change can exist without its explanation);
 3. the changed rows → ``usage_windows`` (MERGE, only a higher revision replaces a row);
 4. progress: a commit on ``usage_corrections`` whose ``txn`` versions name the last
    ``late_events`` and ``window_conflicts`` versions fully applied.
+
+Every write that two correction flows could make at once (ledger inserts, quarantine rows,
+audit rows) is fenced: it is decided on, and committed through, one table snapshot with a
+``txn`` app id all such writers share, so a racing writer's commit makes it start over. A
+correction flow started while another runs is therefore safe: neither inserts, quarantines
+or audits anything twice.
 """
 
 from __future__ import annotations
 
+from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -25,28 +34,28 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from deltalake import CommitProperties, DeltaTable, Transaction, write_deltalake
 
-from meterwax.errors import LakeError
 from meterwax.faults import crash_point
+from meterwax.operators.contract import MAX_QUANTITY_NANOS
 from meterwax.operators.corrections import (
-    CORRECTIONS_FLOW,
     ChangeReason,
     CurrentWindow,
+    LateClassification,
     LateEvent,
-    LedgerEntry,
     Totals,
     WindowChange,
     WindowKey,
+    classify_late_events,
+    fit_in_windows,
     plan_window_changes,
     reconcile_with_audit,
 )
 from meterwax.operators.decode import Event
+from meterwax.operators.reasons import Reason, conflict_detail, overflow_detail
 from meterwax.operators.records import QuarantineRow, SourcePartition
-from meterwax.operators.windows import window_days, window_start
+from meterwax.operators.windows import window_start
 from meterwax.sinks.arrow_rows import (
     decimal_column,
     decimal_to_nanos,
-    event_columns,
-    group_by_window,
     quarantine_table,
     timestamp_to_micros,
     window_key_columns,
@@ -54,6 +63,7 @@ from meterwax.sinks.arrow_rows import (
 )
 from meterwax.sinks.delta_writes import CommitStats, retry_commit
 from meterwax.sinks.lake import Lake
+from meterwax.sinks.ledger import LateInsert, Ledger
 from meterwax.sinks.metering_sink import progress_app_id
 from meterwax.sinks.queries import plain_strings
 from meterwax.sinks.schemas import (
@@ -74,7 +84,12 @@ from meterwax.sinks.windows_table import (
 
 PROGRESS_LATE = "meterwax.corrections.progress.late_events"
 PROGRESS_CONFLICTS = "meterwax.corrections.progress.window_conflicts"
-LEDGER_APP = "meterwax.corrections.events"
+AUDIT_FENCE = "meterwax.corrections.audit"
+"""The ``txn`` app id of every audit append: two correction writers conflict (see
+:meth:`CorrectionStore.correct_windows`)."""
+QUARANTINE_FENCE = "meterwax.corrections.quarantine"
+VOID_OVERFLOW = "window_overflow"
+"""The void id of copies voided because their window could not take them."""
 
 
 @dataclass(frozen=True)
@@ -93,11 +108,9 @@ class CorrectionStore:
     def __init__(self, lake: Lake, stats: CommitStats | None = None) -> None:
         self.lake = lake
         self.stats = stats or CommitStats()
-        window_us = lake.window_us()
-        if window_us is None:
-            msg = f"lake {lake.root} has no usage_windows table yet: run `meterwax run` first"
-            raise LakeError(msg)
-        self.window_us = window_us
+        self.rules = lake.rules()
+        self.window_us = self.rules.window_us
+        self.ledger = Ledger(lake, self.window_us, self.stats)
         self._events = lake.table(EVENTS)
         self._windows = lake.table(USAGE_WINDOWS)
         self._audit = lake.table(USAGE_CORRECTIONS)
@@ -190,11 +203,14 @@ class CorrectionStore:
         version = self._events.transaction_version(progress_app_id(where))
         return -1 if version is None else version
 
-    def quarantined_offsets(self, origin: str, partition: int, offsets: list[int]) -> set[int]:
+    def quarantined_offsets(
+        self, origin: str, partition: int, offsets: list[int], *, refresh: bool = True
+    ) -> set[int]:
         """Which of these offsets of one source partition already have a quarantine row."""
         if not offsets:
             return set()
-        self._quarantine.update_incremental()
+        if refresh:
+            self._quarantine.update_incremental()
         found = self._quarantine.to_pyarrow_dataset().to_table(
             columns=["origin_offset"],
             filter=(pc.field("origin") == origin)
@@ -204,89 +220,75 @@ class CorrectionStore:
         return set(found.column("origin_offset").to_pylist())
 
     def quarantine(self, where: SourcePartition, rows: list[QuarantineRow], *, flow: str) -> None:
-        """Append quarantine rows (the caller has checked they are not there yet)."""
-        table = quarantine_table(where, rows, flow=flow, line_numbers=False)
+        """Append quarantine rows whose coordinates are not there yet.
+
+        The check and the append go through one snapshot with a shared ``txn`` app id, so
+        two writers (two correction flows, a replay) cannot both append the same message.
+        """
+        if not rows:
+            return
 
         def attempt() -> None:
             self._quarantine.update_incremental()
-            write_deltalake(self._quarantine, table, mode="append")
+            known = self.quarantined_offsets(
+                where.source, where.partition, [r.offset for r in rows], refresh=False
+            )
+            fresh = [r for r in rows if r.offset not in known]
+            if not fresh:
+                return
+            write_deltalake(
+                self._quarantine,
+                quarantine_table(where, fresh, flow=flow, line_numbers=False),
+                mode="append",
+                commit_properties=CommitProperties(
+                    app_transactions=[Transaction(QUARANTINE_FENCE, 0)]
+                ),
+            )
             self.stats.commits += 1
 
-        retry_commit(attempt, "quarantine replayed messages", self.stats)
+        retry_commit(attempt, "quarantine rejected messages", self.stats)
 
     # --- the ledger --------------------------------------------------------------------------
 
-    def ledger_entries(self, keys: Iterable[tuple[str, str]]) -> dict[tuple[str, str], LedgerEntry]:
-        """What the ledger holds for these (tenant_id, id) keys, across all dates."""
-        wanted = set(keys)
-        if not wanted:
-            return {}
-        self._events.update_incremental()
-        ids = pa.array(sorted({event_id for _, event_id in wanted}), pa.string())
-        found = self._events.to_pyarrow_dataset().to_table(
-            columns=[
-                "tenant_id",
-                "id",
-                "counted_by",
-                "origin",
-                "origin_partition",
-                "origin_offset",
-            ],
-            filter=pc.field("id").isin(ids),
-        )
-        entries: dict[tuple[str, str], LedgerEntry] = {}
-        for row in found.to_pylist():
-            key = (row["tenant_id"], row["id"])
-            if key in wanted:
-                entries.setdefault(
-                    key,
-                    LedgerEntry(
-                        row["counted_by"],
-                        (row["origin"], row["origin_partition"], row["origin_offset"]),
-                    ),
-                )
-        return entries
+    def late_classification(self, late: list[LateEvent]) -> LateClassification:
+        """What inserting ``late`` would find in the ledger (for dry runs; writes nothing)."""
+        return classify_late_events(late, self.ledger.entries({e.key for e in late}))
 
-    def insert_into_ledger(
-        self, events: list[LateEvent], version: int | None, *, counted_by: str = CORRECTIONS_FLOW
-    ) -> None:
-        """Append events to the ledger, carrying their own source coordinates.
+    def insert_late(
+        self, late: list[LateEvent], *, counted_by: str, fence_version: int
+    ) -> LateInsert:
+        """Insert the late events the ledger lacks (see :meth:`Ledger.insert_late`).
 
-        ``version`` (the late_events version being applied) goes into a ``txn`` shared by every
-        correction run, so two correction flows racing on one lake conflict instead of both
-        inserting.
+        Then quarantine the conflicting copies and those their window cannot take.
         """
-        if not events:
-            return
-        rows = _ledger_table(events, counted_by)
-        properties = (
-            CommitProperties(app_transactions=[Transaction(LEDGER_APP, version)])
-            if version is not None
-            else None
-        )
+        outcome = self.ledger.insert_late(late, counted_by=counted_by, fence_version=fence_version)
+        crash_point("corrections.after_ledger")
+        rejected = [
+            (event, Reason.CONFLICTING_DUPLICATE, conflict_detail(event.event))
+            for event in outcome.classified.conflicting
+        ] + [
+            (event, Reason.WINDOW_OVERFLOW, overflow_detail(event.event))
+            for event in outcome.overflowing
+        ]
+        self.quarantine_late(rejected, flow=counted_by)
+        return outcome
 
-        def attempt() -> None:
-            self._events.update_incremental()
-            write_deltalake(self._events, rows, mode="append", commit_properties=properties)
-            self.stats.commits += 1
-
-        retry_commit(attempt, "insert late events into the ledger", self.stats)
-
-    def ledger_totals(self, windows: Iterable[WindowKey]) -> dict[WindowKey, Totals]:
-        """Each window's exact total and count, recomputed from the ledger."""
-        wanted = set(windows)
-        if not wanted:
-            return {}
-        self._events.update_incremental()
-        days = sorted({day for key in wanted for day in window_days(key[2], self.window_us)})
-        tenants = pa.array(sorted({k[0] for k in wanted}), pa.string())
-        rows = self._events.to_pyarrow_dataset().to_table(
-            columns=["tenant_id", "meter", "event_time", "quantity"],
-            filter=pc.field("event_date").isin(pa.array(days, pa.int32()).cast(pa.date32()))
-            & pc.field("tenant_id").isin(tenants),
-        )
-        totals = group_by_window(rows, self.window_us)
-        return {key: value for key, value in totals.items() if key in wanted}
+    def quarantine_late(self, rejected: list[tuple[LateEvent, Reason, str]], *, flow: str) -> None:
+        """Quarantine late events a rule rejected, once per source coordinates."""
+        by_partition: dict[tuple[str, int], list[QuarantineRow]] = defaultdict(list)
+        for event, reason, detail in rejected:
+            by_partition[(event.origin, event.origin_partition)].append(
+                QuarantineRow(
+                    event.origin_offset,
+                    reason.value,
+                    detail,
+                    None,
+                    tenant_id=event.event.tenant_id,
+                    event_id=event.event.id,
+                )
+            )
+        for (origin, partition), rows in by_partition.items():
+            self.quarantine(SourcePartition(origin, partition), rows, flow=flow)
 
     # --- windows and their audit trail ------------------------------------------------------
 
@@ -302,7 +304,9 @@ class CorrectionStore:
             if key in wanted
         }
 
-    def audited(self, windows: Iterable[WindowKey]) -> dict[tuple[WindowKey, int], Totals]:
+    def audited(
+        self, windows: Iterable[WindowKey], *, refresh: bool = True
+    ) -> dict[tuple[WindowKey, int], Totals]:
         """Audit rows already written for these windows: (key, revision) → new totals."""
         wanted = set(windows)
         if not wanted:
@@ -312,6 +316,7 @@ class CorrectionStore:
             "tenant_id, meter, window_start, revision, new_quantity, new_event_count",
             window_dates(wanted),
             tenants={key[0] for key in wanted},
+            refresh=refresh,
         )
         found = {}
         for key, revision, quantity, count in zip(
@@ -335,55 +340,85 @@ class CorrectionStore:
     ) -> Correction:
         """The correction sequence: make every window of ``reasons`` equal its ledger total.
 
-        Each window is recomputed from the ledger (plus ``not_in_ledger_yet``: events a dry
-        run would have inserted), compared with its current row, and the differences planned
-        one revision higher (operators' :func:`plan_window_changes`); then, unless
-        ``dry_run``, their audit rows are written before the windows (:meth:`record_changes`).
-        The correction flow, replay and ``reconcile --fix`` change windows only through here.
+        Each window is recomputed from the ledger (voided copies left out; plus
+        ``not_in_ledger_yet``: events a dry run would have inserted), compared with its current
+        row, and the differences planned one revision higher (operators'
+        :func:`plan_window_changes`); then, unless ``dry_run``, the audit rows are written,
+        then the windows. The correction flow, replay and ``reconcile --fix`` change windows
+        only through here.
+
+        **Fenced.** The plan and its audit rows are one attempt: the audit rows already there
+        are read, and the new ones appended, through one snapshot of ``usage_corrections``
+        with a ``txn`` app id every correction writer shares. If another writer audited in
+        between, the append fails and the attempt starts over, reading the ledger, the windows
+        and the audit trail again; so two correction flows never audit one revision twice, and
+        a plan made from an older ledger never lands after a newer one. The windows are then
+        merged (a row is replaced only by a higher revision). A window whose ledger copies
+        add up past decimal(38, 9) (two source partitions fed it) first has the copies that
+        do not fit, in source order, voided.
         """
         affected = set(reasons)
-        recomputed = self.ledger_totals(affected)
-        for event in not_in_ledger_yet:
-            key = (event.tenant_id, event.meter, window_start(event.time_us, self.window_us))
-            quantity, count = recomputed.get(key, (0, 0))
-            recomputed[key] = (quantity + event.quantity_nanos, count + 1)
-        changes = plan_window_changes(
-            affected,
-            recomputed,
-            self.current_windows(affected),
-            window_us=self.window_us,
-            late_ids=late_ids or {},
-            reasons=reasons,
-        )
-        audited = [] if dry_run else self.record_changes(changes)
-        return Correction(changes, audited)
+        if not dry_run:
+            self._void_overflowing(affected)
+        extra = list(not_in_ledger_yet)
 
-    def record_changes(self, changes: list[WindowChange]) -> list[WindowChange]:
-        """Write the changes' audit rows, then the windows; return the changes audited now.
-
-        The audit rows go first so that no window change exists without its explanation (G3).
-        A change whose audit row an interrupted run already wrote is applied without a second
-        one (see :func:`reconcile_with_audit`), so every caller (corrections, replay,
-        reconcile --fix) can be killed between the two writes and simply rerun.
-        """
-        to_audit, apply_only = reconcile_with_audit(changes, self.audited(c.key for c in changes))
-        self.write_audit(to_audit)
-        crash_point("corrections.after_audit")
-        self.apply_to_windows(to_audit + apply_only)
-        return to_audit
-
-    def write_audit(self, changes: list[WindowChange]) -> None:
-        """Append one usage_corrections row per change."""
-        if not changes:
-            return
-        rows = _audit_table(changes, datetime.now(UTC))
-
-        def attempt() -> None:
+        def attempt() -> tuple[list[WindowChange], list[WindowChange], list[WindowChange]]:
             self._audit.update_incremental()
-            write_deltalake(self._audit, rows, mode="append")
-            self.stats.commits += 1
+            recomputed = self.ledger.window_totals(affected)
+            for event in extra:
+                key = (event.tenant_id, event.meter, window_start(event.time_us, self.window_us))
+                quantity, count = recomputed.get(key, (0, 0))
+                recomputed[key] = (quantity + event.quantity_nanos, count + 1)
+            changes = plan_window_changes(
+                affected,
+                recomputed,
+                self.current_windows(affected),
+                window_us=self.window_us,
+                late_ids=late_ids or {},
+                reasons=reasons,
+            )
+            if dry_run:
+                return changes, [], []
+            to_audit, apply_only = reconcile_with_audit(
+                changes, self.audited((c.key for c in changes), refresh=False)
+            )
+            if to_audit:
+                write_deltalake(
+                    self._audit,
+                    _audit_table(to_audit, datetime.now(UTC)),
+                    mode="append",
+                    commit_properties=CommitProperties(
+                        app_transactions=[Transaction(AUDIT_FENCE, 0)]
+                    ),
+                )
+                self.stats.commits += 1
+            return changes, to_audit, apply_only
 
-        retry_commit(attempt, "write correction audit rows", self.stats)
+        changes, to_audit, apply_only = retry_commit(attempt, "audit window changes", self.stats)
+        if not dry_run:
+            crash_point("corrections.after_audit")
+            self.apply_to_windows(to_audit + apply_only)
+        return Correction(changes, to_audit)
+
+    def _void_overflowing(self, windows: set[WindowKey]) -> None:
+        """Void the ledger copies a window cannot take within decimal(38, 9), in source order.
+
+        Only a window fed by more than one source partition can get there (each partition's
+        processor keeps its own share within the bound); this is rare, so the copies are read
+        only for windows whose total is past the bound.
+        """
+        totals = self.ledger.window_totals(windows)
+        over = [key for key, (nanos, _) in totals.items() if nanos > MAX_QUANTITY_NANOS]
+        if not over:
+            return
+        copies = self.ledger.copies_in(over)
+        _, overflowing = fit_in_windows(
+            copies,
+            window_of=lambda c: (c.tenant_id, c.meter, window_start(c.time_us, self.window_us)),
+            quantity_of=lambda c: c.quantity_nanos,
+            totals={},
+        )
+        self.ledger.void(overflowing, void_id=VOID_OVERFLOW, reason=ChangeReason.WINDOW_OVERFLOW)
 
     def apply_to_windows(self, changes: list[WindowChange]) -> None:
         """MERGE the changed window rows (a row is replaced only by a higher revision)."""
@@ -412,16 +447,6 @@ def _events_from(table: pa.Table) -> list[Event]:
             strict=True,
         )
     ]
-
-
-def _ledger_table(events: list[LateEvent], counted_by: str) -> pa.Table:
-    """Ledger rows for late events: each keeps the source coordinates the main flow read."""
-    columns = event_columns([e.event for e in events])
-    columns["origin"] = pa.array([e.origin for e in events], pa.string())
-    columns["origin_partition"] = pa.array([e.origin_partition for e in events], pa.int32())
-    columns["origin_offset"] = pa.array([e.origin_offset for e in events], pa.int64())
-    columns["counted_by"] = pa.array([counted_by] * len(events), pa.string())
-    return pa.Table.from_pydict(columns, schema=EVENTS.schema)
 
 
 def _audit_table(changes: list[WindowChange], now: datetime) -> pa.Table:

@@ -160,4 +160,32 @@ USAGE_CORRECTIONS = TableSpec(
     purpose="audit trail: one row per change to a window after its first write",
 )
 
-ALL_TABLES = (EVENTS, USAGE_WINDOWS, LATE_EVENTS, QUARANTINE, WINDOW_CONFLICTS, USAGE_CORRECTIONS)
+VOIDED_EVENTS = TableSpec(
+    name="voided_events",
+    schema=pa.schema(
+        [
+            _field("tenant_id", pa.string()),
+            _field("id", pa.string()),
+            _field("meter", pa.string()),
+            _field("quantity", QUANTITY),
+            _field("event_time", TIMESTAMP),
+            *_ORIGIN_FIELDS,
+            _field("void_id", pa.string()),
+            _field("reason", pa.string()),
+            _field("voided_at", TIMESTAMP),
+        ]
+    ),
+    properties=CHANNEL_PROPERTIES,
+    purpose="ledger rows that no longer count, by their source coordinates, and why: the "
+    "ledger itself is never rewritten",
+)
+
+ALL_TABLES = (
+    EVENTS,
+    USAGE_WINDOWS,
+    LATE_EVENTS,
+    QUARANTINE,
+    WINDOW_CONFLICTS,
+    USAGE_CORRECTIONS,
+    VOIDED_EVENTS,
+)

@@ -1,34 +1,41 @@
 """``meterwax replay``: re-read a range of a topic and repair the lake without double counting.
 
-Every message of the range is looked up in the lake: a valid event whose ``(tenant_id, id)`` is
-already in the ledger counts nothing; a rejected message already in ``quarantine`` (same
-coordinates) is left alone. What is missing is written exactly as the flows would have:
-events into the ledger (``counted_by = replay``), each affected window recomputed from the
-ledger with an audit row (``reason = replay``), rejected messages into quarantine. A range that
-is already fully counted therefore changes nothing, and ``--dry-run`` shows the per-window
-differences without writing.
+Replay decides what each message of the range is exactly as the main flow did, through the
+same code: it runs the main flow's partition processor, with the rules the lake remembers,
+over the partition from the start of its log up to the end of the range (duplicates, late and
+too-late events, future timestamps and oversized payloads all depend on what came before), and
+keeps the decisions for the range. Then it writes only what the lake lacks, through the
+correction paths:
 
-Only offsets the main flow has already passed can be replayed: repairing ahead of it would
-race it (both would count the same message).
+- counted and late events go into the ledger if their key is not there (``counted_by =
+  replay``; a message the ledger already holds at its own coordinates is already counted, a
+  key it holds from elsewhere a duplicate, with other content a conflicting duplicate), and
+  every window they belong to is recomputed from the ledger with an audit row (``reason =
+  replay``);
+- quarantined messages go into quarantine if their coordinates are not there.
+
+A range the lake already accounts for therefore changes nothing, and ``dry_run`` shows the
+per-window differences without writing. Only offsets the main flow has already passed can be
+replayed: repairing ahead of it would race it (both would count the same message).
+
+If retention has deleted the start of a partition since the main flow read it, the processor
+starts from the first offset still in the log; decisions near the start of the log can then
+differ from the main flow's (a lower watermark, fewer remembered keys), and replay leaves to
+the lake whatever it already holds for those messages.
 """
 
 from __future__ import annotations
 
 from collections import Counter, defaultdict
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from itertools import groupby
 
 from meterwax.errors import ConfigError
 from meterwax.kafka.ranges import Message
-from meterwax.operators.corrections import (
-    ChangeReason,
-    LateEvent,
-    WindowChange,
-    WindowKey,
-    classify_late_events,
-)
-from meterwax.operators.decode import Event, Heartbeat, Rejection, decode
-from meterwax.operators.records import QuarantineRow, SourcePartition
+from meterwax.operators.corrections import ChangeReason, LateEvent, WindowChange, WindowKey
+from meterwax.operators.partition import PartitionMeter, RangeOutcome, classify_range
+from meterwax.operators.records import DEFAULT_BATCH_SIZE, SourceBatch, SourcePartition
 from meterwax.operators.windows import window_start
 from meterwax.sinks.corrections_store import CorrectionStore
 from meterwax.sinks.lake import Lake
@@ -50,75 +57,121 @@ class ReplayReport:
     changes: list[WindowChange] = field(default_factory=list)
 
 
-def replay(lake: Lake, topic: str, messages: Iterator[Message], *, dry_run: bool) -> ReplayReport:
-    """Repair the lake from ``messages`` (or, with ``dry_run``, only report what would change)."""
+def replay(
+    lake: Lake,
+    topic: str,
+    ranges: dict[int, tuple[int, int]],
+    messages: Iterator[Message],
+    *,
+    dry_run: bool,
+) -> ReplayReport:
+    """Repair the lake for ``ranges`` (partition → [start, stop) offsets).
+
+    ``messages`` are each partition's messages from the start of its log up to the range's
+    stop, partition by partition, in offset order. With ``dry_run``, only report.
+    """
     store = CorrectionStore(lake)
-    report = ReplayReport()
     origin = f"kafka:{topic}"
-    candidates: list[LateEvent] = []
-    rejected: dict[int, list[QuarantineRow]] = defaultdict(list)
-    positions: dict[int, int] = {}
-    for message in messages:
-        report.read += 1
-        if message.partition not in positions:
-            positions[message.partition] = store.main_flow_position(
-                SourcePartition(origin, message.partition)
-            )
-        if message.offset > positions[message.partition]:
-            msg = (
-                f"{topic}[{message.partition}] offset {message.offset} is ahead of the main "
-                f"flow (it has committed up to {positions[message.partition]}): replay only "
-                "what the main flow has passed, or let it catch up first"
-            )
-            raise ConfigError(msg)
-        decoded = decode(message.value)
-        if isinstance(decoded, Heartbeat):
-            report.heartbeats += 1
-        elif isinstance(decoded, Rejection):
-            rejected[message.partition].append(
-                QuarantineRow(
-                    message.offset,
-                    decoded.reason.value,
-                    decoded.detail,
-                    message.value,
-                    message.key,
-                    message.timestamp_ms,
-                )
-            )
-        else:
-            candidates.append(_late_event(decoded, origin, message, store.window_us))
+    report = ReplayReport()
+    outcomes: dict[int, RangeOutcome] = {}
+    for partition, stream in groupby(messages, key=lambda m: m.partition):
+        start, stop = ranges[partition]
+        where = SourcePartition(origin, partition)
+        _check_main_flow_passed(store, where, topic, stop)
+        meter = PartitionMeter(where, store.rules)
+        outcomes[partition] = classify_range(meter, _batches(where, stream), start, stop)
 
-    for partition, rows in rejected.items():
-        known = store.quarantined_offsets(origin, partition, [r.offset for r in rows])
-        missing = [r for r in rows if r.offset not in known]
-        report.already_quarantined += len(rows) - len(missing)
-        report.quarantined += len(missing)
-        if missing and not dry_run:
-            store.quarantine(SourcePartition(origin, partition), missing, flow=REPLAY_FLOW)
+    late: list[LateEvent] = []
+    for partition, outcome in sorted(outcomes.items()):
+        report.read += outcome.counters["read"]
+        report.duplicates += outcome.counters["duplicates"]
+        report.heartbeats += outcome.counters["heartbeats"]
+        late += _as_late(outcome, origin, partition, store.window_us)
+        report.quarantined += _repair_quarantine(store, origin, partition, outcome, dry_run)
+    report.already_quarantined = sum(len(o.quarantined) for o in outcomes.values())
+    report.already_quarantined -= report.quarantined
 
-    classified = classify_late_events(candidates, store.ledger_entries({e.key for e in candidates}))
-    report.already_counted = len(classified.already_inserted)
-    report.duplicates = len(classified.duplicates)
-    report.inserted = len(classified.new)
+    if dry_run:
+        classified = store.late_classification(late)
+        inserted, counted_before = classified.new, classified.already_inserted
+        duplicates = len(classified.duplicates) + len(classified.conflicting)
+    else:
+        outcome = store.insert_late(late, counted_by=REPLAY_FLOW, fence_version=0)
+        inserted, counted_before = outcome.inserted, outcome.classified.already_inserted
+        duplicates = len(outcome.classified.duplicates) + len(outcome.classified.conflicting)
+    report.inserted, report.already_counted = len(inserted), len(counted_before)
+    report.duplicates += duplicates
     affected: dict[WindowKey, list[str]] = defaultdict(list)
-    for event in classified.new:
-        affected[(event.event.tenant_id, event.event.meter, event.window_start_us)].append(
-            event.event.id
-        )
-    if not dry_run:
-        store.insert_into_ledger(classified.new, None, counted_by=REPLAY_FLOW)
+    for event in inserted:
+        affected[event.window].append(event.event.id)
     report.changes = store.correct_windows(
         {key: [ChangeReason.REPLAY] for key in affected},
         late_ids=affected,
-        not_in_ledger_yet=[e.event for e in classified.new] if dry_run else (),
+        not_in_ledger_yet=[e.event for e in inserted] if dry_run else (),
         dry_run=dry_run,
     ).changes
     return report
 
 
-def _late_event(event: Event, origin: str, message: Message, window_us: int) -> LateEvent:
-    return LateEvent(
-        event, origin, message.partition, message.offset, window_start(event.time_us, window_us)
+def _as_late(outcome: RangeOutcome, origin: str, partition: int, window_us: int) -> list[LateEvent]:
+    """Counted and late events of the range alike: each must be in the ledger, once."""
+    counted = [
+        LateEvent(
+            row.event, origin, partition, row.offset, window_start(row.event.time_us, window_us)
+        )
+        for row in outcome.counted
+    ]
+    late = [
+        LateEvent(row.event, origin, partition, row.offset, row.window_start_us)
+        for row in outcome.late
+    ]
+    return sorted(counted + late, key=lambda e: e.coordinates)
+
+
+def _repair_quarantine(
+    store: CorrectionStore, origin: str, partition: int, outcome: RangeOutcome, dry_run: bool
+) -> int:
+    """Quarantine what the range rejects and quarantine lacks; return how many."""
+    rows = outcome.quarantined
+    known = store.quarantined_offsets(origin, partition, [r.offset for r in rows])
+    missing = [r for r in rows if r.offset not in known]
+    if missing and not dry_run:
+        store.quarantine(SourcePartition(origin, partition), missing, flow=REPLAY_FLOW)
+    return len(missing)
+
+
+def _check_main_flow_passed(
+    store: CorrectionStore, where: SourcePartition, topic: str, stop: int
+) -> None:
+    position = store.main_flow_position(where)
+    if stop - 1 > position:
+        msg = (
+            f"{topic}[{where.partition}] offset {stop - 1} is ahead of the main flow (it has "
+            f"committed up to {position}): replay only what the main flow has passed, or let "
+            "it catch up first"
+        )
+        raise ConfigError(msg)
+
+
+def _batches(where: SourcePartition, messages: Iterable[Message]) -> Iterator[SourceBatch]:
+    """Messages as the processor's batches, with their Kafka keys and timestamps."""
+    batch: list[Message] = []
+    for message in messages:
+        batch.append(message)
+        if len(batch) == DEFAULT_BATCH_SIZE:
+            yield _batch(where, batch)
+            batch = []
+    if batch:
+        yield _batch(where, batch)
+
+
+def _batch(where: SourcePartition, messages: list[Message]) -> SourceBatch:
+    return SourceBatch(
+        where,
+        [m.offset for m in messages],
+        [m.value for m in messages],
+        [m.key for m in messages],
+        [m.timestamp_ms for m in messages],
     )
 
 

@@ -1,15 +1,16 @@
 """Calendar periods (minute, hour, day, month) in an IANA time zone, for usage rollups.
 
-A period is every instant at which the zone's wall clock shows the same label (the same hour,
-day or month: ``GROUP BY date_trunc(unit, local time)``). It starts at the first such instant:
-the first time the clock shows the period's first moment (``02:00`` for an hour, ``00:00`` on
-the 1st for a month) or, when a daylight-saving jump skips that moment, at the jump. A period
-ends where the next one starts. So in Europe/Berlin the spring day has 23 hours and the autumn
-day 25; on the autumn day the wall hour ``02:00`` happens twice and is one hourly period of two
-hours, starting at ``02:00+02:00``; on the spring day it never happens. In America/Havana,
-where the autumn change goes from 01:00 back to 00:00, midnight happens twice and the day
-still starts at the first one. Periods are labelled by their start, in the zone's offset at
-that instant.
+A day or a month is a calendar label: every instant at which the zone's wall clock shows that
+date (or month) belongs to it, and it starts at the first of them, when the clock first shows
+its first moment (``00:00``, or ``00:00`` on the 1st) or, when a daylight-saving jump skips
+that moment, at the jump. In America/Havana, where the autumn change goes from 01:00 back to
+00:00, midnight happens twice and the day starts at the first one: one period, 25 hours long.
+An hour or a minute is a span of elapsed time: when the clock shows an hour twice, two hours
+of usage happened, and they are two periods. A period ends where the next one starts. So in
+Europe/Berlin the spring day has 23 hours and the autumn day 25; on the autumn day the wall
+hour ``02:00`` happens twice and is two hourly periods (``02:00+02:00`` and ``02:00+01:00``),
+on the spring day it never happens. Periods are labelled by their start, in the zone's offset
+at that instant.
 
 Windows are rolled up by the period that holds them, never split: a window that crosses a
 period boundary (a 1-hour window in Asia/Kolkata, +05:30, crosses every local hour) cannot be
@@ -85,14 +86,16 @@ def period_start(moment: datetime, unit: Granularity, tz: ZoneInfo) -> datetime:
     moment = moment.astimezone(UTC)
     first = _truncate(_wall(moment, tz), unit)
     # The wall clock shows `first` once, twice (a repeated autumn hour or midnight) or never
-    # (skipped by a spring-forward jump). The period began at its first showing.
+    # (skipped by a spring-forward jump). A day or month began at its first showing, an hour
+    # or minute at the latest showing up to `moment` (each showing is an hour of its own).
     shown = []
     for fold in (0, 1):
         candidate = first.replace(tzinfo=tz, fold=fold).astimezone(UTC)
         if candidate <= moment and _wall(candidate, tz) == first:
             shown.append(candidate)
     if shown:
-        return min(shown).astimezone(tz)
+        label = unit in (Granularity.DAY, Granularity.MONTH)
+        return (min(shown) if label else max(shown)).astimezone(tz)
     return _last_jump(first.replace(tzinfo=tz, fold=1).astimezone(UTC), moment, tz).astimezone(tz)
 
 

@@ -189,15 +189,13 @@ class CrashingStore(CorrectionStore):
         super().__init__(lake)
         self.crash_after = crash_after
 
-    def insert_into_ledger(self, events, late_version):
-        super().insert_into_ledger(events, late_version)
+    def insert_late(self, *args, **kwargs):
+        inserted = super().insert_late(*args, **kwargs)
         self._maybe_crash("ledger")
-
-    def write_audit(self, changes):
-        super().write_audit(changes)
-        self._maybe_crash("audit")
+        return inserted
 
     def apply_to_windows(self, changes):
+        self._maybe_crash("audit")  # the audit rows are committed, the windows not yet
         super().apply_to_windows(changes)
         self._maybe_crash("windows")
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
+from meterwax.operators.contract import MAX_QUANTITY_NANOS
 from meterwax.operators.corrections import (
     CORRECTIONS_FLOW,
     ChangeReason,
@@ -12,6 +13,7 @@ from meterwax.operators.corrections import (
     LateEvent,
     LedgerEntry,
     classify_late_events,
+    fit_in_windows,
     plan_window_changes,
     reconcile_with_audit,
 )
@@ -122,3 +124,53 @@ def test_a_change_after_an_audited_one_is_chained_one_revision_higher():
     to_audit, apply_only = reconcile_with_audit([change], {(key, 1): (5, 2)})
     assert apply_only == []
     assert [(c.revision, c.previous, c.new) for c in to_audit] == [(2, (5, 2), (9, 3))]
+
+
+def late_with(event_id: str, offset: int, quantity: int, minute: int = 0) -> LateEvent:
+    start = minute * MINUTE
+    return LateEvent(
+        Event("acme", event_id, "api_calls", quantity, start + 1), "kafka:usage", 0, offset, start
+    )
+
+
+def test_a_late_copy_with_other_content_is_conflicting_not_a_duplicate():
+    counted = late_with("a", 3, 5)
+    ledger = {("acme", "a"): LedgerEntry("metering", counted.coordinates, counted.content)}
+    batch = [
+        late_with("a", 9, 5),
+        late_with("a", 10, 6),
+        late_with("b", 11, 1),
+        late_with("b", 12, 2),
+    ]
+    result = classify_late_events(batch, ledger)
+    assert [(e.event.id, e.origin_offset) for e in result.duplicates] == [("a", 9)]
+    assert [(e.event.id, e.origin_offset) for e in result.conflicting] == [("a", 10), ("b", 12)]
+    assert [e.origin_offset for e in result.new] == [11]
+
+
+def test_a_ledger_copy_of_unknown_content_only_makes_duplicates():
+    ledger = {("acme", "a"): LedgerEntry("metering", ("kafka:usage", 0, 1))}
+    assert classify_late_events([late_with("a", 9, 7)], ledger).duplicates == [late_with("a", 9, 7)]
+
+
+@given(
+    quantities=st.lists(st.integers(0, MAX_QUANTITY_NANOS), max_size=12),
+    start=st.integers(0, MAX_QUANTITY_NANOS),
+)
+def test_fitting_keeps_each_window_within_the_bound_in_order(quantities, start):
+    items = [late_with(f"e{i}", i, q, minute=i % 2) for i, q in enumerate(quantities)]
+    kept, left_out = fit_in_windows(
+        items,
+        window_of=lambda e: e.window,
+        quantity_of=lambda e: e.event.quantity_nanos,
+        totals={("acme", "api_calls", 0): start},
+    )
+    assert sorted(kept + left_out, key=lambda e: e.origin_offset) == items
+    for minute, base in ((0, start), (1, 0)):
+        running = base
+        for item in items:
+            if item.window_start_us != minute * MINUTE:
+                continue
+            fits = running + item.event.quantity_nanos <= MAX_QUANTITY_NANOS
+            assert (item in kept) == fits
+            running += item.event.quantity_nanos if fits else 0

@@ -1,9 +1,11 @@
 """Property: a rollup equals an independent, brute-force sum of the windows, in any zone.
 
-The oracle finds a period's start by scanning minute by minute forward for the first instant at
-which the zone's wall clock shows the period's label (every offset and transition of these
-zones since 2000 falls on a whole minute). It shares no code with meterwax's period
-arithmetic, and it sums nano-units as Python integers.
+The oracle finds period starts minute by minute (every offset and transition of these zones
+since 2000 falls on a whole minute): a day or month starts at the first instant at which the
+zone's wall clock shows its date (a calendar label), an hour or minute at the last instant up
+to the moment at which the clock shows its first moment or jumps forward into it (a span of
+elapsed time). It shares no code with meterwax's period arithmetic, and it sums nano-units as
+Python integers.
 """
 
 from __future__ import annotations
@@ -63,13 +65,23 @@ def wall(moment: datetime, tz: ZoneInfo) -> datetime:
 def oracle_period(moment: datetime, unit: Granularity, zone_name: str) -> datetime:
     tz = ZoneInfo(zone_name)
     label = first_moment(wall(moment, tz), unit)
-    # No offset is above +14 hours: the label cannot be shown earlier than 15 hours before its
-    # first wall moment read as UTC.
-    scan = label.replace(tzinfo=UTC) - timedelta(hours=15)
-    while first_moment(wall(scan, tz), unit) != label:
-        scan += MINUTE
-        assert scan <= moment, "no period start found"
-    return scan
+    if unit in (Granularity.DAY, Granularity.MONTH):
+        # No offset is above +14 hours: a date cannot be shown earlier than 15 hours before
+        # its first wall moment read as UTC.
+        scan = label.replace(tzinfo=UTC) - timedelta(hours=15)
+        while first_moment(wall(scan, tz), unit) != label:
+            scan += MINUTE
+            assert scan <= moment, "no period start found"
+        return scan
+    scan = moment.replace(second=0, microsecond=0)
+    for _ in range(2 * 24 * 60):
+        here = wall(scan, tz)
+        starts_here = here == first_moment(here, unit)
+        jumped_in = first_moment(here, unit) > first_moment(wall(scan - MINUTE, tz), unit)
+        if starts_here or jumped_in:
+            return scan
+        scan -= MINUTE
+    raise AssertionError("no period start found")
 
 
 @cache

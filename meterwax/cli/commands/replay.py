@@ -14,6 +14,7 @@ from meterwax.cli.options import CONTEXT, format_option, kafka_options, lake_opt
 from meterwax.cli.progress import Progress, counting
 from meterwax.cli.render import text_table, to_json
 from meterwax.errors import ConfigError
+from meterwax.kafka.clients import read_watermarks
 from meterwax.kafka.ranges import read_range, resolve_ranges
 from meterwax.operators.timeline import from_micros
 from meterwax.repair.replay import replay, summary
@@ -49,11 +50,13 @@ def replay_command(
 ) -> None:
     """Re-read a range of the topic and count what the lake is missing, exactly once.
 
-    Each message is looked up in the lake: an event already in the ledger counts nothing, a
-    rejected message already in quarantine is left alone. Missing events go into the ledger
-    and every affected window is recomputed from the ledger, with an audit row (reason
-    replay). Replaying a range that is already fully counted changes nothing. Only offsets
-    the main flow has already passed can be replayed.
+    Every message is classified as the main flow classified it: by the main flow's own
+    processor and the rules the lake remembers, run from the start of the partition's log
+    (so duplicates, late, too-late and future events are decided alike). Then an event already
+    in the ledger counts nothing and a rejected message already in quarantine is left alone;
+    missing events go into the ledger and every affected window is recomputed from the
+    ledger, with an audit row (reason replay). Replaying a range that is already fully
+    counted changes nothing. Only offsets the main flow has already passed can be replayed.
     """
     if (from_offsets is None) == (from_time is None):
         raise ConfigError("give exactly one of --from-offsets and --from-time")
@@ -90,13 +93,20 @@ def replay_command(
             to_offsets=parse_offsets(to_offsets, option="--to-offsets") if to_offsets else None,
             to_time=until,
         )
+        # The main flow's decisions depend on everything before the range: each partition is
+        # read from the start of its log, through the same processor, with the lake's rules.
+        logs = {
+            p: (read_watermarks(consumer, settings.topic, p)[0], stop)
+            for p, (_, stop) in ranges.items()
+        }
         progress = Progress(
-            sum(end - start for start, end in ranges.values()), f"replaying {settings.topic}"
+            sum(stop - start for start, stop in logs.values()), f"replaying {settings.topic}"
         )
         report = replay(
             Lake(settings.lake),
             settings.topic,
-            counting(read_range(consumer, settings.topic, ranges), progress),
+            ranges,
+            counting(read_range(consumer, settings.topic, logs), progress),
             dry_run=dry_run,
         )
     finally:
