@@ -4,31 +4,117 @@ The file source runs the very same dataflow as Kafka input, to the end of each f
 are 0-based line indexes (``line_number = offset + 1`` in the quarantine table); blank lines
 are not messages and are skipped, but keep their line number.
 
-A file's origin (which names its Delta txn app ids) is ``file:<name>@<fingerprint>``, the
-fingerprint being a hash of the file's first 64 KiB. Re-running the same file, or a copy of it
-elsewhere, is therefore a no-op, a file that grew is continued, and a different file with the
-same name is a different origin.
+**A file's identity.** Its origin (which names its Delta txn app ids) is
+``file:<name>@<fingerprint of its first line>``: the same whatever is appended later, and the
+same for a copy of the file elsewhere. With every commit the lake records how many bytes of
+the file the counted lines cover and a digest of those bytes (``MeteringSink``), so a later
+run of the same origin can tell a file that grew (continued from where the lake stands) from
+one whose counted part changed (refused: its lines would be skipped by offset or counted
+twice). A file with the same name and another first line is another input.
+
+Lakes written by meterwax 0.1 named a file by a fingerprint of its first 64 KiB; a file the
+lake knows under such a name is continued under it (:func:`resolve_partition`).
 """
 
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, Protocol
 
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 
+from meterwax.errors import SourceChangedError
 from meterwax.operators.records import DEFAULT_BATCH_SIZE, SourceBatch, SourcePartition
+from meterwax.sinks.lake import Lake
+from meterwax.sinks.metering_sink import recorded_content, recorded_progress
 
-FINGERPRINT_BYTES = 64 * 1024
+LEGACY_FINGERPRINT_BYTES = 64 * 1024
+"""What meterwax 0.1 fingerprinted: the first 64 KiB."""
+_CHUNK = 1 << 20
 
 
 def file_origin(path: Path) -> str:
-    """The origin name of a file: its name plus a fingerprint of its beginning."""
+    """The origin name of a file: its name plus a fingerprint of its first line."""
     with path.open("rb") as handle:
-        head = handle.read(FINGERPRINT_BYTES)
-    return f"file:{path.name}@{hashlib.sha256(head).hexdigest()[:12]}"
+        first = handle.readline(LEGACY_FINGERPRINT_BYTES).rstrip(b"\r\n")
+    return f"file:{path.name}@{hashlib.sha256(first).hexdigest()[:12]}"
+
+
+def legacy_origins(path: Path) -> Iterator[str]:
+    """The names meterwax 0.1 may have given this file.
+
+    A fingerprint of its first 64 KiB as it is now, or, had the file been smaller then, of a
+    shorter prefix ending at a line end.
+    """
+    with path.open("rb") as handle:
+        head = handle.read(LEGACY_FINGERPRINT_BYTES)
+    yield f"file:{path.name}@{hashlib.sha256(head).hexdigest()[:12]}"
+    digest = hashlib.sha256()
+    for line in head.splitlines(keepends=True):
+        digest.update(line)
+        if line.endswith(b"\n"):
+            yield f"file:{path.name}@{digest.copy().hexdigest()[:12]}"
+
+
+class _Digest(Protocol):
+    def digest(self) -> bytes: ...
+
+
+def content_digest(data: _Digest) -> int:
+    """63 bits of a running SHA-256, as a Delta txn version (a non-negative int64)."""
+    return int.from_bytes(data.digest()[:8], "big") >> 1
+
+
+def resolve_partition(lake: Lake | None, path: Path) -> SourcePartition:
+    """The source partition of ``path`` in ``lake``, checked to continue what the lake holds.
+
+    Raises SourceChangedError if the lake counted lines of this file whose bytes are no longer
+    what they were.
+    """
+    where = SourcePartition(file_origin(path), 0)
+    if lake is None:
+        return where
+    if recorded_progress(lake, where) is None:
+        legacy = next(
+            (
+                SourcePartition(name, 0)
+                for name in legacy_origins(path)
+                if recorded_progress(lake, SourcePartition(name, 0)) is not None
+            ),
+            None,
+        )
+        if legacy is not None:
+            where = legacy
+    _check_unchanged(lake, where, path)
+    return where
+
+
+def _check_unchanged(lake: Lake, where: SourcePartition, path: Path) -> None:
+    recorded = recorded_content(lake, where)
+    if recorded is None:
+        return  # nothing counted yet, or a 0.1 lake that recorded no digest
+    length, digest = recorded
+    size = path.stat().st_size
+    if size >= length:
+        running = hashlib.sha256()
+        with path.open("rb") as handle:
+            remaining = length
+            while remaining:
+                chunk = handle.read(min(_CHUNK, remaining))
+                running.update(chunk)
+                remaining -= len(chunk)
+        if content_digest(running) == digest:
+            return
+    how = f"is now {size:,} bytes" if size < length else "differ from what the lake counted"
+    msg = (
+        f"{path} changed since it was metered: the lake counted its first {length:,} bytes, "
+        f"which {how}. A changed file cannot be continued (its counted lines would be skipped "
+        "by position, or counted twice): restore it, or give new events a file of their own"
+    )
+    raise SourceChangedError(msg)
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,17 +128,25 @@ class FilePosition:
 class FileSource(FixedPartitionedSource[SourceBatch, FilePosition]):
     """Reads JSON Lines files, ``batch_size`` lines at a time, one partition per file.
 
+    With ``lake``, each file is named as the lake knows it and checked to continue what the
+    lake counted (:func:`resolve_partition`).
+
     Delivery: with Bytewax recovery, resumes after the last snapshotted line; without it,
     starts each run at the first line (the sinks skip what was already committed).
     """
 
-    def __init__(self, paths: list[Path], *, batch_size: int = DEFAULT_BATCH_SIZE) -> None:
+    def __init__(
+        self, paths: list[Path], *, batch_size: int = DEFAULT_BATCH_SIZE, lake: Lake | None = None
+    ) -> None:
         self._paths: dict[str, Path] = {}
         self.partitions: list[SourcePartition] = []
         for path in paths:
-            where = SourcePartition(file_origin(path), 0)
+            where = resolve_partition(lake, path)
             if where.key in self._paths:
-                msg = f"{path} and {self._paths[where.key]} have the same content; give one only"
+                msg = (
+                    f"{path} and {self._paths[where.key]} have the same name and first line: "
+                    "they are one input; give one only"
+                )
                 raise ValueError(msg)
             self._paths[where.key] = path
             self.partitions.append(where)
@@ -74,7 +168,7 @@ class FileSource(FixedPartitionedSource[SourceBatch, FilePosition]):
             with path.open("rb") as handle:
                 handle.seek(position.byte if isinstance(position, FilePosition) else 0)
                 last = b"\n"
-                while chunk := handle.read(1 << 20):
+                while chunk := handle.read(_CHUNK):
                     lines += chunk.count(b"\n")
                     last = chunk[-1:]
                 lines += last != b"\n"  # a last line without its newline
@@ -99,6 +193,15 @@ class _FilePartition(StatefulSourcePartition[SourceBatch, FilePosition]):
         self._where = where
         self._batch_size = batch_size
         self._handle: BinaryIO = path.open("rb")
+        # The digest of everything read so far: the bytes before a resume position first.
+        self._digest = hashlib.sha256()
+        remaining = position.byte
+        while remaining:
+            chunk = self._handle.read(min(_CHUNK, remaining))
+            if not chunk:
+                break
+            self._digest.update(chunk)
+            remaining -= len(chunk)
         self._handle.seek(position.byte)
         self._next_offset = position.offset
 
@@ -111,6 +214,7 @@ class _FilePartition(StatefulSourcePartition[SourceBatch, FilePosition]):
             if not line:
                 at_end = True
                 break
+            self._digest.update(line)
             offset = self._next_offset
             self._next_offset += 1
             payload = line.rstrip(b"\r\n")
@@ -118,7 +222,8 @@ class _FilePartition(StatefulSourcePartition[SourceBatch, FilePosition]):
                 offsets.append(offset)
                 payloads.append(payload)
         if offsets:
-            return [SourceBatch(self._where, offsets, payloads)]
+            content = (self._handle.tell(), content_digest(self._digest))
+            return [SourceBatch(self._where, offsets, payloads, content=content)]
         if at_end:
             raise StopIteration
         return []

@@ -17,6 +17,10 @@ class BrokerError(MeterwaxError):
     """Kafka is unreachable, a topic is missing, or a read or write failed for good."""
 
 
+class SourceChangedError(MeterwaxError):
+    """An input the lake counted part of has changed in that part: it cannot be continued."""
+
+
 class LakeRulesError(LakeError):
     """A lake was asked to count with other rules than the ones it was created with.
 

@@ -332,6 +332,7 @@ class PartitionMeter:
         if batch.offsets:
             self._next_offset = batch.offsets[-1] + 1
             out.through_offset = batch.offsets[-1]
+        out.content = batch.content
         dedupe.maintain(alive_from(self._max_event_us, horizon))
         out.watermark_us = self.watermark_us
         out.dedupe_keys, out.dedupe_bytes = len(dedupe), dedupe.nbytes

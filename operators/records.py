@@ -51,6 +51,9 @@ class SourceBatch:
     """Kafka message keys (None for file input)."""
     timestamps_ms: list[int | None] | None = None
     """Kafka message timestamps in ms (None for file input)."""
+    content: tuple[int, int] | None = None
+    """File input: (bytes read through this batch's last line, a 63-bit digest of those
+    bytes). The lake records it, so a later run can tell a grown file from a changed one."""
 
     def __len__(self) -> int:
         return len(self.offsets)
@@ -133,6 +136,8 @@ class PartitionOutput:
     """Keys held by the partition's dedupe index after this batch."""
     dedupe_bytes: int = 0
     """Approximate bytes held by the partition's dedupe index after this batch."""
+    content: tuple[int, int] | None = None
+    """The batch's :attr:`SourceBatch.content`, passed through to the sink."""
 
     def is_empty(self) -> bool:
         """True if there is nothing to write."""

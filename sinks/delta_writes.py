@@ -96,11 +96,11 @@ class OffsetAppender:
         offset_of: Callable[[Row], int],
         to_arrow: Callable[[list[Row]], pa.Table],
         *,
-        also: Transaction | None = None,
+        also: Sequence[Transaction] = (),
     ) -> int:
         """Append the rows not yet committed; return how many were written.
 
-        ``also`` is another ``txn`` to record in the same commit (a progress marker).
+        ``also`` are other ``txn`` actions to record in the same commit (progress markers).
         """
         if not rows:
             return 0
@@ -111,9 +111,7 @@ class OffsetAppender:
             if not fresh:
                 return 0
             version = max(offset_of(r) for r in fresh)
-            transactions = [Transaction(self.app_id, version)]
-            if also is not None:
-                transactions.append(also)
+            transactions = [Transaction(self.app_id, version), *also]
             write_deltalake(
                 self._table,
                 to_arrow(fresh),
@@ -125,24 +123,28 @@ class OffsetAppender:
 
         return retry_commit(attempt, f"append to {self.app_id}", self.stats)
 
-    def ensure_marker(self, app_id: str, version: int, empty: pa.Table) -> None:
-        """Make sure the table's ``txn`` for ``app_id`` is at least ``version``.
+    def ensure_markers(self, markers: Sequence[Transaction], empty: pa.Table) -> None:
+        """Make sure the table records ``markers``, in one commit with no rows if it does not.
 
-        Costs a commit (with no rows) only when the marker lags, e.g. after a stretch of input
+        The first marker is the one that only grows (a position): when the table's version of
+        it is at least the wanted one, every marker is taken to be there (markers are always
+        written together). Costs a commit only when it lags, e.g. after a stretch of input
         that wrote nothing to this table.
         """
+        if not markers:
+            return
 
         def attempt() -> None:
             self._table.update_incremental()
-            recorded = self._table.transaction_version(app_id)
-            if recorded is not None and recorded >= version:
+            recorded = self._table.transaction_version(markers[0].app_id)
+            if recorded is not None and recorded >= markers[0].version:
                 return
             write_deltalake(
                 self._table,
                 empty,
                 mode="append",
-                commit_properties=CommitProperties(app_transactions=[Transaction(app_id, version)]),
+                commit_properties=CommitProperties(app_transactions=list(markers)),
             )
             self.stats.commits += 1
 
-        retry_commit(attempt, f"record {app_id}", self.stats)
+        retry_commit(attempt, f"record {markers[0].app_id}", self.stats)

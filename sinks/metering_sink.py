@@ -66,6 +66,47 @@ def progress_app_id(where: SourcePartition) -> str:
     return f"meterwax.{FLOW_NAME}.progress.{where.key}"
 
 
+def content_app_ids(where: SourcePartition) -> tuple[str, str]:
+    """The ``txn`` app ids (on the ledger) of a file's bytes read and their digest."""
+    return (
+        f"meterwax.{FLOW_NAME}.content_bytes.{where.key}",
+        f"meterwax.{FLOW_NAME}.content_digest.{where.key}",
+    )
+
+
+def recorded_progress(lake: Lake, where: SourcePartition) -> int | None:
+    """The last offset of ``where`` the main flow finished in this lake (None: none yet)."""
+    if not lake.exists(EVENTS):
+        return None
+    return lake.table(EVENTS).transaction_version(progress_app_id(where))
+
+
+def recorded_content(lake: Lake, where: SourcePartition) -> tuple[int, int] | None:
+    """For file input: (bytes the finished lines cover, their digest), as the lake recorded."""
+    if not lake.exists(EVENTS):
+        return None
+    ledger = lake.table(EVENTS)
+    length, digest = (ledger.transaction_version(app) for app in content_app_ids(where))
+    return None if length is None or digest is None else (length, digest)
+
+
+def _markers(where: SourcePartition, values: list[PartitionOutput]) -> list[Transaction]:
+    """The progress markers a flush records on the ledger, in its commit.
+
+    The last offset finished and, for file input, how many bytes of the file that covers and
+    their digest (so a later run can refuse a file whose counted part changed).
+    """
+    through = max(out.through_offset for out in values)
+    if through < 0:
+        return []
+    markers = [Transaction(progress_app_id(where), through)]
+    content = next((out.content for out in reversed(values) if out.content is not None), None)
+    if content is not None:
+        bytes_app, digest_app = content_app_ids(where)
+        markers += [Transaction(bytes_app, content[0]), Transaction(digest_app, content[1])]
+    return markers
+
+
 class MeteringSink(FixedPartitionedSink[PartitionOutput, None]):
     """Writes :class:`PartitionOutput` items keyed by source partition into the lake."""
 
@@ -162,13 +203,12 @@ class _PartitionWriter(StatefulSinkPartition[PartitionOutput, None]):
             self._commit_stats.seconds,
         )
 
-        through = max(out.through_offset for out in values)
-        progress = Transaction(progress_app_id(where), through) if through >= 0 else None
+        markers = _markers(where, values)
         written = self._ledger.append(
             ledger,
             lambda r: r.offset,
             lambda rows: ledger_table(where, rows, FLOW_NAME),
-            also=progress,
+            also=markers,
         )
         crash_point("sink.after_events")
         first_totals = insert_first_totals(
@@ -193,8 +233,7 @@ class _PartitionWriter(StatefulSinkPartition[PartitionOutput, None]):
             ),
         )
 
-        if progress is not None:
-            self._ledger.ensure_marker(progress.app_id, through, EVENTS.schema.empty_table())
+        self._ledger.ensure_markers(markers, EVENTS.schema.empty_table())
         for out in values:
             self._run_stats.add(out.counters)
             if out.counters["read"]:

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import json
+import shutil
 import signal
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from deltalake import DeltaTable
 
 from meterwax.cli.main import main
 from meterwax.sinks.lake import Lake
@@ -21,6 +24,7 @@ from meterwax.sinks.schemas import (
     WINDOW_CONFLICTS,
 )
 from meterwax.synthetic.generator import Generated, Workload, generate
+from tests.guarantees import check_g1_ledger
 from tests.helpers import (
     comparable_tables,
     generated_windows,
@@ -236,3 +240,53 @@ def test_a_run_killed_between_two_commits_is_finished_exactly_by_a_rerun(tmp_pat
     summary = json.loads(rerun.stdout)
     assert summary["counted"] == len(rows(reference, EVENTS))
     assert 0 < summary["already_committed"] <= summary["counted"]
+
+
+def test_a_small_file_that_grew_is_continued_not_counted_again(tmp_path):
+    messages = list(generate(Workload(events=300, tenants=3, seed=9)))
+    source = write(tmp_path / "events.jsonl", messages[:100])
+    assert source.stat().st_size < 64 * 1024  # under the old fingerprint's reach
+    lake = Lake(tmp_path / "lake")
+    first = run_cli("--input", str(source), "--lake", lake.root)
+    write(source, messages)  # the same file, grown
+    second = run_cli("--input", str(source), "--lake", lake.root)
+    assert first["partitions"] == second["partitions"]  # one input, continued
+    assert second["already_committed"] == first["counted"]
+    check_g1_ledger(lake, [m for m in messages if m.intent != "late"])
+
+
+@pytest.mark.parametrize("where", ["first line", "a later line", "shorter"])
+def test_a_file_whose_counted_part_changed_is_refused(tmp_path, where):
+    messages = list(generate(Workload(events=200, tenants=3, seed=10)))
+    source = write(tmp_path / "events.jsonl", messages)
+    lake = Lake(tmp_path / "lake")
+    run_cli("--input", str(source), "--lake", lake.root)
+    versions = DeltaTable(lake.uri(EVENTS)).version()
+    lines = source.read_bytes().splitlines(keepends=True)
+    if where == "first line":
+        # Another first line is another input: counted as such, not refused.
+        source.write_bytes(b"".join([lines[0].replace(b'"id":"', b'"id":"x'), *lines[1:]]))
+        assert run_cli("--input", str(source), "--lake", lake.root)["read"] == 200
+        return
+    if where == "a later line":
+        lines[150] = lines[150].replace(b'"tenant_id":"', b'"tenant_id":"z')
+    else:
+        lines = lines[:120]
+    source.write_bytes(b"".join(lines))
+    result = CliRunner().invoke(main, ["run", "--input", str(source), "--lake", lake.root])
+    assert result.exit_code == 2
+    assert "changed since it was metered" in result.output
+    assert DeltaTable(lake.uri(EVENTS)).version() == versions  # nothing written
+
+
+def test_a_small_file_metered_by_0_1_that_grew_is_continued(tmp_path):
+    fixture = Path(__file__).resolve().parents[1] / "fixtures" / "small-file-0.1.0"
+    shutil.copytree(fixture, tmp_path / "work")
+    work = tmp_path / "work"
+    messages = list(generate(Workload(events=60, tenants=3, seed=5)))
+    source = work / "events.jsonl"
+    source.write_bytes(source.read_bytes() + (work / "appended.jsonl").read_bytes())
+    summary = run_cli("--input", str(source), "--lake", str(work / "lake"))
+    assert summary["partitions"] == ["file:events.jsonl@0824e1264829#0"]  # the name 0.1 gave it
+    assert summary["already_committed"] == 40
+    check_g1_ledger(Lake(work / "lake"), [m for m in messages if m.intent != "late"])

@@ -144,16 +144,22 @@ def test_a_progress_marker_rides_in_the_same_commit_and_is_kept_up_to_date(table
 
     writer = appender(table_uri)
     append_with_marker = writer.append(
-        [(3, "x")], lambda r: r[0], rows_table, also=Transaction("progress.p0", 7)
+        [(3, "x")], lambda r: r[0], rows_table, also=[Transaction("progress.p0", 7)]
     )
     assert append_with_marker == 1
     table = DeltaTable(table_uri)
     assert (table.transaction_version("app.p0"), table.transaction_version("progress.p0")) == (3, 7)
     version = table.version()
-    writer.ensure_marker("progress.p0", 7, SCHEMA.empty_table())  # already there: no commit
+    writer.ensure_markers([Transaction("progress.p0", 7)], SCHEMA.empty_table())  # there: no commit
     assert DeltaTable(table_uri).version() == version
-    writer.ensure_marker("progress.p0", 9, SCHEMA.empty_table())
-    assert DeltaTable(table_uri).transaction_version("progress.p0") == 9
+    writer.ensure_markers(
+        [Transaction("progress.p0", 9), Transaction("digest.p0", 123)], SCHEMA.empty_table()
+    )
+    table = DeltaTable(table_uri)
+    assert (table.transaction_version("progress.p0"), table.transaction_version("digest.p0")) == (
+        9,
+        123,
+    )
 
 
 # --- insert_first_totals ------------------------------------------------------------------

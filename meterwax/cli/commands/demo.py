@@ -46,14 +46,16 @@ def demo(lake: str, events: int, tenants: int, seed: int) -> None:
     input_path = Path(lake_root.root) / "_input" / f"demo-{seed}-{events}.jsonl"
     intents = write_jsonl(input_path, Workload(events=events, tenants=tenants, seed=seed))
     click.echo(f"generated {events:,} messages into {input_path}: {describe_intents(intents)}")
-    source = FileSource([input_path], batch_size=settings.batch_size)
+    rules = settings.rules(lake_root.recorded_rules())
+    lake_root.ensure_tables(rules)
+    source = FileSource([input_path], batch_size=settings.batch_size, lake=lake_root)
     stats = RunStats()
     started = time.monotonic()
     run_to_lake(
         source,
         source.partitions,
         lake_root,
-        settings.rules(lake_root.recorded_rules()),
+        rules,
         stats=stats,
         epoch_interval_us=settings.snapshot_interval,
     )

@@ -140,9 +140,12 @@ def run(
         msg = "nothing to read: give --input FILE or --brokers HOST:PORT (or set METERWAX_BROKERS)"
         raise ConfigError(msg)
     addresses = settings.cluster_addresses()
+    lake = Lake(settings.lake)
+    rules = settings.rules(lake.recorded_rules())
+    lake.ensure_tables(rules)  # before the recovery store, which records the lake id
     source: FileSource | KafkaSource
     if inputs:
-        source = FileSource(list(inputs), batch_size=settings.batch_size)
+        source = FileSource(list(inputs), batch_size=settings.batch_size, lake=lake)
         label = what = ", ".join(p.name for p in inputs)
     else:
         source = KafkaSource(
@@ -155,9 +158,6 @@ def run(
         what = f"{label} ({len(source.partitions)} partitions)"
     if addresses is not None:
         what += f", process {settings.process_id} of {len(addresses)}"
-    lake = Lake(settings.lake)
-    rules = settings.rules(lake.recorded_rules())
-    lake.ensure_tables(rules)  # before the recovery store, which records the lake id
     recovery_dir = _recovery_store(settings, lake, source.partitions, rules, kafka=not inputs)
     if recovery_dir is not None:
         what += f", recovery {recovery_dir}"
