@@ -127,6 +127,20 @@ class CorrectionStore:
         conflicts = self._audit.transaction_version(PROGRESS_CONFLICTS)
         return (-1 if late is None else late, -1 if conflicts is None else conflicts)
 
+    def pending(self) -> tuple[int, int]:
+        """Late events and window conflicts appended since the applied progress.
+
+        Rows, not versions: a compaction makes a version and appends nothing.
+        """
+        (late_after, conflicts_after), (late_now, conflicts_now) = (
+            self.progress(),
+            self.input_versions(),
+        )
+        return (
+            self._changes(self._late, late_after, late_now).num_rows,
+            self._changes(self._conflicts, conflicts_after, conflicts_now).num_rows,
+        )
+
     def input_versions(self) -> tuple[int, int]:
         """Current versions of late_events and window_conflicts."""
         self._late.update_incremental()

@@ -1,22 +1,32 @@
-"""``meterwax reconcile``: check guarantees G1 and G2 against the ledger, and repair G2.
+"""``meterwax reconcile``: check guarantees G1 and G2 against the ledger, and repair them.
 
-- G1: each (tenant_id, id) is in the ledger at most once.
-- G2: every ``usage_windows`` row equals the exact sum and count of its ledger events, and
-  every ledger event is in a window row.
+The independent witness. It reads the ledger and the windows itself (never through the
+flows' own paths) and checks:
 
-Windows are recomputed from the ledger (the source of truth) and compared row by row. A fix
-goes through the same path as a correction: one audit row per change, then the new row.
+- G1: each (tenant_id, id) counts once: a key with two counting copies (a retry that came
+  back with a new time after the dedupe horizon) is reported; ``--fix`` voids the later copies
+  (by source coordinates) and recomputes their windows, with audit rows (``duplicate_key``);
+- G2: every ``usage_windows`` row equals the exact sum and count of its counting ledger events
+  (voided copies left out), and every such event is in a window row; a window whose ledger
+  total does not fit decimal(38, 9) is reported as ``overflow`` (``--fix`` voids the copies it
+  cannot take, in source order);
+- every ledger row sits in the date partition of its event time.
+
+A fix goes through the correction sequence: one audit row per change, then the new row. It
+also says whether corrections are pending: late events or window conflicts the correction
+flow has not applied yet (the windows then differ from the ledger until it runs).
 """
 
 from __future__ import annotations
 
-from collections import Counter
+from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from meterwax.operators.contract import MAX_QUANTITY_NANOS
 from meterwax.operators.corrections import (
     ChangeReason,
     CurrentWindow,
@@ -25,11 +35,21 @@ from meterwax.operators.corrections import (
     WindowKey,
 )
 from meterwax.operators.timeline import DAY_US, to_micros
-from meterwax.sinks.arrow_rows import decimal_to_nanos, group_by_window, window_keys
+from meterwax.operators.windows import window_start
+from meterwax.sinks.arrow_rows import (
+    decimal_to_nanos,
+    group_by_window,
+    timestamp_to_micros,
+    window_keys,
+)
 from meterwax.sinks.corrections_store import CorrectionStore
 from meterwax.sinks.lake import Lake
+from meterwax.sinks.ledger import COORDINATES, LedgerCopy
 from meterwax.sinks.queries import instant_literal, sql
-from meterwax.sinks.schemas import EVENTS, TIMESTAMP, USAGE_WINDOWS
+from meterwax.sinks.schemas import EVENTS, TIMESTAMP, USAGE_WINDOWS, VOIDED_EVENTS
+
+VOID_DUPLICATE = "duplicate_key"
+"""The void id of the later copies of a key counted twice."""
 
 
 @dataclass(frozen=True)
@@ -38,9 +58,24 @@ class Mismatch:
 
     key: WindowKey
     kind: str
-    """``missing`` (ledger events, no row), ``extra`` (a row, no events) or ``wrong``."""
+    """``missing`` (ledger events, no row), ``extra`` (a row, no events), ``wrong``, or
+    ``overflow`` (its ledger events add up past decimal(38, 9))."""
     window: CurrentWindow | None
     ledger: Totals | None
+
+
+@dataclass
+class LedgerCheck:
+    """What reading the ledger found, for a range of windows."""
+
+    totals: dict[WindowKey, Totals]
+    """Per window, the counting events' exact total and count."""
+    duplicates: dict[tuple[str, str], list[LedgerCopy]]
+    """Keys with more than one counting copy, their copies in coordinate order."""
+    events: int
+    """Counting ledger rows read."""
+    misfiled: int
+    """Rows whose ``event_date`` is not the UTC date of their ``event_time``."""
 
 
 @dataclass
@@ -51,21 +86,22 @@ class ReconcileReport:
     ledger_events: int
     mismatches: list[Mismatch] = field(default_factory=list)
     duplicate_keys: list[tuple[str, str, int]] = field(default_factory=list)
-    pending_late_versions: int = 0
-    pending_conflict_versions: int = 0
+    misfiled_events: int = 0
+    pending_late_events: int = 0
+    pending_conflicts: int = 0
     fixed: list[WindowChange] = field(default_factory=list)
+    voided: int = 0
 
     @property
     def ok(self) -> bool:
-        """True when G1 and G2 hold for the range."""
-        return not self.mismatches and not self.duplicate_keys
+        """True when G1 and G2 hold for the range and every row is in its date partition."""
+        return not self.mismatches and not self.duplicate_keys and not self.misfiled_events
 
 
-def ledger_window_totals(
+def read_ledger(
     lake: Lake, window_us: int, start: datetime | None, end: datetime | None
-) -> tuple[dict[WindowKey, Totals], list[tuple[str, str, int]], int]:
-    """Ledger totals per window starting in [start, end), duplicate keys, and events read."""
-    dataset = lake.table(EVENTS).to_pyarrow_dataset()
+) -> LedgerCheck:
+    """Ledger totals per window starting in [start, end), duplicate keys, misfiled rows."""
     condition = None
     if start is not None:
         condition = pc.field("event_date") >= pa.scalar(start.date(), pa.date32())
@@ -74,35 +110,60 @@ def ledger_window_totals(
         last_day = (to_micros(end) + window_us - 1) // DAY_US
         before_end = pc.field("event_date") <= pa.scalar(last_day, pa.int32()).cast(pa.date32())
         condition = before_end if condition is None else condition & before_end
-    rows = dataset.to_table(
-        columns=["tenant_id", "id", "meter", "event_time", "quantity"], filter=condition
+    rows = (
+        lake.table(EVENTS)
+        .to_pyarrow_dataset()
+        .to_table(
+            columns=[
+                "tenant_id",
+                "id",
+                "meter",
+                "event_time",
+                "event_date",
+                "quantity",
+                *COORDINATES,
+            ],
+            filter=condition,
+        )
     )
     micros = rows.column("event_time").cast(TIMESTAMP).cast(pa.int64()).to_numpy()
-    starts = pa.array(micros - micros % window_us, pa.int64())
     keep = None
     if start is not None:
-        keep = pc.greater_equal(starts, _micros(start))
+        keep = pc.greater_equal(pa.array(window_start(micros, window_us)), to_micros(start))
     if end is not None:
-        before_end = pc.less(starts, _micros(end))
+        before_end = pc.less(pa.array(window_start(micros, window_us)), to_micros(end))
         keep = before_end if keep is None else pc.and_(keep, before_end)
     if keep is not None:
         rows = rows.filter(keep)
-    totals = group_by_window(rows, window_us)
+    voided = lake.table(VOIDED_EVENTS).to_pyarrow_dataset().to_table(columns=COORDINATES)
+    if voided.num_rows:
+        rows = rows.join(voided, keys=COORDINATES, join_type="left anti")
+    micros = rows.column("event_time").cast(TIMESTAMP).cast(pa.int64()).to_numpy()
+    days = rows.column("event_date").cast(pa.int32()).to_numpy(zero_copy_only=False)
+    misfiled = int((micros // DAY_US != days).sum())
+    return LedgerCheck(group_by_window(rows, window_us), _duplicates(rows), rows.num_rows, misfiled)
+
+
+def _duplicates(rows: pa.Table) -> dict[tuple[str, str], list[LedgerCopy]]:
     keys = rows.group_by(["tenant_id", "id"]).aggregate([("id", "count")])
     repeated = keys.filter(pc.greater(keys.column("id_count"), 1))
-    duplicates = sorted(
-        zip(
-            repeated.column("tenant_id").to_pylist(),
-            repeated.column("id").to_pylist(),
-            repeated.column("id_count").to_pylist(),
-            strict=True,
-        )
+    if repeated.num_rows == 0:
+        return {}
+    copies = rows.join(
+        repeated.select(["tenant_id", "id"]), keys=["tenant_id", "id"], join_type="inner"
     )
-    return totals, duplicates, rows.num_rows
-
-
-def _micros(moment: datetime) -> int:
-    return to_micros(moment)
+    found: dict[tuple[str, str], list[LedgerCopy]] = defaultdict(list)
+    for copy in zip(
+        copies.column("tenant_id").to_pylist(),
+        copies.column("id").to_pylist(),
+        copies.column("meter").to_pylist(),
+        decimal_to_nanos(copies.column("quantity")),
+        timestamp_to_micros(copies.column("event_time")),
+        zip(*(copies.column(c).to_pylist() for c in COORDINATES), strict=True),
+        strict=True,
+    ):
+        found[(copy[0], copy[1])].append(LedgerCopy(*copy))
+    return {key: sorted(group, key=lambda c: c.coordinates) for key, group in sorted(found.items())}
 
 
 def window_rows(
@@ -140,7 +201,9 @@ def compare(
     mismatches = []
     for key in sorted(set(windows) | set(ledger)):
         row, truth = windows.get(key), ledger.get(key)
-        if row is None:
+        if truth is not None and truth[0] > MAX_QUANTITY_NANOS:
+            mismatches.append(Mismatch(key, "overflow", row, truth))
+        elif row is None:
             mismatches.append(Mismatch(key, "missing", None, truth))
         elif truth is None:
             if row.totals != (0, 0):
@@ -155,17 +218,26 @@ def reconcile(
 ) -> ReconcileReport:
     """Check (and with ``fix`` repair) the windows starting in [start, end)."""
     store = CorrectionStore(lake)
-    ledger, duplicates, events = ledger_window_totals(lake, store.window_us, start, end)
+    ledger = read_ledger(lake, store.window_us, start, end)
     windows = window_rows(lake, start, end)
-    report = ReconcileReport(len(windows), events, compare(windows, ledger), duplicates)
-    progress, versions = store.progress(), store.input_versions()
-    report.pending_late_versions = max(0, versions[0] - progress[0])
-    report.pending_conflict_versions = max(0, versions[1] - progress[1])
-    if fix and report.mismatches:
-        correction = store.correct_windows(
-            {m.key: [ChangeReason.RECONCILE_FIX] for m in report.mismatches}
-        )
-        report.fixed = correction.changes
+    report = ReconcileReport(
+        len(windows),
+        ledger.events,
+        compare(windows, ledger.totals),
+        [(t, i, len(copies)) for (t, i), copies in ledger.duplicates.items()],
+        ledger.misfiled,
+    )
+    report.pending_late_events, report.pending_conflicts = store.pending()
+    if fix and (report.mismatches or ledger.duplicates):
+        later = [copy for copies in ledger.duplicates.values() for copy in copies[1:]]
+        report.voided = store.ledger.void(later, void_id=VOID_DUPLICATE, reason=VOID_DUPLICATE)
+        reasons: dict[WindowKey, list[ChangeReason]] = defaultdict(list)
+        for mismatch in report.mismatches:
+            reasons[mismatch.key].append(ChangeReason.RECONCILE_FIX)
+        for copy in later:
+            key = (copy.tenant_id, copy.meter, window_start(copy.time_us, store.window_us))
+            reasons[key].append(ChangeReason.DUPLICATE_KEY)
+        report.fixed = store.correct_windows(reasons).changes
     return report
 
 

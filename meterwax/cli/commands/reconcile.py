@@ -48,10 +48,14 @@ def reconcile_command(
         options=("--from", "--to"),
     )
     report = reconcile(lake_root, since, until, fix=fix)
-    if fix and report.fixed:
+    if fix and (report.fixed or report.voided):
         after = reconcile(lake_root, since, until)
         _print(report, output_format, fixed=True)
-        click.echo(f"after --fix: {len(after.mismatches)} mismatches", err=True)
+        click.echo(
+            f"after --fix: {len(after.mismatches)} mismatches, {len(after.duplicate_keys)} "
+            "duplicate ledger keys",
+            err=True,
+        )
         sys.exit(0 if after.ok else 1)
     _print(report, output_format, fixed=False)
     sys.exit(0 if report.ok else 1)
@@ -100,9 +104,11 @@ def _print(report: ReconcileReport, output_format: str, *, fixed: bool) -> None:
                     "duplicate_keys": [
                         {"tenant_id": t, "id": i, "count": c} for t, i, c in report.duplicate_keys
                     ],
-                    "pending_late_event_versions": report.pending_late_versions,
-                    "pending_conflict_versions": report.pending_conflict_versions,
+                    "misfiled_events": report.misfiled_events,
+                    "pending_late_events": report.pending_late_events,
+                    "pending_conflicts": report.pending_conflicts,
                     "fixed": len(report.fixed),
+                    "voided": report.voided,
                 }
             )
         )
@@ -134,10 +140,19 @@ def _print(report: ReconcileReport, output_format: str, *, fixed: bool) -> None:
             click.echo(f"… and {len(report.mismatches) - 200} more (use --format json)")
     for tenant, event_id, count in report.duplicate_keys[:20]:
         click.echo(f"duplicate ledger key: tenant {tenant!r} id {event_id!r} × {count}")
-    if report.pending_late_versions or report.pending_conflict_versions:
+    if report.misfiled_events:
         click.echo(
-            "note: corrections are pending (late events or window conflicts not yet applied); "
-            "run `meterwax corrections --once` first"
+            f"{report.misfiled_events:,} ledger rows are not in the date partition of their "
+            "event time (a table written by something else than meterwax?)"
+        )
+    if report.pending_late_events or report.pending_conflicts:
+        click.echo(
+            f"note: corrections are pending ({report.pending_late_events:,} late events, "
+            f"{report.pending_conflicts:,} window conflicts not yet applied); run `meterwax "
+            "corrections --once` first"
         )
     if fixed:
-        click.echo(f"fixed {len(report.fixed)} windows (audit reason reconcile_fix)")
+        voided = (
+            f", voided {report.voided:,} later copies of duplicate keys" if report.voided else ""
+        )
+        click.echo(f"fixed {len(report.fixed)} windows with audit rows{voided}")
