@@ -88,3 +88,50 @@ def check_g4_accounting(lake: Lake, stored: list[Stored], *, origin: str) -> Non
         )
         outcomes = (where in by_coordinates) + (where in quarantined) + duplicate
         assert outcomes == 1, (where, message.value[:120] if message.value else None, outcomes)
+
+
+def check_g4_line_by_line(
+    lake: Lake, messages: list[tuple[int, int, bytes | None]], *, origin: str, max_bytes: int
+) -> Counter[str]:
+    """Every message ``(partition, offset, payload)`` ends in exactly one place.
+
+    The ledger (at its own coordinates, by the main flow or the correction flow), quarantine
+    (at its coordinates), a duplicate (a valid event whose key was counted elsewhere, or whose
+    counted-to-be copy a rule quarantined), or a heartbeat. Returns how many of each.
+    """
+    from meterwax.operators.decode import Event, Heartbeat, decode
+
+    ledger = rows(lake, EVENTS)
+    at_ledger = Counter(
+        (r["origin_partition"], r["origin_offset"]) for r in ledger if r["origin"] == origin
+    )
+    assert max(at_ledger.values(), default=1) == 1
+    keys = {(r["tenant_id"], r["id"]) for r in ledger}
+    quarantine = [r for r in rows(lake, QUARANTINE) if r["origin"] == origin]
+    at_quarantine = Counter((r["origin_partition"], r["origin_offset"]) for r in quarantine)
+    assert max(at_quarantine.values(), default=1) == 1
+    rejected_keys = {(r["tenant_id"], r["event_id"]) for r in quarantine if r["tenant_id"]}
+    seen: Counter[str] = Counter()
+    for partition, offset, payload in messages:
+        where = (partition, offset)
+        decoded = decode(payload, max_bytes=max_bytes)
+        in_ledger, in_quarantine = where in at_ledger, where in at_quarantine
+        elsewhere = not in_ledger and not in_quarantine
+        duplicate = (
+            elsewhere
+            and isinstance(decoded, Event)
+            and ((decoded.tenant_id, decoded.id) in keys | rejected_keys)
+        )
+        heartbeat = elsewhere and isinstance(decoded, Heartbeat)
+        outcomes = in_ledger + in_quarantine + duplicate + heartbeat
+        assert outcomes == 1, (where, payload[:160] if payload else payload, outcomes)
+        seen[
+            "ledger"
+            if in_ledger
+            else "quarantine"
+            if in_quarantine
+            else "duplicate"
+            if duplicate
+            else "heartbeat"
+        ] += 1
+    return seen

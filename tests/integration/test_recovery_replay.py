@@ -5,17 +5,19 @@ from __future__ import annotations
 import json
 import shutil
 import signal
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from deltalake import DeltaTable
 
 from meterwax.flows.recovery import source_positions
+from meterwax.kafka.producer import Record
 from meterwax.sinks.lake import Lake
 from meterwax.sinks.schemas import EVENTS, QUARANTINE, USAGE_WINDOWS
 from meterwax.synthetic.generator import Workload, generate
 from tests.guarantees import check_g1_ledger
-from tests.helpers import comparable_tables, rows
-from tests.kafka_helpers import produce_generated
+from tests.helpers import comparable_tables, event, rows
+from tests.kafka_helpers import produce, produce_generated
 from tests.processes import run_meterwax, start_meterwax, stop, table_rows, wait_for
 
 pytestmark = pytest.mark.kafka
@@ -183,3 +185,36 @@ def test_replay_refuses_offsets_the_main_flow_has_not_passed(bootstrap, cluster,
     refused = _replay(bootstrap, topic, lake)
     assert refused.returncode == 2
     assert "ahead of the main flow" in refused.stderr
+
+
+def test_replay_counts_nothing_the_main_flow_rejected_by_its_rules(
+    tmp_path, bootstrap, cluster, new_topic
+):
+    # What the main flow quarantines depends on its rules and on what came before: replay
+    # must decide exactly the same, with the rules the lake remembers, not its own defaults.
+    topic = new_topic(1)
+    now = datetime.now(UTC)
+    on_time = [event(f"ok{n}", at=now - timedelta(seconds=60 - n)) for n in range(30)]
+    rejected = [
+        event("too-late", at=now - timedelta(hours=3)),  # past a 1-hour correction horizon
+        event("future", at=now + timedelta(days=1)),  # a day ahead of its Kafka timestamp
+        event("big", at=now, dimensions={"pad": "x" * 200}),  # over a 300-byte limit
+    ]
+    produce(cluster, topic, [Record(b"acme", payload) for payload in [*on_time, *rejected]])
+    lake = Lake(tmp_path / "lake")
+    rules = ("--correction-horizon", "1h", "--max-event-bytes", "300")
+    done = run_meterwax(*_run(bootstrap, topic, lake, "--stop-at-end", "--no-recovery", *rules))
+    assert done.returncode == 0, done.stderr
+    reasons = sorted(r["reason"] for r in rows(lake, QUARANTINE))
+    assert reasons == ["future_timestamp", "payload_too_large", "too_late"]
+    before = comparable_tables(lake)
+
+    replayed = run_meterwax(
+        "replay", "--brokers", bootstrap, "--topic", topic, "--lake", lake.root,
+        "--from-offsets", "0:0", "--format", "json",
+    )  # fmt: skip
+    assert replayed.returncode == 0, replayed.stderr
+    report = json.loads(replayed.stdout)
+    assert (report["inserted"], report["quarantined"], report["windows_changed"]) == (0, 0, 0)
+    assert report["already_quarantined"] == 3
+    assert comparable_tables(lake) == before

@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from meterwax.flows.steps import meter_partitions
 from meterwax.operators.contract import MAX_QUANTITY_NANOS
 from meterwax.operators.decode import Event, Heartbeat, Rejection, decode
-from meterwax.operators.partition import MeteringRules, PartitionMeter
+from meterwax.operators.partition import MeteringRules, PartitionMeter, classify_range
 from meterwax.operators.records import PartitionOutput, SourceBatch, SourcePartition
 from tests.helpers import T0, event, iso
 
@@ -435,3 +435,33 @@ def test_the_event_that_would_overflow_its_window_is_quarantined_and_judged_agai
         ("api_calls", MAX_QUANTITY_NANOS - 999_999_999, 1),
         ("cpu_seconds", 500_000_000, 1),
     ]
+
+
+@given(
+    messages=st.lists(message, min_size=1, max_size=80),
+    cuts=st.lists(st.integers(0, 80), max_size=6),
+    bounds=st.tuples(st.integers(0, 80), st.integers(0, 80)),
+    rules=st.sampled_from([RULES, LONG_MEMORY]),
+)
+def test_a_replayed_range_is_classified_exactly_as_the_main_flow_did(messages, cuts, bounds, rules):
+    payloads = render(messages)
+    start, stop = sorted(min(b, len(payloads)) for b in bounds)
+    # The main flow: everything, in whatever batches.
+    main = run_meter(payloads, rules, cuts, restore=False)
+    # Replay: a fresh processor fed the log from its start up to the range's end, in other
+    # batches, keeping the decisions for [start, stop).
+    batches = [
+        SourceBatch(WHERE, list(range(s, min(s + 7, stop))), payloads[s : min(s + 7, stop)])
+        for s in range(0, stop, 7)
+    ]
+    replayed = classify_range(PartitionMeter(WHERE, rules), batches, start, stop)
+
+    def within(rows):
+        return [r for r in rows if start <= r[0] < stop]
+
+    assert [(r.offset, r.event.tenant_id, r.event.id) for r in replayed.counted] == within(
+        main.ledger
+    )
+    assert [(r.offset, r.event.id, r.watermark_us) for r in replayed.late] == within(main.late)
+    assert [(r.offset, r.reason) for r in replayed.quarantined] == within(main.quarantine)
+    assert replayed.counters["read"] == stop - start

@@ -84,6 +84,7 @@ def corrections(
         "late_events_read": counters["late_read"],
         "counted": counters["late_counted"],
         "duplicates": counters["late_duplicates"],
+        "quarantined": counters["late_quarantined"],
         "window_conflicts_read": counters["conflicts_read"],
         "windows_changed": counters["windows_changed"],
         "audit_rows_written": counters["audit_rows"],
@@ -96,8 +97,11 @@ def corrections(
     click.echo(f"meterwax corrections: {lake_root.root}")
     for label, value in data.items():
         click.echo(f"  {label.replace('_', ' '):<24}{value:>12}")
-    accounted = data["counted"] + data["duplicates"] == data["late_events_read"]
-    click.echo(f"  late events read = counted + duplicates: {'✓' if accounted else '✗ MISMATCH'}")
+    accounted = (
+        data["counted"] + data["duplicates"] + data["quarantined"] == data["late_events_read"]
+    )
+    check = "✓" if accounted else "✗ MISMATCH"
+    click.echo(f"  late events read = counted + duplicates + quarantined: {check}")
 
 
 def _show(lake: Lake, tenant: str | None, output_format: str) -> None:
