@@ -6,7 +6,7 @@ lake, asks the ledger what it already holds, and then relies on the functions he
 - :func:`classify_late_events`: a late event is *new* (insert it), was *already inserted* by an
   earlier, interrupted run of this same correction (the ledger row carries its coordinates), is
   a *duplicate* of an event counted before, however long ago, or a *conflicting* duplicate (the
-  same key counted with another meter, quantity, time or dimensions: quarantined).
+  same key counted with another meter, quantity or time: quarantined).
 - :func:`fit_in_windows`: which events a window can take before its total passes
   decimal(38, 9), in source order; the rest are quarantined (late events) or voided (ledger
   copies of a window fed by two partitions).
@@ -81,9 +81,7 @@ class LateEvent:
     def content(self) -> int:
         """What the event bills, as the dedupe index fingerprints it."""
         event = self.event
-        return content_fingerprint(
-            event.meter, event.quantity_nanos, event.time_us, event.dimensions
-        )
+        return content_fingerprint(event.meter, event.quantity_nanos, event.time_us)
 
 
 @dataclass(frozen=True, slots=True)

@@ -2,8 +2,8 @@
 
 Each (tenant_id, id) key is reduced to 96 bits of a BLAKE2b digest (with a billion keys alive
 in one partition, the chance that two collide, and one legitimate event is taken for a
-retry, is about 6·10⁻¹²) and stored with a 32-bit fingerprint of the event's content (meter,
-quantity, time, dimensions) and the minute of its event time. A copy of a key with another
+retry, is about 6·10⁻¹²) and stored with a 32-bit fingerprint of what the event bills (its
+meter, quantity and time) and the minute of its event time. A copy of a key with another
 fingerprint is a *conflicting* duplicate: a producer bug billing must see, not a retry.
 
 Recent keys live in a dict; older ones are merged into three sorted numpy columns, 20 bytes a
@@ -53,14 +53,30 @@ def dedupe_key(tenant_id: str, event_id: str) -> bytes:
     ).digest()[:KEY_BYTES]
 
 
-def content_fingerprint(
-    meter: str, quantity_nanos: int, time_us: int, dimensions: dict[str, str] | None
-) -> int:
-    """32 bits that differ, but for a 2⁻³² chance, when two copies differ in what is billed."""
-    text = f"{meter}\x1f{quantity_nanos}\x1f{time_us}"
-    if dimensions:
-        text += "\x1f" + "\x1e".join(f"{k}\x1d{v}" for k, v in sorted(dimensions.items()))
-    return zlib.crc32(text.encode()) or 1  # 0 is UNKNOWN_CONTENT
+def content_fingerprint(meter: str, quantity_nanos: int, time_us: int) -> int:
+    """32 bits that differ, but for a 2⁻³² chance, when two copies differ in what they bill.
+
+    What a copy bills is its meter, quantity and time; a copy that differs in any of them is a
+    conflicting duplicate. A multiplicative hash of the quantity and time (64-bit, with the
+    quantity's high bits folded in), offset by the meter's CRC-32 (cached: meters are few).
+    Stable across processes and runs: it is kept in recovery state.
+    """
+    start = _METER_CRC.get(meter)
+    if start is None:
+        start = zlib.crc32(meter.encode())
+        if len(_METER_CRC) >= _CACHE_LIMIT:
+            _METER_CRC.clear()
+        _METER_CRC[meter] = start
+    mixed = (quantity_nanos * _ODD_A ^ time_us * _ODD_B ^ start) & _LOW_64
+    return ((mixed >> 32) ^ mixed ^ (quantity_nanos >> 64)) & _LOW_32_INT or 1  # 0: UNKNOWN
+
+
+_METER_CRC: dict[str, int] = {}
+_CACHE_LIMIT = 10_000
+_ODD_A = 0x9E37_79B9_7F4A_7C15
+_ODD_B = 0xC2B2_AE3D_27D4_EB4F
+_LOW_64 = (1 << 64) - 1
+_LOW_32_INT = (1 << 32) - 1
 
 
 def bucket_of(time_us: int) -> int:
@@ -83,7 +99,9 @@ class DedupeSnapshot:
     word1: np.ndarray
     buckets: np.ndarray
     pending: dict[bytes, int]
-    """Recent keys: key → ``bucket << 32 | fingerprint``."""
+    """Recent keys: key → bucket."""
+    contents: dict[bytes, int] | None = None
+    """Recent keys: key → fingerprint, in the same order as ``pending``."""
     key_format: int = _KEY_FORMAT
 
 
@@ -109,12 +127,14 @@ class DedupeIndex:
             self._word1 = np.empty(0, dtype=np.uint64)
             self._buckets = np.empty(0, dtype=np.int32)
             self._pending: dict[bytes, int] = {}
+            self._contents: dict[bytes, int] = {}
         elif getattr(snapshot, "key_format", 1) == 1:
             self._load_0_1(snapshot)
         else:
             self._word0, self._word1 = snapshot.word0, snapshot.word1
             self._buckets = snapshot.buckets
             self._pending = dict(snapshot.pending)
+            self._contents = dict(snapshot.contents or {})
 
     def _load_0_1(self, snapshot: DedupeSnapshot) -> None:
         """A snapshot of meterwax 0.1: 128-bit digests, no fingerprints.
@@ -124,10 +144,8 @@ class DedupeIndex:
         self._word0 = snapshot.word0
         self._word1 = snapshot.word1 & _LOW_32
         self._buckets = snapshot.buckets
-        self._pending = {
-            digest[:KEY_BYTES]: (bucket << 32) | UNKNOWN_CONTENT
-            for digest, bucket in snapshot.pending.items()
-        }
+        self._pending = {digest[:KEY_BYTES]: bucket for digest, bucket in snapshot.pending.items()}
+        self._contents = dict.fromkeys(self._pending, UNKNOWN_CONTENT)
 
     def __len__(self) -> int:
         return len(self._word0) + len(self._pending)
@@ -137,9 +155,9 @@ class DedupeIndex:
         """Approximate memory held by the index (frozen columns plus the recent-keys dict)."""
         pending = 0
         if self._pending:
-            # dict slot (~3 words + load factor), a 12-byte bytes object (45 bytes) and an int
-            # of bucket and fingerprint (36 bytes) per key.
-            pending = len(self._pending) * (8 * 3 * 3 // 2 + 45 + 36)
+            # Two dict slots (~3 words + load factor each), a 12-byte bytes object (45 bytes)
+            # and two small ints (28 bytes each) per key.
+            pending = len(self._pending) * (2 * (8 * 3 * 3 // 2) + 45 + 2 * 28)
         return self._word0.nbytes + self._word1.nbytes + self._buckets.nbytes + pending
 
     def lookup(self, keys: Sequence[bytes]) -> tuple[np.ndarray, np.ndarray]:
@@ -188,14 +206,15 @@ class DedupeIndex:
         if frozen_bucket >= oldest_alive:
             return frozen_content
         recent = self._pending.get(key)
-        if recent is not None and recent >> 32 >= oldest_alive:
-            return recent & 0xFFFF_FFFF
+        if recent is not None and recent >= oldest_alive:
+            return self._contents[key]
         return None
 
     def remember(self, key: bytes, bucket: int, content: int, oldest_alive: int) -> None:
         """Remember ``key`` (not alive now) with its minute and content fingerprint."""
         if bucket >= oldest_alive:  # a key already dead could never match: not worth keeping
-            self._pending[key] = (bucket << 32) | content
+            self._pending[key] = bucket
+            self._contents[key] = content
 
     def maintain(self, oldest_alive: int) -> None:
         """Merge recent keys into the frozen columns when there are many; drop dead keys.
@@ -212,28 +231,29 @@ class DedupeIndex:
             keep = self._buckets >= oldest_alive
             self._word0, self._word1 = self._word0[keep], self._word1[keep]
             self._buckets = self._buckets[keep]
-        if self._pending and min(v >> 32 for v in self._pending.values()) < oldest_alive:
-            self._pending = {k: v for k, v in self._pending.items() if v >> 32 >= oldest_alive}
+        if self._pending and min(self._pending.values()) < oldest_alive:
+            self._pending = {k: b for k, b in self._pending.items() if b >= oldest_alive}
+            self._contents = {k: self._contents[k] for k in self._pending}
 
     def _merge_pending(self) -> None:
-        keys = list(self._pending)
-        values = list(self._pending.values())
-        words = np.frombuffer(
-            b"".join(
-                k + (v & 0xFFFF_FFFF).to_bytes(4, "little")
-                for k, v in zip(keys, values, strict=True)
-            ),
-            dtype="<u8",
-        ).reshape(-1, 2)
-        buckets = np.fromiter((v >> 32 for v in values), dtype=np.int32, count=len(keys))
+        # Both dicts hold the same keys in the same order (every change goes to both).
+        count = len(self._pending)
+        words = np.frombuffer(_PAD.join(self._pending) + _PAD, dtype="<u8").reshape(-1, 2)
+        contents = np.fromiter(self._contents.values(), dtype=np.uint64, count=count)
+        buckets = np.fromiter(self._pending.values(), dtype=np.int32, count=count)
         order = np.argsort(words[:, 0], kind="stable")
-        new0, new1, new_buckets = words[order, 0], words[order, 1], buckets[order]
+        new0 = words[order, 0]
+        new1 = words[order, 1] | (contents[order] << np.uint64(32))
+        new_buckets = buckets[order]
         at = np.searchsorted(self._word0, new0)
         self._word0 = np.insert(self._word0, at, new0)
         self._word1 = np.insert(self._word1, at, new1)
         self._buckets = np.insert(self._buckets, at, new_buckets)
         self._pending = {}
+        self._contents = {}
 
     def snapshot(self) -> DedupeSnapshot:
         """Recovery state; cheap (the columns are shared, only recent keys are copied)."""
-        return DedupeSnapshot(self._word0, self._word1, self._buckets, dict(self._pending))
+        return DedupeSnapshot(
+            self._word0, self._word1, self._buckets, dict(self._pending), dict(self._contents)
+        )

@@ -12,7 +12,7 @@ heartbeat              a control record: advances the partition's event time, no
 future_timestamp       event time > clock + max_future; the clock is the Kafka timestamp
                        of the message when there is one, else the partition watermark
 duplicate              its (tenant_id, id) was counted within the dedupe horizon, with the
-                       same meter, quantity, time and dimensions
+                       same meter, quantity and time
 conflicting_duplicate  … with other content: quarantined (the counted copy stays)
 too_late               event time < watermark − correction horizon
 late                   its window has already closed → late-event channel (corrections)
@@ -256,9 +256,7 @@ class PartitionMeter:
                     continue
             if kind is Event:
                 key = keys[i]
-                content = content_fingerprint(
-                    item.meter, item.quantity_nanos, time_us, item.dimensions
-                )
+                content = content_fingerprint(item.meter, item.quantity_nanos, time_us)
                 seen = dedupe.find(key, frozen_buckets[i], frozen_contents[i], oldest_alive)
                 if seen is not None:
                     if seen in (content, UNKNOWN_CONTENT):

@@ -60,17 +60,17 @@ class Reason(StrEnum):
     """Counting the event would take its window's total past decimal(38, 9): the window keeps
     the events before it, in offset order, and this one is not counted."""
     CONFLICTING_DUPLICATE = "conflicting_duplicate"
-    """Its (tenant_id, id) was counted before with another meter, quantity, time or
-    dimensions: a producer bug billing must see. The counted copy stays in ``events``."""
+    """Its (tenant_id, id) was counted before with another meter, quantity or time: a
+    producer bug billing must see. The counted copy stays in ``events``."""
 
 
 def conflict_detail(event: Event) -> str:
     """The detail of a conflicting duplicate: this copy's billed content."""
     return (
         f"id {event.id!r} of tenant {event.tenant_id!r} was counted before with another meter, "
-        f"quantity, time or dimensions (the counted copy is in events); this copy: meter "
-        f"{event.meter}, quantity {format_nanos(event.quantity_nanos)}, timestamp "
-        f"{format_micros(event.time_us)}, dimensions {event.dimensions or {}}"
+        f"quantity or time (the counted copy is in events); this copy: meter {event.meter}, "
+        f"quantity {format_nanos(event.quantity_nanos)}, timestamp "
+        f"{format_micros(event.time_us)}"
     )
 
 

@@ -112,7 +112,6 @@ class Ledger:
                 "meter",
                 "quantity",
                 "event_time",
-                "dimensions",
                 "counted_by",
                 *COORDINATES,
             ],
@@ -126,17 +125,16 @@ class Ledger:
                 found.column("meter").to_pylist(),
                 decimal_to_nanos(found.column("quantity")),
                 timestamp_to_micros(found.column("event_time")),
-                found.column("dimensions").to_pylist(),
                 found.column("counted_by").to_pylist(),
                 zip(*(found.column(c).to_pylist() for c in COORDINATES), strict=True),
                 strict=True,
             ),
-            key=lambda row: row[7],
+            key=lambda row: row[6],
         )
-        for tenant, event_id, meter, nanos, time_us, dimensions, counted_by, where in rows:
+        for tenant, event_id, meter, nanos, time_us, counted_by, where in rows:
             key = (tenant, event_id)
             if key in wanted and key not in entries:
-                content = content_fingerprint(meter, nanos, time_us, dict(dimensions or {}) or None)
+                content = content_fingerprint(meter, nanos, time_us)
                 entries[key] = LedgerEntry(counted_by, where, content)
         return entries
 
