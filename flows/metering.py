@@ -25,8 +25,10 @@ from meterwax.durations import format_duration_us
 from meterwax.flows.execution import execute
 from meterwax.flows.steps import meter_partitions
 from meterwax.metrics import RunStats
+from meterwax.operators.catalog import LEGACY, Catalog
 from meterwax.operators.partition import MeteringRules
 from meterwax.operators.records import PartitionOutput, SourceBatch, SourcePartition
+from meterwax.sinks.catalog_table import CatalogStore
 from meterwax.sinks.lake import Lake
 from meterwax.sinks.metering_sink import MeteringSink
 
@@ -45,13 +47,16 @@ def meter_step_id(rules: MeteringRules) -> str:
 
 
 def build_flow(
-    source: Source[SourceBatch], sink: Sink[tuple[str, PartitionOutput]], rules: MeteringRules
+    source: Source[SourceBatch],
+    sink: Sink[tuple[str, PartitionOutput]],
+    rules: MeteringRules,
+    catalog: Catalog = LEGACY,
 ) -> Dataflow:
     """Wire a source of :class:`SourceBatch` to a sink of keyed :class:`PartitionOutput`."""
     flow = Dataflow(FLOW_ID)
     batches = op.input(READ_STEP, flow, source)
     keyed = op.key_on("by_partition", batches, lambda batch: batch.where.key)
-    outputs = meter_partitions(meter_step_id(rules), keyed, rules)
+    outputs = meter_partitions(meter_step_id(rules), keyed, rules, catalog)
     op.output("write", outputs, sink)
     return flow
 
@@ -73,13 +78,18 @@ def run_to_lake(
 
     ``stats`` receives what was committed, also when the run is stopped early (a signal
     arrives as KeyboardInterrupt, or as Bytewax's runtime error wrapping it), so the caller
-    can report it. With ``addresses``, this process is number ``process_id`` of a
+    can report it. The meter catalog is the lake's newest version, read once at the start
+    (every process of a run reads the same); if a newer one is applied while the flow runs,
+    its next commit stops it with :class:`CatalogChangedError` (see ``catalog_table``).
+    With ``addresses``, this process is number ``process_id`` of a
     multi-process run. A deliberate meterwax error raised inside the dataflow (a Kafka or
     lake failure) is raised as itself, not wrapped in Bytewax's.
     """
     lake.ensure_tables(rules)
-    sink = MeteringSink(lake, partitions, stats=stats)
-    flow = build_flow(source, sink, rules)
+    catalog = CatalogStore(lake).current()
+    stats.catalog_version = catalog.version
+    sink = MeteringSink(lake, partitions, stats=stats, catalog_version=catalog.version)
+    flow = build_flow(source, sink, rules, catalog)
     with fewer_gc_passes():
         execute(
             flow,

@@ -15,6 +15,7 @@ import bytewax.operators as op
 from bytewax.dataflow import Stream, operator
 from bytewax.operators import KeyedStream, StatefulBatchLogic
 
+from meterwax.operators.catalog import LEGACY, Catalog
 from meterwax.operators.decode import DEFAULT_MAX_EVENT_BYTES, Event, Rejection, decode
 from meterwax.operators.partition import MeteringRules, PartitionMeter, PartitionState
 from meterwax.operators.records import PartitionOutput, SourceBatch
@@ -46,13 +47,18 @@ def decode_messages(
 
 
 class _PartitionLogic(StatefulBatchLogic[SourceBatch, PartitionOutput, PartitionState]):
-    def __init__(self, rules: MeteringRules, resume: PartitionState | None) -> None:
+    def __init__(
+        self, rules: MeteringRules, catalog: Catalog, resume: PartitionState | None
+    ) -> None:
         self._rules = rules
-        self._meter = PartitionMeter(resume.where, rules, resume) if resume is not None else None
+        self._catalog = catalog
+        self._meter = (
+            PartitionMeter(resume.where, rules, resume, catalog) if resume is not None else None
+        )
 
     def on_batch(self, values: list[SourceBatch]) -> tuple[Iterable[PartitionOutput], bool]:
         if self._meter is None:
-            self._meter = PartitionMeter(values[0].where, self._rules)
+            self._meter = PartitionMeter(values[0].where, self._rules, catalog=self._catalog)
         return [self._meter.process(batch) for batch in values], StatefulBatchLogic.RETAIN
 
     def on_eof(self) -> tuple[Iterable[PartitionOutput], bool]:
@@ -69,13 +75,17 @@ class _PartitionLogic(StatefulBatchLogic[SourceBatch, PartitionOutput, Partition
 
 @operator
 def meter_partitions(
-    step_id: str, up: KeyedStream[SourceBatch], rules: MeteringRules
+    step_id: str,
+    up: KeyedStream[SourceBatch],
+    rules: MeteringRules,
+    catalog: Catalog = LEGACY,
 ) -> KeyedStream[PartitionOutput]:
     """Run a :class:`PartitionMeter` per source partition (the stream must be keyed by it).
 
     One output per input batch, plus one at end of input carrying the flushed windows.
+    ``catalog`` is the meter catalog to count with (default: none, every event meter a sum).
 
     Recovery: snapshots the partition's watermark, dedupe index and open windows; together
     with the source's offsets this resumes exactly where the snapshot was taken.
     """
-    return op.stateful_batch("process", up, lambda resume: _PartitionLogic(rules, resume))
+    return op.stateful_batch("process", up, lambda resume: _PartitionLogic(rules, catalog, resume))

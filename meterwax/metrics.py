@@ -15,6 +15,10 @@ events_counted_total                counter    events counted by the main flow
 events_already_committed_total      counter    of those, already in the ledger (rerun, resume)
 events_duplicate_total              counter    events dropped as duplicates by the main flow
 events_late_total                   counter    events sent to late_events
+events_unmetered_total              counter    counted events no catalog meter takes
+meter_unvalued_total                counter    events a catalog meter took without a value
+catalog_version                     gauge      the meter catalog version this process counts
+                                               with (0: no catalog)
 events_quarantined_total{reason}    counter    messages quarantined, by reason (too_late incl.)
 heartbeats_total                    counter    heartbeat records
 windows_written_total               counter    first window totals written
@@ -58,6 +62,8 @@ _COUNTERS = {
     "duplicates": ("events_duplicate", "Events dropped as duplicates by the main flow."),
     "late": ("events_late", "Events sent to late_events for the correction flow."),
     "heartbeats": ("heartbeats", "Heartbeat records read."),
+    "unmetered": ("events_unmetered", "Counted events that no meter of the catalog takes."),
+    "unvalued": ("meter_unvalued", "Events a catalog meter took but could not value."),
     "windows_closed": ("windows_written", "First window totals written by the main flow."),
     "windows_already_written": (
         "windows_already_written",
@@ -109,6 +115,8 @@ class RunStats:
         self.commits = 0
         self.commit_retries = 0
         self.commit_seconds = 0.0
+        self.catalog_version = 0
+        """The meter catalog version the flow counts with (0: no catalog)."""
         self._commit_latency = _Histogram(_COMMIT_BUCKETS)
         self._batch_sizes = _Histogram(_BATCH_BUCKETS)
 
@@ -191,6 +199,11 @@ class RunStats:
         for partition, count in sorted(dedupe.items()):
             keys.add_metric([partition], count)
         yield keys
+        yield GaugeMetricFamily(
+            "meterwax_catalog_version",
+            "The meter catalog version this process counts with (0: no catalog).",
+            value=self.catalog_version,
+        )
         yield CounterMetricFamily("meterwax_delta_commits", "Delta commits.", value=commits)
         yield CounterMetricFamily(
             "meterwax_delta_commit_retries", "Delta commit conflicts retried.", value=retries

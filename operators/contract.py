@@ -16,6 +16,7 @@ Every rule failure is a pydantic error whose ``type`` is a quarantine reason cod
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from datetime import datetime
@@ -271,6 +272,13 @@ class UsageEvent(BaseModel):
     timestamp: Timestamp
     dimensions: Dimensions = None
     source: Annotated[StrictStr | None, Field(max_length=MAX_SOURCE_CHARS), NoControls] = None
+    data: Annotated[dict[str, str] | None, BeforeValidator(_check_data)] = None
+
+
+class CatalogUsageEvent(UsageEvent):
+    """An event under a meter catalog: ``quantity`` may be absent (its meters read others)."""
+
+    quantity: Quantity | None = None  # type: ignore[assignment]
 
 
 CLOUDEVENT_FIELDS = {
@@ -321,7 +329,64 @@ def cloudevent_to_native(envelope: dict[str, Any]) -> dict[str, Any]:
         native["quantity"] = data["value"]
     if "dimensions" in data:
         native["dimensions"] = data["dimensions"]
+    extra = {k: v for k, v in data.items() if k not in _MAPPED_DATA and v is not None}
+    if extra:
+        native["data"] = extra
     return native
+
+
+_MAPPED_DATA = frozenset({"quantity", "value", "dimensions"})
+MAX_DATA_FIELDS = 64
+MAX_DATA_VALUE_CHARS = 1024
+
+
+def data_text(value: object) -> str:
+    """A CloudEvent data value as the text a meter compares and parses.
+
+    A string is itself; anything else is its JSON text, with numbers in the digits they were
+    written with (the decoder reads them exactly, as ints and Decimals) and object keys sorted.
+    """
+    return value if isinstance(value, str) else _json_text(value)
+
+
+def _json_text(value: object) -> str:
+    if isinstance(value, str):
+        return json.dumps(value, ensure_ascii=False)
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | Decimal):
+        return str(value)
+    if isinstance(value, dict):
+        fields = (f"{_json_text(str(k))}:{_json_text(v)}" for k, v in sorted(value.items()))
+        return "{" + ",".join(fields) + "}"
+    if isinstance(value, list):
+        return "[" + ",".join(_json_text(item) for item in value) + "]"
+    return "null" if value is None else json.dumps(value)
+
+
+def _check_data(value: object) -> object:
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise PydanticCustomError(Reason.INVALID_DATA.value, "must be a JSON object")
+    if len(value) > MAX_DATA_FIELDS:
+        raise PydanticCustomError(
+            Reason.INVALID_DATA.value,
+            f"has {len(value)} fields besides quantity and dimensions, at most {MAX_DATA_FIELDS}",
+        )
+    texts = {}
+    for key, item in value.items():
+        text = data_text(item)
+        if not key or len(key) > MAX_DIMENSION_KEY_CHARS or len(text) > MAX_DATA_VALUE_CHARS:
+            raise PydanticCustomError(
+                Reason.INVALID_DATA.value,
+                f"field {key[:80]!r} must have a name of 1–{MAX_DIMENSION_KEY_CHARS} characters "
+                f"and a value of at most {MAX_DATA_VALUE_CHARS}",
+            )
+        check_characters(key, "a data field name")
+        check_characters(text, f"data field {key!r}")
+        texts[key] = text
+    return texts
 
 
 _PYDANTIC_TYPE_REASONS = {

@@ -7,11 +7,15 @@ lake, asks the ledger what it already holds, and then relies on the functions he
   earlier, interrupted run of this same correction (the ledger row carries its coordinates), is
   a *duplicate* of an event counted before, however long ago, or a *conflicting* duplicate (the
   same key counted with another meter, quantity or time: quarantined).
-- :func:`fit_in_windows`: which events a window can take before its total passes
+- :func:`fit_in_windows`: which events their ``sum`` windows can take before a total passes
   decimal(38, 9), in source order; the rest are quarantined (late events) or voided (ledger
   copies of a window fed by two partitions).
-- :func:`plan_window_changes`: given every affected window's total recomputed from the ledger
+- :func:`plan_window_changes`: given every affected window's value recomputed from the ledger
   and its current row, the changes to make, each one revision higher than the row it replaces.
+
+Corrections work by *slice* (tenant, event meter, window start: see ``aggregates``): a late
+event or a conflict names its slice, and recomputing a slice recomputes every meter window
+(and group) its events feed, under the current catalog.
 - :func:`reconcile_with_audit`: given audit rows that an interrupted run may already have
   written, which changes still need an audit row (so a retry never writes one twice and an
   audit row always describes the change that was applied).
@@ -26,14 +30,13 @@ from dataclasses import dataclass, replace
 from enum import StrEnum
 from typing import TypeVar
 
+from meterwax.operators.aggregates import SliceKey, WindowKey, WindowValue, empty_value
+from meterwax.operators.catalog import Catalog
 from meterwax.operators.contract import MAX_QUANTITY_NANOS
 from meterwax.operators.decode import Event
-from meterwax.operators.dedupe import UNKNOWN_CONTENT, content_fingerprint
+from meterwax.operators.dedupe import UNKNOWN_CONTENT, event_content
 
-WindowKey = tuple[str, str, int]
-"""(tenant_id, meter, window start in µs since the epoch)."""
-Totals = tuple[int, int]
-"""(quantity in nano-units, event count)."""
+__all__ = ["SliceKey", "WindowKey", "WindowValue"]
 
 CORRECTIONS_FLOW = "corrections"
 """The ``counted_by`` value of ledger rows the correction flow inserted."""
@@ -50,6 +53,8 @@ class ChangeReason(StrEnum):
     """A key counted twice (a retry beyond the dedupe horizon): the later copy was voided."""
     WINDOW_OVERFLOW = "window_overflow"
     """Copies that would take the window past decimal(38, 9) were voided."""
+    METER_CHANGE = "meter_change"
+    """The meter's definition changed (``meters apply``), or the window was open when it did."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,15 +78,15 @@ class LateEvent:
         return (self.origin, self.origin_partition, self.origin_offset)
 
     @property
-    def window(self) -> WindowKey:
-        """(tenant_id, meter, window start)."""
+    def slice(self) -> SliceKey:
+        """(tenant_id, event meter, window start): the ledger events it joins."""
         return (self.event.tenant_id, self.event.meter, self.window_start_us)
 
     @property
     def content(self) -> int:
         """What the event bills, as the dedupe index fingerprints it."""
         event = self.event
-        return content_fingerprint(event.meter, event.quantity_nanos, event.time_us)
+        return event_content(event.meter, event.quantity_nanos, event.time_us, event.data)
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,7 +96,7 @@ class LedgerEntry:
     counted_by: str
     coordinates: tuple[str, int, int]
     content: int = UNKNOWN_CONTENT
-    """The counted copy's :func:`content_fingerprint`."""
+    """The counted copy's content fingerprint (``dedupe.event_content``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,33 +153,34 @@ def classify_late_events(
 
 
 Item = TypeVar("Item")
+Key = TypeVar("Key")
 
 
 def fit_in_windows(
     items: Iterable[Item],
     *,
-    window_of: Callable[[Item], WindowKey],
-    quantity_of: Callable[[Item], int],
-    totals: Mapping[WindowKey, int],
+    contributions_of: Callable[[Item], Iterable[tuple[Key, int]]],
+    totals: Mapping[Key, int],
 ) -> tuple[list[Item], list[Item]]:
     """Split ``items`` (in the order given) into those their windows can take and the rest.
 
-    A window starts at ``totals`` (nano-units already in it) and takes each item whose quantity
-    keeps it within decimal(38, 9); an item that would pass it is left out, and later, smaller
-    items may still fit. The same rule as the main flow's, for every other place a total is
-    formed.
+    Each item adds to some ``sum`` windows (``contributions_of``: window → nano-units). A
+    window starts at ``totals`` (nano-units already in it); an item is taken if every window
+    it adds to stays within decimal(38, 9), and then adds to all of them; otherwise it is
+    left out, adds to none, and later, smaller items may still fit. The same rule as the main
+    flow's, for every other place a total is formed.
     """
     running = dict(totals)
     kept: list[Item] = []
     left_out: list[Item] = []
     for item in items:
-        key = window_of(item)
-        total = running.get(key, 0) + quantity_of(item)
-        if total > MAX_QUANTITY_NANOS:
+        adds = list(contributions_of(item))
+        if any(running.get(key, 0) + amount > MAX_QUANTITY_NANOS for key, amount in adds):
             left_out.append(item)
-        else:
-            running[key] = total
-            kept.append(item)
+            continue
+        for key, amount in adds:
+            running[key] = running.get(key, 0) + amount
+        kept.append(item)
     return kept, left_out
 
 
@@ -182,8 +188,9 @@ def fit_in_windows(
 class CurrentWindow:
     """A ``usage_windows`` row as it is now."""
 
-    totals: Totals
+    value: WindowValue
     revision: int
+    catalog_version: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -193,62 +200,92 @@ class WindowChange:
     key: WindowKey
     window_end_us: int
     revision: int
-    previous: Totals | None
-    new: Totals
+    previous: WindowValue | None
+    new: WindowValue
     late_event_ids: tuple[str, ...]
     reason: str
+    aggregation: str = "sum"
+    catalog_version_before: int | None = None
+    catalog_version_after: int = 0
 
     @property
-    def delta(self) -> Totals:
-        """New minus previous (quantity in nano-units, event count)."""
-        before = self.previous or (0, 0)
-        return (self.new[0] - before[0], self.new[1] - before[1])
+    def delta(self) -> tuple[int | None, int]:
+        """New minus previous: (quantity in nano-units, or None if either has no value; count)."""
+        before = self.previous or WindowValue(0, 0)
+        quantity = (
+            None
+            if self.new.quantity_nanos is None or before.quantity_nanos is None
+            else self.new.quantity_nanos - before.quantity_nanos
+        )
+        if self.previous is None and self.new.quantity_nanos is not None:
+            quantity = self.new.quantity_nanos
+        return (quantity, self.new.event_count - before.event_count)
+
+
+def slice_of(catalog: Catalog, key: WindowKey) -> SliceKey | None:
+    """The slice a window's events come from (None: its meter is not in ``catalog``)."""
+    meter = catalog.meter(key[1])
+    return None if meter is None else (key[0], meter.event_meter, key[2])
 
 
 def plan_window_changes(
-    affected: Iterable[WindowKey],
-    recomputed: Mapping[WindowKey, Totals],
+    recomputed: Mapping[WindowKey, WindowValue],
     current: Mapping[WindowKey, CurrentWindow],
     *,
+    catalog: Catalog,
     window_us: int,
-    late_ids: Mapping[WindowKey, Iterable[str]],
-    reasons: Mapping[WindowKey, Iterable[ChangeReason]],
+    late_ids: Mapping[SliceKey, Iterable[str]],
+    reasons: Mapping[SliceKey, Iterable[ChangeReason]],
 ) -> list[WindowChange]:
-    """The changes that make every affected window equal its ledger total.
+    """The changes that make every window equal its value recomputed from the ledger.
 
-    A window whose row already equals the ledger is left alone (no audit row); a window with no
-    row and no ledger events needs nothing. Ordered by key.
+    ``recomputed`` and ``current`` hold the windows of the affected slices, under ``catalog``;
+    a window the ledger no longer feeds (its events voided, or moved to another group) gets
+    the value of no events. A window whose row already equals the ledger is left alone (no
+    audit row); a window with no row and no events needs nothing. Ordered by key.
     """
     changes = []
-    for key in sorted(set(affected)):
-        new = recomputed.get(key, (0, 0))
+    for key in sorted(set(recomputed) | set(current)):
+        meter = catalog.meter(key[1])
+        if meter is None:
+            continue  # a meter the catalog no longer has: its windows are history
+        empty = empty_value(meter.aggregation)
+        new = recomputed.get(key, empty)
         row = current.get(key)
-        if row is None and new == (0, 0):
+        if row is None and new == empty:
             continue
-        if row is not None and row.totals == new:
+        if row is not None and row.value == new:
             continue
+        where = (key[0], meter.event_meter, key[2])
         changes.append(
             WindowChange(
                 key=key,
                 window_end_us=key[2] + window_us,
                 revision=row.revision + 1 if row is not None else 1,
-                previous=row.totals if row is not None else None,
+                previous=row.value if row is not None else None,
                 new=new,
-                late_event_ids=tuple(sorted(set(late_ids.get(key, ())))),
-                reason="+".join(sorted({r.value for r in reasons.get(key, ())})) or "unknown",
+                late_event_ids=tuple(sorted(set(late_ids.get(where, ())))),
+                reason="+".join(sorted({r.value for r in reasons.get(where, ())})) or "unknown",
+                aggregation=meter.aggregation.value,
+                catalog_version_before=row.catalog_version if row is not None else None,
+                catalog_version_after=catalog.version,
             )
         )
     return changes
 
 
+Summary = tuple[int | None, int, int]
+"""(quantity, events, unvalued) of an audit row's new value: see ``WindowValue.summary``."""
+
+
 def reconcile_with_audit(
-    changes: Iterable[WindowChange], audited: Mapping[tuple[WindowKey, int], Totals]
+    changes: Iterable[WindowChange], audited: Mapping[tuple[WindowKey, int], Summary]
 ) -> tuple[list[WindowChange], list[WindowChange]]:
     """Split planned changes into (to audit and apply, to apply only).
 
-    ``audited`` maps (key, revision) to the new totals of audit rows already written. A change
-    whose audit row exists with the same new totals was audited by an interrupted run: apply
-    it, don't audit it again. If the audit row exists with *other* totals (the ledger moved in
+    ``audited`` maps (key, revision) to the new values of audit rows already written. A change
+    whose audit row exists with the same new value was audited by an interrupted run: apply
+    it, don't audit it again. If the audit row exists with *another* value (the ledger moved in
     between), the audited change is taken as applied and the new change is chained after it,
     one revision higher, so the audit trail stays a gap-free sequence.
     """
@@ -258,7 +295,7 @@ def reconcile_with_audit(
         existing = audited.get((change.key, change.revision))
         if existing is None:
             to_audit.append(change)
-        elif existing == change.new:
+        elif existing == change.new.summary:
             apply_only.append(change)
         else:
             chained = change
@@ -266,9 +303,9 @@ def reconcile_with_audit(
                 chained = replace(
                     chained,
                     revision=chained.revision + 1,
-                    previous=audited[(chained.key, chained.revision)],
+                    previous=WindowValue(*audited[(chained.key, chained.revision)]),
                 )
-            if chained.previous == chained.new:
+            if chained.previous is not None and chained.previous.summary == chained.new.summary:
                 apply_only.append(replace(chained, revision=chained.revision - 1))
             else:
                 to_audit.append(chained)

@@ -23,6 +23,7 @@ from pydantic_core import PydanticCustomError
 
 from meterwax.operators.contract import (
     HEARTBEAT_MARKER,
+    CatalogUsageEvent,
     UsageEvent,
     cloudevent_to_native,
     describe_error,
@@ -41,12 +42,17 @@ Decoded = Event | Heartbeat | Rejection
 
 
 def decode(
-    raw: bytes | None, *, max_bytes: int = DEFAULT_MAX_EVENT_BYTES, fast: bool = True
+    raw: bytes | None,
+    *,
+    max_bytes: int = DEFAULT_MAX_EVENT_BYTES,
+    fast: bool = True,
+    quantity_required: bool = True,
 ) -> Decoded:
     """Decode and validate one message. Never raises for bad input.
 
     ``fast=False`` skips the fast path, so the pydantic contract decides everything (the
-    tests use it to show both paths agree).
+    tests use it to show both paths agree). ``quantity_required=False`` is the contract under
+    a meter catalog, whose meters may read other fields.
     """
     if not raw:
         return Rejection(Reason.EMPTY_PAYLOAD, "message has no payload (tombstone or empty value)")
@@ -56,7 +62,7 @@ def decode(
             f"message is {len(raw)} bytes, the limit is {max_bytes} (max event size)",
         )
     if fast:
-        event = fast_event(raw)
+        event = fast_event(raw, quantity_required=quantity_required)
         if event is not None:
             return event
     try:
@@ -76,15 +82,25 @@ def decode(
         )
     if document.get(HEARTBEAT_MARKER) is not None:
         return _heartbeat(document)
-    return validate(document)
+    return validate(document, quantity_required=quantity_required)
 
 
-def validate(document: dict[str, Any]) -> Event | Rejection:
-    """Validate an already-parsed JSON object against the contract (native or CloudEvents)."""
+def validate(document: dict[str, Any], *, quantity_required: bool = True) -> Event | Rejection:
+    """Validate an already-parsed JSON object against the contract (native or CloudEvents).
+
+    Only a CloudEvent has ``data`` fields besides quantity and dimensions: a native event's
+    own ``data`` key, if any, is ignored like every other unknown key.
+    """
     is_cloudevent = "specversion" in document
+    model = UsageEvent if quantity_required else CatalogUsageEvent
     try:
-        fields = cloudevent_to_native(document) if is_cloudevent else document
-        event = UsageEvent.model_validate(fields)
+        if is_cloudevent:
+            fields = cloudevent_to_native(document)
+        elif "data" in document:
+            fields = {key: value for key, value in document.items() if key != "data"}
+        else:
+            fields = document
+        event = model.model_validate(fields)
     except PydanticCustomError as error:
         return Rejection(Reason(error.type), error.message())
     except ValidationError as error:
@@ -101,6 +117,7 @@ def validate(document: dict[str, Any]) -> Event | Rejection:
         time_us=event.timestamp,
         dimensions=event.dimensions or None,
         source=event.source,
+        data=event.data or None,
     )
 
 
@@ -152,14 +169,27 @@ _INT_DIGITS_LIMIT = 4000
 
 
 def _has_fractional_quantity(document: Any) -> bool:
+    """True if orjson read a number the contract needs exactly as a binary float.
+
+    The quantity (native or CloudEvents), and any number among a CloudEvent's ``data`` fields
+    (meters may read them as values).
+    """
     if not isinstance(document, dict):
         return False
     if isinstance(document.get("quantity"), float):
         return True
     data = document.get("data")
-    return isinstance(data, dict) and (
-        isinstance(data.get("quantity"), float) or isinstance(data.get("value"), float)
-    )
+    return isinstance(data, dict) and _holds_float(data)
+
+
+def _holds_float(value: Any) -> bool:
+    if isinstance(value, float):
+        return True
+    if isinstance(value, dict):
+        return any(_holds_float(item) for item in value.values())
+    if isinstance(value, list):
+        return any(_holds_float(item) for item in value)
+    return False
 
 
 def _has_lone_surrogate(value: Any) -> bool:

@@ -21,6 +21,7 @@ discards keys that can never be alive again, because the partition's max event t
 from __future__ import annotations
 
 import hashlib
+import json
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -69,6 +70,21 @@ def content_fingerprint(meter: str, quantity_nanos: int, time_us: int) -> int:
         _METER_CRC[meter] = start
     mixed = (quantity_nanos * _ODD_A ^ time_us * _ODD_B ^ start) & _LOW_64
     return ((mixed >> 32) ^ mixed ^ (quantity_nanos >> 64)) & _LOW_32_INT or 1  # 0: UNKNOWN
+
+
+def event_content(
+    meter: str, quantity_nanos: int | None, time_us: int, data: dict[str, str] | None
+) -> int:
+    """:func:`content_fingerprint` of an event, also one without a quantity.
+
+    Under a meter catalog an event may carry no quantity (its meters read its ``data``); its
+    data fields then stand in for the quantity, through their CRC-32 made negative, so they
+    never equal a real quantity.
+    """
+    if quantity_nanos is None:
+        text = json.dumps(data or {}, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+        quantity_nanos = -1 - zlib.crc32(text.encode())
+    return content_fingerprint(meter, quantity_nanos, time_us)
 
 
 _METER_CRC: dict[str, int] = {}

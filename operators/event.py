@@ -18,10 +18,15 @@ class Event(NamedTuple):
     tenant_id: str
     id: str
     meter: str
-    quantity_nanos: int
+    quantity_nanos: int | None
+    """None only under a meter catalog, for an event that carries no quantity (its meters
+    read other fields, e.g. an OpenMeter event's ``data``)."""
     time_us: int
     dimensions: dict[str, str] | None = None
     source: str | None = None
+    data: dict[str, str] | None = None
+    """A CloudEvent's other ``data`` fields, as text (JSON numbers exactly as written):
+    what meter definitions may read with ``data.<key>``."""
 
 
 @dataclass(frozen=True, slots=True)

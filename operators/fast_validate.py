@@ -14,12 +14,16 @@ Quantities are taken as the raw JSON text of the value (``msgspec.Raw``), never 
 
 from __future__ import annotations
 
+import re
+from decimal import Decimal
 from typing import Annotated
 
 import msgspec
 from pydantic_core import PydanticCustomError
 
 from meterwax.operators.contract import (
+    MAX_DATA_FIELDS,
+    MAX_DATA_VALUE_CHARS,
     MAX_DIMENSION_KEY_CHARS,
     MAX_DIMENSION_VALUE_CHARS,
     MAX_DIMENSIONS,
@@ -70,19 +74,13 @@ class _Native(msgspec.Struct):
     meterwax_control: msgspec.Raw | msgspec.UnsetType = _UNSET
 
 
-class _CloudData(msgspec.Struct):
-    quantity: msgspec.Raw | msgspec.UnsetType = _UNSET
-    value: msgspec.Raw | msgspec.UnsetType = _UNSET
-    dimensions: _Dimensions | None = None
-
-
 class _CloudEvent(msgspec.Struct):
     specversion: str
     id: _Id
     subject: _Tenant
     type: _Meter
     time: str
-    data: _CloudData
+    data: dict[str, msgspec.Raw]
     source: _Source | None = None
     datacontenttype: str | None = None
     meterwax_control: msgspec.Raw | msgspec.UnsetType = _UNSET
@@ -98,7 +96,7 @@ _NATIVE = msgspec.json.Decoder(_Native)
 _CLOUDEVENT = msgspec.json.Decoder(_CloudEvent)
 
 
-def fast_event(raw: bytes) -> Event | None:
+def fast_event(raw: bytes, *, quantity_required: bool = True) -> Event | None:
     """The event, if ``raw`` is a plainly valid event; ``None`` means "let pydantic decide".
 
     Anything the raw bytes cannot show plainly goes to the contract: a backslash (an escape
@@ -125,7 +123,7 @@ def fast_event(raw: bytes) -> Event | None:
     try:
         native = _NATIVE.decode(raw)
     except ValueError:  # msgspec.DecodeError, or bytes that are not UTF-8
-        return _fast_cloudevent(raw)
+        return _fast_cloudevent(raw, quantity_required)
     if native.specversion is not _UNSET or native.meterwax_control is not _UNSET:
         return None  # a CloudEvents key or a control record's: the contract decides
     nanos = _nanos(bytes(native.quantity))
@@ -153,7 +151,7 @@ def _is_utf8(raw: bytes) -> bool:
     return True
 
 
-def _fast_cloudevent(raw: bytes) -> Event | None:
+def _fast_cloudevent(raw: bytes, quantity_required: bool) -> Event | None:
     try:
         envelope = _CLOUDEVENT.decode(raw)
     except ValueError:
@@ -166,12 +164,36 @@ def _fast_cloudevent(raw: bytes) -> Event | None:
     if content_type is not None and not content_type.startswith("application/json"):
         return None
     data = envelope.data
-    quantity = data.quantity if data.quantity is not _UNSET else data.value
-    if quantity is _UNSET:
+    quantity = data.get("quantity") or data.get("value")
+    if quantity is None:
+        if quantity_required:
+            return None
+        nanos = None
+    else:
+        nanos = _nanos(bytes(quantity))
+        if nanos is None:
+            return None
+    time_us = _micros(envelope.time)
+    if time_us is None:
         return None
-    nanos = _nanos(bytes(quantity))
-    time_us = _micros(envelope.time) if nanos is not None else None
-    if nanos is None or time_us is None:
+    dimensions = None
+    extra: dict[str, str] | None = None
+    for key, value in data.items():
+        if key in _MAPPED_DATA:
+            if key == "dimensions":
+                try:
+                    dimensions = _DIMENSIONS.decode(value)
+                except ValueError:
+                    return None
+            continue
+        text = _data_text(bytes(value))
+        if text is _NOT_PLAIN or len(key) > MAX_DIMENSION_KEY_CHARS or not key:
+            return None
+        if text is not None:
+            if extra is None:
+                extra = {}
+            extra[key] = text
+    if extra is not None and len(extra) > MAX_DATA_FIELDS:
         return None
     return Event(
         envelope.subject,
@@ -179,9 +201,37 @@ def _fast_cloudevent(raw: bytes) -> Event | None:
         envelope.type,
         nanos,
         time_us,
-        data.dimensions or None,
+        dimensions or None,
         envelope.source,
+        extra,
     )
+
+
+_MAPPED_DATA = frozenset({"quantity", "value", "dimensions"})
+_DIMENSIONS = msgspec.json.Decoder(_Dimensions | None)
+_NOT_PLAIN = "\0"
+_PLAIN_NUMBER = re.compile(rb"-?(?:0|[1-9][0-9]*)(\.[0-9]+)?")
+
+
+def _data_text(value: bytes) -> str | None:
+    """A data field's text as the contract gives it (None for null), or _NOT_PLAIN.
+
+    The message holds no backslash, so a JSON string is the text between its quotes. Numbers
+    keep their digits (as ``str(int)`` or ``str(Decimal)`` print them, which is what the
+    contract's exact reading gives); objects, lists and exponents go to the contract.
+    """
+    if value[:1] == b'"':
+        text = value[1:-1].decode()
+    elif value == b"null":
+        return None
+    elif value in (b"true", b"false"):
+        text = value.decode()
+    else:
+        match = _PLAIN_NUMBER.fullmatch(value)
+        if match is None:
+            return _NOT_PLAIN
+        text = str(Decimal(value.decode())) if match.group(1) else str(int(value))
+    return text if len(text) <= MAX_DATA_VALUE_CHARS else _NOT_PLAIN
 
 
 _SCALE = tuple(10 ** (9 - digits) for digits in range(10))

@@ -40,6 +40,7 @@ from dataclasses import dataclass, field
 from itertools import repeat
 
 from meterwax.durations import format_duration_us
+from meterwax.operators.catalog import LEGACY, LEGACY_VERSION, Catalog
 from meterwax.operators.decode import DEFAULT_MAX_EVENT_BYTES, Event, Rejection, decode
 from meterwax.operators.dedupe import (
     BUCKET_US,
@@ -50,6 +51,7 @@ from meterwax.operators.dedupe import (
     alive_from,
     content_fingerprint,
     dedupe_key,
+    event_content,
 )
 from meterwax.operators.fast_validate import fast_event
 from meterwax.operators.reasons import Reason, conflict_detail, overflow_detail
@@ -58,6 +60,7 @@ from meterwax.operators.records import (
     LedgerRow,
     PartitionOutput,
     QuarantineRow,
+    RecomputeRow,
     SourceBatch,
     SourcePartition,
     WindowRow,
@@ -65,7 +68,7 @@ from meterwax.operators.records import (
     flushed_after,
 )
 from meterwax.operators.timeline import DAY_US, MINUTE_US, SECOND_US
-from meterwax.operators.windows import ClosedWindow, OpenWindows, window_start
+from meterwax.operators.windows import CatalogWindows, OpenWindows, open_slices, window_start
 
 _NO_TIME = -(1 << 62)
 """Stands for "no event time seen yet" inside the hot loop (the state itself uses None)."""
@@ -152,29 +155,78 @@ class PartitionState:
     closed_until_us: int | None
     next_offset: int
     dedupe: DedupeSnapshot
-    windows: dict[int, dict[tuple[str, str], list[int]]]
+    windows: dict[int, dict[tuple, list]]
+    """Open windows by start: (tenant, meter) → [total, count] without a catalog; under one,
+    (tenant, event meter, meter, group key) → accumulator."""
+    catalog_version: int = LEGACY_VERSION
+    tainted: dict[int, set[tuple[str, str]]] | None = None
+    """Under a catalog: slices open when it changed (see ``CatalogWindows``)."""
+
+
+def _state_catalog_version(state: PartitionState) -> int:
+    """The catalog version a state was made under (states of meterwax 0.1 have none)."""
+    try:
+        return state.catalog_version
+    except AttributeError:
+        return LEGACY_VERSION
 
 
 class PartitionMeter:
-    """Turns one partition's messages, in offset order, into rows for every table."""
+    """Turns one partition's messages, in offset order, into rows for every table.
+
+    ``catalog`` says what the windows are: without one (:data:`LEGACY`) every event meter is a
+    sum of its own; under one, each event feeds the windows of every meter that takes it.
+    Resumed under another catalog version than its state was made with, the slices open at
+    that moment are *tainted*: their values are left to the correction flow (see
+    ``CatalogWindows``), since their earlier events were accumulated for other meters.
+    """
 
     def __init__(
-        self, where: SourcePartition, rules: MeteringRules, state: PartitionState | None = None
+        self,
+        where: SourcePartition,
+        rules: MeteringRules,
+        state: PartitionState | None = None,
+        catalog: Catalog = LEGACY,
     ) -> None:
         self.where = where
         self.rules = rules
+        self.catalog = catalog
+        self._legacy = catalog.is_legacy
         if state is None:
             self._max_event_us: int | None = None
             self._closed_until_us: int | None = None
             self._next_offset = 0
             self._dedupe = DedupeIndex()
-            self._windows = OpenWindows(rules.window_us)
+            self._windows: OpenWindows | CatalogWindows = self._new_windows()
         else:
             self._max_event_us = state.max_event_us
             self._closed_until_us = state.closed_until_us
             self._next_offset = state.next_offset
             self._dedupe = DedupeIndex(state.dedupe)
-            self._windows = OpenWindows(rules.window_us, state.windows)
+            self._windows = self._resumed_windows(state)
+
+    def _new_windows(self) -> OpenWindows | CatalogWindows:
+        if self._legacy:
+            return OpenWindows(self.rules.window_us)
+        return CatalogWindows(self.rules.window_us, self.catalog)
+
+    def _resumed_windows(self, state: PartitionState) -> OpenWindows | CatalogWindows:
+        version = _state_catalog_version(state)
+        if version == self.catalog.version:
+            if self._legacy:
+                return OpenWindows(self.rules.window_us, state.windows)
+            tainted = {k: set(v) for k, v in (state.tainted or {}).items()}
+            return CatalogWindows(self.rules.window_us, self.catalog, state.windows, tainted)
+        if self._legacy:
+            msg = (
+                f"{self.where.key}: the recovery state was made under meter catalog version "
+                f"{version}, and this run has no catalog; a lake's catalog never goes away"
+            )
+            raise ValueError(msg)
+        windows = CatalogWindows(self.rules.window_us, self.catalog)
+        windows.taint_all(open_slices(state.windows))
+        windows.taint_all({k: set(v) for k, v in (getattr(state, "tainted", None) or {}).items()})
+        return windows
 
     @property
     def watermark_us(self) -> int | None:
@@ -208,11 +260,19 @@ class PartitionMeter:
         rules = self.rules
         limit = rules.max_event_bytes
         # The fast path first (a plainly valid event), the full contract for everything else.
-        decoded = [
-            (payload and len(payload) <= limit and fast_event(payload))
-            or decode(payload, max_bytes=limit, fast=False)
-            for payload in batch.payloads
-        ]
+        legacy = self._legacy
+        if legacy:
+            decoded = [
+                (payload and len(payload) <= limit and fast_event(payload))
+                or decode(payload, max_bytes=limit, fast=False)
+                for payload in batch.payloads
+            ]
+        else:  # under a catalog, an event's meters may read fields other than its quantity
+            decoded = [
+                (payload and len(payload) <= limit and fast_event(payload, quantity_required=False))
+                or decode(payload, max_bytes=limit, fast=False, quantity_required=False)
+                for payload in batch.payloads
+            ]
         keys = [
             dedupe_key(item.tenant_id, item.id) if type(item) is Event else None for item in decoded
         ]
@@ -256,7 +316,11 @@ class PartitionMeter:
                     continue
             if kind is Event:
                 key = keys[i]
-                content = content_fingerprint(item.meter, item.quantity_nanos, time_us)
+                quantity = item.quantity_nanos
+                if quantity is not None:
+                    content = content_fingerprint(item.meter, quantity, time_us)
+                else:
+                    content = event_content(item.meter, quantity, time_us, item.data)
                 seen = dedupe.find(key, frozen_buckets[i], frozen_contents[i], oldest_alive)
                 if seen is not None:
                     if seen in (content, UNKNOWN_CONTENT):
@@ -290,7 +354,11 @@ class PartitionMeter:
                     late_count += 1
                     late.append(LateRow(item, offset, watermark, start))
                     continue
-                if not windows.add(item.tenant_id, item.meter, start, item.quantity_nanos):
+                if not (
+                    windows.add(item.tenant_id, item.meter, start, quantity)
+                    if legacy
+                    else windows.add(item, start)
+                ):
                     self._quarantine(
                         out,
                         batch,
@@ -312,9 +380,9 @@ class PartitionMeter:
                     closed_until = time_us - lateness
                     due = windows.earliest_end_us
                     if due is not None and due <= closed_until:
-                        self._emit_windows(
-                            out, windows.close_until(closed_until), closed_at(offset)
-                        )
+                        self._emit_windows(out, closed_until, closed_at(offset))
+        if not legacy:
+            self._count_catalog_outcomes(out)
         self._max_event_us = None if max_event == _NO_TIME else max_event
         self._closed_until_us = None if closed_until == _NO_TIME else closed_until
         counters = out.counters
@@ -340,7 +408,7 @@ class PartitionMeter:
         """End of input: close every open window and mark the partition closed through them."""
         out = PartitionOutput(self.where, through_offset=self._next_offset - 1)
         out.dedupe_keys, out.dedupe_bytes = len(self._dedupe), self._dedupe.nbytes
-        self._emit_windows(out, self._windows.close_all(), flushed_after(self._next_offset - 1))
+        self._emit_windows(out, None, flushed_after(self._next_offset - 1))
         if self._max_event_us is not None:
             end = window_start(self._max_event_us, self.rules.window_us) + self.rules.window_us
             self._closed_until_us = max(self._closed_until_us or end, end)
@@ -349,13 +417,19 @@ class PartitionMeter:
 
     def snapshot(self) -> PartitionState:
         """Recovery state: immutable copies, cheap enough to take every epoch."""
+        if isinstance(self._windows, CatalogWindows):
+            windows, tainted = self._windows.snapshot()
+        else:
+            windows, tainted = self._windows.snapshot(), None
         return PartitionState(
             where=self.where,
             max_event_us=self._max_event_us,
             closed_until_us=self._closed_until_us,
             next_offset=self._next_offset,
             dedupe=self._dedupe.snapshot(),
-            windows=self._windows.snapshot(),
+            windows=windows,
+            catalog_version=self.catalog.version,
+            tainted=tainted,
         )
 
     def _frozen(self, keys: list[bytes | None]) -> tuple[list[int], list[int]]:
@@ -373,22 +447,67 @@ class PartitionMeter:
             [next(found_contents) if k is not None else UNKNOWN_CONTENT for k in keys],
         )
 
-    def _emit_windows(
-        self, out: PartitionOutput, closed: list[ClosedWindow], position: int
-    ) -> None:
-        out.counters["windows_closed"] += len(closed)
-        out.windows.extend(
-            WindowRow(
-                w.tenant_id,
-                w.meter,
-                w.start_us,
-                w.end_us,
-                w.quantity_nanos,
-                w.event_count,
-                position,
+    def _emit_windows(self, out: PartitionOutput, until_us: int | None, position: int) -> None:
+        """Close the windows that end at or before ``until_us`` (None: all) into ``out``."""
+        windows = self._windows
+        if isinstance(windows, OpenWindows):
+            closed = windows.close_all() if until_us is None else windows.close_until(until_us)
+            out.counters["windows_closed"] += len(closed)
+            out.windows.extend(
+                WindowRow(
+                    w.tenant_id,
+                    w.meter,
+                    w.start_us,
+                    w.end_us,
+                    w.quantity_nanos,
+                    w.event_count,
+                    position,
+                )
+                for w in closed
             )
-            for w in closed
+            return
+        closed_meters, tainted = (
+            windows.close_all() if until_us is None else windows.close_until(until_us)
         )
+        out.counters["windows_closed"] += len(closed_meters)
+        catalog = self.catalog
+        for w in closed_meters:
+            value = w.value
+            meter = catalog.meter(w.meter)
+            out.windows.append(
+                WindowRow(
+                    w.tenant_id,
+                    w.meter,
+                    w.start_us,
+                    w.end_us,
+                    value.quantity_nanos,
+                    value.event_count,
+                    position,
+                    w.group_key,
+                    value.unvalued_count,
+                    w.aggregation.value,
+                    value.distinct,
+                    value.latest,
+                    meter.event_meter if meter is not None else None,
+                )
+            )
+        if tainted:
+            out.counters["slices_recomputed"] += len(tainted)
+            out.recompute.extend(
+                RecomputeRow(t.tenant_id, t.event_meter, t.start_us, t.end_us, position)
+                for t in tainted
+            )
+
+    def _count_catalog_outcomes(self, out: PartitionOutput) -> None:
+        """Move the catalog windows' counts of unmetered events and unvalued contributions."""
+        windows = self._windows
+        assert isinstance(windows, CatalogWindows)
+        if windows.unmetered:
+            out.counters["unmetered"] += windows.unmetered
+            windows.unmetered = 0
+        if windows.unvalued:
+            out.counters["unvalued"] += windows.unvalued
+            windows.unvalued = 0
 
     def _quarantine(
         self,

@@ -56,9 +56,13 @@ class Reason(StrEnum):
     INVALID_CHARACTERS = "invalid_characters"
     """A string field (id, tenant_id, source, a dimension key or value) holds a control
     character (U+0000–U+001F, U+007F–U+009F)."""
+    INVALID_DATA = "invalid_data"
+    """A CloudEvent's ``data`` holds more than 64 other fields, or one whose name or value is
+    too long (64 and 1,024 characters)."""
     WINDOW_OVERFLOW = "window_overflow"
-    """Counting the event would take its window's total past decimal(38, 9): the window keeps
-    the events before it, in offset order, and this one is not counted."""
+    """Counting the event would take a window's total past decimal(38, 9) (under a catalog:
+    any ``sum`` window it feeds): the window keeps the events before it, in offset order, and
+    this one is not counted anywhere."""
     CONFLICTING_DUPLICATE = "conflicting_duplicate"
     """Its (tenant_id, id) was counted before with another meter, quantity or time: a
     producer bug billing must see. The counted copy stays in ``events``."""
@@ -66,17 +70,20 @@ class Reason(StrEnum):
 
 def conflict_detail(event: Event) -> str:
     """The detail of a conflicting duplicate: this copy's billed content."""
+    if event.quantity_nanos is not None:
+        billed = f"quantity {format_nanos(event.quantity_nanos)}"
+    else:
+        billed = f"data {event.data or {}}"
     return (
         f"id {event.id!r} of tenant {event.tenant_id!r} was counted before with another meter, "
         f"quantity or time (the counted copy is in events); this copy: meter {event.meter}, "
-        f"quantity {format_nanos(event.quantity_nanos)}, timestamp "
-        f"{format_micros(event.time_us)}"
+        f"{billed}, timestamp {format_micros(event.time_us)}"
     )
 
 
 def overflow_detail(event: Event) -> str:
     """The detail of an event its window could not take."""
     return (
-        f"counting quantity {format_nanos(event.quantity_nanos)} of id {event.id!r} would take "
-        f"its window's total past decimal(38, 9)"
+        f"counting id {event.id!r} would take one of its sum windows past decimal(38, 9) "
+        f"(quantity {format_nanos(event.quantity_nanos or 0)})"
     )

@@ -94,18 +94,41 @@ class QuarantineRow(NamedTuple):
 
 
 class WindowRow(NamedTuple):
-    """The final on-time total of one (tenant, meter, window) when the watermark closed it."""
+    """The final on-time value of one (tenant, meter, window, group) when it closed.
+
+    Without a catalog, the meter is the event meter, the value a sum and there is no group.
+    """
 
     tenant_id: str
     meter: str
     window_start_us: int
     window_end_us: int
-    quantity_nanos: int
+    quantity_nanos: int | None
     event_count: int
     position: int
     """Where in the input the window closed: ``2 × offset`` of the message whose event time
     closed it, or ``2 × last offset + 1`` when end of input flushed it. Strictly after every
     message before it and before every message after it, so it can order idempotent writes."""
+    group_key: str = ""
+    unvalued_count: int = 0
+    aggregation: str = "sum"
+    distinct: tuple[str, ...] | None = None
+    latest: tuple[int, str] | None = None
+    event_meter: str | None = None
+    """The event meter whose events the meter takes (None: the meter itself, no catalog)."""
+
+
+class RecomputeRow(NamedTuple):
+    """A window slice whose first values cannot be formed on the fly.
+
+    The catalog changed while it was open: the correction flow recomputes it from the ledger.
+    """
+
+    tenant_id: str
+    event_meter: str
+    window_start_us: int
+    window_end_us: int
+    position: int
 
 
 def closed_at(offset: int) -> int:
@@ -127,6 +150,7 @@ class PartitionOutput:
     windows: list[WindowRow] = field(default_factory=list)
     late: list[LateRow] = field(default_factory=list)
     quarantine: list[QuarantineRow] = field(default_factory=list)
+    recompute: list[RecomputeRow] = field(default_factory=list)
     counters: Counter[str] = field(default_factory=Counter)
     through_offset: int = -1
     """The highest input offset this output covers (-1: none)."""
@@ -141,4 +165,4 @@ class PartitionOutput:
 
     def is_empty(self) -> bool:
         """True if there is nothing to write."""
-        return not (self.ledger or self.windows or self.late or self.quarantine)
+        return not (self.ledger or self.windows or self.late or self.quarantine or self.recompute)

@@ -11,13 +11,24 @@ from datetime import datetime
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
+from meterwax.operators.aggregates import WindowValue
+from meterwax.operators.catalog import groups_of
 from meterwax.operators.contract import MAX_QUANTITY_NANOS
 from meterwax.operators.decode import Event
-from meterwax.operators.records import LateRow, LedgerRow, QuarantineRow, SourcePartition, WindowRow
+from meterwax.operators.records import (
+    LateRow,
+    LedgerRow,
+    QuarantineRow,
+    RecomputeRow,
+    SourcePartition,
+    WindowRow,
+)
 from meterwax.operators.timeline import DAY_US
 from meterwax.sinks.schemas import (
     EVENTS,
+    GROUPS,
     LATE_EVENTS,
     QUANTITY,
     QUARANTINE,
@@ -25,6 +36,15 @@ from meterwax.sinks.schemas import (
     USAGE_WINDOWS,
     WINDOW_CONFLICTS,
 )
+
+
+def nullable_decimal_column(nanos: Sequence[int | None]) -> pa.Array:
+    """:func:`decimal_column` where a value may be None (a null)."""
+    if all(value is not None for value in nanos):
+        return decimal_column(nanos)  # type: ignore[arg-type]
+    present = decimal_column([0 if value is None else value for value in nanos])
+    missing = pa.array([value is None for value in nanos], pa.bool_())
+    return pc.if_else(missing, pa.scalar(None, QUANTITY), present)
 
 
 def decimal_column(nanos: Sequence[int]) -> pa.Array:
@@ -89,19 +109,23 @@ def date_column(micros: Sequence[int]) -> pa.Array:
 def event_columns(events: Sequence[Event]) -> dict[str, pa.Array]:
     """The event's columns, shared by ``events`` (the ledger) and ``late_events``."""
     # Transpose once (in C) instead of one Python pass per column.
-    tenants, ids, meters, nanos, times, dimensions, sources = (
-        zip(*events, strict=True) if events else ((),) * 7
+    tenants, ids, meters, nanos, times, dimensions, sources, data = (
+        zip(*events, strict=True) if events else ((),) * 8
     )
     micros = np.asarray(times, dtype=np.int64)  # once, for both time columns
+    map_type = EVENTS.schema.field("dimensions").type
     return {
         "tenant_id": pa.array(tenants, pa.string()),
         "id": pa.array(ids, pa.string()),
         "meter": pa.array(meters, pa.string()),
-        "quantity": decimal_column(nanos),
+        "quantity": nullable_decimal_column(nanos),
         "event_time": timestamp_column(micros),
         "event_date": date_column(micros),
-        "dimensions": pa.array(dimensions, type=EVENTS.schema.field("dimensions").type),
+        "dimensions": pa.array(dimensions, type=map_type),
         "source": pa.array(sources, pa.string()),
+        "data": pa.nulls(len(data), map_type)
+        if data.count(None) == len(data)
+        else pa.array(data, type=map_type),
     }
 
 
@@ -153,68 +177,175 @@ def quarantine_table(
 
 
 def window_key_columns(
-    keys: Sequence[tuple[str, str, int]], ends_us: Sequence[int]
+    keys: Sequence[tuple[str, str, int, str]], ends_us: Sequence[int]
 ) -> dict[str, pa.Array]:
-    """The columns that name a window, from ``(tenant_id, meter, window_start_us)`` keys.
+    """The columns that name a window, from ``(tenant_id, meter, window_start_us, group_key)``.
 
-    tenant_id, meter, window_start, window_end and window_date: the leading columns of every
-    table with a row per window (usage_windows, window_conflicts, usage_corrections).
+    tenant_id, meter, window_start, window_end and window_date (the leading columns of every
+    table with a row per window: usage_windows, window_conflicts, usage_corrections), and its
+    group_key and groups.
     """
     starts = [key[2] for key in keys]
+    group_keys = [key[3] for key in keys]
     return {
         "tenant_id": pa.array([key[0] for key in keys], pa.string()),
         "meter": pa.array([key[1] for key in keys], pa.string()),
         "window_start": timestamp_column(starts),
         "window_end": timestamp_column(ends_us),
         "window_date": date_column(starts),
+        "group_key": pa.array(group_keys, pa.string()),
+        "groups": pa.array([groups_of(key) for key in group_keys], GROUPS),
     }
 
 
-def _window_key_columns(rows: Sequence[WindowRow]) -> dict[str, pa.Array]:
-    return window_key_columns(
-        [(r.tenant_id, r.meter, r.window_start_us) for r in rows], [r.window_end_us for r in rows]
+def _row_key(row: WindowRow) -> tuple[str, str, int, str]:
+    return (row.tenant_id, row.meter, row.window_start_us, row.group_key)
+
+
+def window_value_columns(values: Sequence[WindowValue]) -> dict[str, pa.Array]:
+    """What a meter window holds besides its quantity and count (see ``schemas``)."""
+    latest = [value.latest for value in values]
+    return {
+        "unvalued_count": pa.array([value.unvalued_count for value in values], pa.int64()),
+        "distinct_values": pa.array(
+            [None if v.distinct is None else list(v.distinct) for v in values],
+            pa.list_(pa.string()),
+        ),
+        "latest_time": timestamp_column([None if x is None else x[0] for x in latest]),
+        "latest_id": pa.array([None if x is None else x[1] for x in latest], pa.string()),
+    }
+
+
+def row_value(row: WindowRow) -> WindowValue:
+    """The :class:`WindowValue` a window row carries."""
+    return WindowValue(
+        row.quantity_nanos, row.event_count, row.unvalued_count, row.distinct, row.latest
     )
 
 
-def windows_table(rows: Sequence[WindowRow], *, revision: int, updated_at: datetime) -> pa.Table:
+def windows_table(
+    rows: Sequence[WindowRow], *, revision: int, updated_at: datetime, catalog_version: int
+) -> pa.Table:
     """Rows for ``usage_windows``, all at one revision."""
     return pa.Table.from_pydict(
         {
-            **_window_key_columns(rows),
-            "quantity": decimal_column([r.quantity_nanos for r in rows]),
+            **window_key_columns([_row_key(r) for r in rows], [r.window_end_us for r in rows]),
+            "quantity": nullable_decimal_column([r.quantity_nanos for r in rows]),
             "event_count": pa.array([r.event_count for r in rows], pa.int64()),
             "revision": pa.array([revision] * len(rows), pa.int64()),
             "updated_at": pa.array([updated_at] * len(rows), TIMESTAMP),
+            **window_value_columns([row_value(r) for r in rows]),
+            "aggregation": pa.array([r.aggregation for r in rows], pa.string()),
+            "catalog_version": pa.array([catalog_version] * len(rows), pa.int64()),
         },
         schema=USAGE_WINDOWS.schema,
     )
 
 
-def conflicts_table(where: SourcePartition, rows: Sequence[WindowRow]) -> pa.Table:
-    """Rows for ``window_conflicts``: the partial totals the main flow did not write."""
+def conflicts_table(
+    where: SourcePartition, rows: Sequence[WindowRow], recompute: Sequence[RecomputeRow] = ()
+) -> pa.Table:
+    """Rows for ``window_conflicts``.
+
+    Partial values the main flow did not write (``second_writer``), and slices whose first
+    values it could not form (``catalog_change``).
+    """
+    keys = [_row_key(r) for r in rows] + [
+        (r.tenant_id, r.event_meter, r.window_start_us, "") for r in recompute
+    ]
     return pa.Table.from_pydict(
         {
-            **_window_key_columns(rows),
-            "partial_quantity": decimal_column([r.quantity_nanos for r in rows]),
-            "partial_event_count": pa.array([r.event_count for r in rows], pa.int64()),
-            "origin": pa.array([where.source] * len(rows), pa.string()),
-            "origin_partition": pa.array([where.partition] * len(rows), pa.int32()),
-            "origin_position": pa.array([r.position for r in rows], pa.int64()),
+            **window_key_columns(
+                keys, [r.window_end_us for r in rows] + [r.window_end_us for r in recompute]
+            ),
+            "partial_quantity": nullable_decimal_column(
+                [r.quantity_nanos for r in rows] + [0] * len(recompute)
+            ),
+            "partial_event_count": pa.array(
+                [r.event_count for r in rows] + [0] * len(recompute), pa.int64()
+            ),
+            "origin": pa.array([where.source] * len(keys), pa.string()),
+            "origin_partition": pa.array([where.partition] * len(keys), pa.int32()),
+            "origin_position": pa.array(
+                [r.position for r in rows] + [r.position for r in recompute], pa.int64()
+            ),
+            "event_meter": pa.array(
+                [r.event_meter or r.meter for r in rows] + [r.event_meter for r in recompute],
+                pa.string(),
+            ),
+            "reason": pa.array(
+                [SECOND_WRITER] * len(rows) + [CATALOG_CHANGE] * len(recompute), pa.string()
+            ),
         },
         schema=WINDOW_CONFLICTS.schema,
     )
 
 
-def window_keys(table: pa.Table) -> list[tuple[str, str, int]]:
-    """(tenant_id, meter, window start in µs) of every row of a table with those columns."""
+SECOND_WRITER = "second_writer"
+"""A window conflict: another writer had written the window first."""
+CATALOG_CHANGE = "catalog_change"
+"""A window conflict: the slice was open when the meter catalog changed."""
+
+
+def window_keys(table: pa.Table) -> list[tuple[str, str, int, str]]:
+    """(tenant_id, meter, window start in µs, group key) of every row of a window table.
+
+    A null group key (a row from before catalogs) is the empty one.
+    """
+    group_keys = (
+        table.column("group_key").to_pylist()
+        if "group_key" in table.column_names
+        else [None] * table.num_rows
+    )
     return list(
         zip(
             table.column("tenant_id").cast(pa.string()).to_pylist(),
             table.column("meter").cast(pa.string()).to_pylist(),
             timestamp_to_micros(table.column("window_start")),
+            [key or "" for key in group_keys],
             strict=True,
         )
     )
+
+
+def window_values(table: pa.Table, prefix: str = "") -> list[WindowValue]:
+    """The :class:`WindowValue` of every row of a table of window values.
+
+    ``prefix`` selects the columns (``new_`` for audit rows' new values); absent columns (a
+    table from before catalogs) read as a plain sum.
+    """
+
+    def column(name: str) -> list:
+        if name in table.column_names:
+            return table.column(name).to_pylist()
+        return [None] * table.num_rows
+
+    quantities = decimal_to_nanos(table.column(f"{prefix}quantity"))
+    counts = table.column(f"{prefix}event_count").to_pylist()
+    unvalued = column(f"{prefix}unvalued_count")
+    if prefix:
+        return [
+            WindowValue(q, c, u or 0) for q, c, u in zip(quantities, counts, unvalued, strict=True)
+        ]
+    distinct = column("distinct_values")
+    latest_times = (
+        timestamp_to_micros(table.column("latest_time"))
+        if "latest_time" in table.column_names
+        else [None] * table.num_rows
+    )
+    latest_ids = column("latest_id")
+    return [
+        WindowValue(
+            q,
+            c,
+            u or 0,
+            tuple(d) if d is not None else None,
+            (t, i) if t is not None else None,
+        )
+        for q, c, u, d, t, i in zip(
+            quantities, counts, unvalued, distinct, latest_times, latest_ids, strict=True
+        )
+    ]
 
 
 def group_by_window(

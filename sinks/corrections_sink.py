@@ -20,7 +20,7 @@ from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
 
 from meterwax.faults import crash_point
 from meterwax.metrics import RunStats
-from meterwax.operators.corrections import CORRECTIONS_FLOW, ChangeReason, LateEvent, WindowKey
+from meterwax.operators.corrections import CORRECTIONS_FLOW, ChangeReason, LateEvent, SliceKey
 from meterwax.sinks.corrections_store import CorrectionStore
 from meterwax.sinks.lake import Lake
 
@@ -32,7 +32,7 @@ class CorrectionWork:
     """Pending input of the correction flow, up to two table versions."""
 
     late: list[LateEvent]
-    conflicts: list[WindowKey]
+    conflicts: list[SliceKey]
     late_version: int
     conflicts_version: int
 
@@ -42,11 +42,11 @@ def apply_work(store: CorrectionStore, work: CorrectionWork) -> Counter[str]:
     inserted = store.insert_late(
         work.late, counted_by=CORRECTIONS_FLOW, fence_version=work.late_version
     )
-    late_ids: dict[WindowKey, list[str]] = defaultdict(list)
-    reasons: dict[WindowKey, set[ChangeReason]] = defaultdict(set)
+    late_ids: dict[SliceKey, list[str]] = defaultdict(list)
+    reasons: dict[SliceKey, set[ChangeReason]] = defaultdict(set)
     for event in inserted.counted:
-        late_ids[event.window].append(event.event.id)
-        reasons[event.window].add(ChangeReason.LATE_EVENTS)
+        late_ids[event.slice].append(event.event.id)
+        reasons[event.slice].add(ChangeReason.LATE_EVENTS)
     for key in work.conflicts:
         reasons[key].add(ChangeReason.WINDOW_CONFLICT)
     correction = store.correct_windows(reasons, late_ids=late_ids)

@@ -35,35 +35,38 @@ import pyarrow.compute as pc
 from deltalake import CommitProperties, DeltaTable, Transaction, write_deltalake
 
 from meterwax.faults import crash_point
+from meterwax.operators.aggregates import SUM, SliceKey
+from meterwax.operators.catalog import Catalog
 from meterwax.operators.contract import MAX_QUANTITY_NANOS
 from meterwax.operators.corrections import (
     ChangeReason,
     CurrentWindow,
     LateClassification,
     LateEvent,
-    Totals,
+    Summary,
     WindowChange,
     WindowKey,
     classify_late_events,
-    fit_in_windows,
     plan_window_changes,
     reconcile_with_audit,
+    slice_of,
 )
 from meterwax.operators.decode import Event
 from meterwax.operators.reasons import Reason, conflict_detail, overflow_detail
 from meterwax.operators.records import QuarantineRow, SourcePartition
-from meterwax.operators.windows import window_start
 from meterwax.sinks.arrow_rows import (
-    decimal_column,
-    decimal_to_nanos,
+    nullable_decimal_column,
     quarantine_table,
     timestamp_to_micros,
     window_key_columns,
     window_keys,
+    window_value_columns,
+    window_values,
 )
+from meterwax.sinks.catalog_table import CatalogStore, published_version
 from meterwax.sinks.delta_writes import CommitStats, retry_commit
 from meterwax.sinks.lake import Lake
-from meterwax.sinks.ledger import LateInsert, Ledger
+from meterwax.sinks.ledger import LateInsert, Ledger, events_of, overflowing_copies
 from meterwax.sinks.metering_sink import progress_app_id
 from meterwax.sinks.queries import plain_strings
 from meterwax.sinks.schemas import (
@@ -76,7 +79,7 @@ from meterwax.sinks.schemas import (
     WINDOW_CONFLICTS,
 )
 from meterwax.sinks.windows_table import (
-    existing_totals,
+    existing_windows,
     merge_revised_totals,
     rows_of_windows,
     window_dates,
@@ -111,6 +114,8 @@ class CorrectionStore:
         self.rules = lake.rules()
         self.window_us = self.rules.window_us
         self.ledger = Ledger(lake, self.window_us, self.stats)
+        self.catalogs = CatalogStore(lake)
+        self.catalog: Catalog = self.catalogs.current()
         self._events = lake.table(EVENTS)
         self._windows = lake.table(USAGE_WINDOWS)
         self._audit = lake.table(USAGE_CORRECTIONS)
@@ -119,6 +124,17 @@ class CorrectionStore:
         self._quarantine = lake.table(QUARANTINE)
 
     # --- where the flow stands -------------------------------------------------------------
+
+    def follow_catalog(self) -> Catalog:
+        """The catalog to compute with: reloaded when a newer version has been published.
+
+        Checked at the start of every fenced attempt (see ``catalog_table``): a version
+        published during an attempt makes its commit fail, and the retry computes anew.
+        """
+        self._audit.update_incremental()
+        if published_version(self._audit) > self.catalog.version:
+            self.catalog = self.catalogs.current()
+        return self.catalog
 
     def progress(self) -> tuple[int, int]:
         """Versions of late_events and window_conflicts fully applied (-1: none yet)."""
@@ -175,7 +191,7 @@ class CorrectionStore:
         table = self._changes(self._late, after, through)
         if table.num_rows == 0:
             return []
-        events = _events_from(table)
+        events = events_of(table)
         return [
             LateEvent(event, origin, partition, offset, start)
             for event, origin, partition, offset, start in zip(
@@ -188,13 +204,21 @@ class CorrectionStore:
             )
         ]
 
-    def read_conflicts(self, after: int, through: int) -> list[WindowKey]:
-        """Windows flagged in window_conflicts in versions (after, through]."""
+    def read_conflicts(self, after: int, through: int) -> list[SliceKey]:
+        """The slices of windows flagged in window_conflicts in versions (after, through]."""
         table = self._changes(self._conflicts, after, through)
+        if table.num_rows == 0:
+            return []
+        meters = table.column("meter").to_pylist()
+        event_meters = (
+            table.column("event_meter").to_pylist()
+            if "event_meter" in table.column_names
+            else [None] * table.num_rows
+        )
         return list(
             zip(
                 table.column("tenant_id").to_pylist(),
-                table.column("meter").to_pylist(),
+                [e or m for e, m in zip(event_meters, meters, strict=True)],
                 timestamp_to_micros(table.column("window_start")),
                 strict=True,
             )
@@ -275,7 +299,12 @@ class CorrectionStore:
 
         Then quarantine the conflicting copies and those their window cannot take.
         """
-        outcome = self.ledger.insert_late(late, counted_by=counted_by, fence_version=fence_version)
+        outcome = self.ledger.insert_late(
+            late,
+            catalog=self.follow_catalog(),
+            counted_by=counted_by,
+            fence_version=fence_version,
+        )
         crash_point("corrections.after_ledger")
         rejected = [
             (event, Reason.CONFLICTING_DUPLICATE, conflict_detail(event.event))
@@ -306,60 +335,68 @@ class CorrectionStore:
 
     # --- windows and their audit trail ------------------------------------------------------
 
-    def current_windows(self, windows: Iterable[WindowKey]) -> dict[WindowKey, CurrentWindow]:
-        """The usage_windows rows of these windows as they are now."""
-        wanted = set(windows)
-        existing = existing_totals(
+    def current_windows(
+        self, slices: Iterable[SliceKey], catalog: Catalog
+    ) -> dict[WindowKey, CurrentWindow]:
+        """The usage_windows rows of these slices' meters (under ``catalog``) as they are now."""
+        wanted = set(slices)
+        existing = existing_windows(
             self._windows, window_dates(wanted), tenants={key[0] for key in wanted}
         )
-        return {
-            key: CurrentWindow((quantity, count), revision)
-            for key, (quantity, count, revision) in existing.items()
-            if key in wanted
-        }
+        return {key: row for key, row in existing.items() if slice_of(catalog, key) in wanted}
 
     def audited(
         self, windows: Iterable[WindowKey], *, refresh: bool = True
-    ) -> dict[tuple[WindowKey, int], Totals]:
-        """Audit rows already written for these windows: (key, revision) → new totals."""
+    ) -> dict[tuple[WindowKey, int], Summary]:
+        """Audit rows already written for these windows: (key, revision) → new value."""
         wanted = set(windows)
         if not wanted:
             return {}
         table = rows_of_windows(
             self._audit,
-            "tenant_id, meter, window_start, revision, new_quantity, new_event_count",
+            [
+                "tenant_id",
+                "meter",
+                "window_start",
+                "group_key",
+                "revision",
+                "new_quantity",
+                "new_event_count",
+                "new_unvalued_count",
+            ],
             window_dates(wanted),
             tenants={key[0] for key in wanted},
             refresh=refresh,
         )
         found = {}
-        for key, revision, quantity, count in zip(
+        for key, revision, value in zip(
             window_keys(table),
             table.column("revision").to_pylist(),
-            decimal_to_nanos(table.column("new_quantity")),
-            table.column("new_event_count").to_pylist(),
+            window_values(table, prefix="new_"),
             strict=True,
         ):
             if key in wanted:
-                found[(key, revision)] = (quantity, count)
+                found[(key, revision)] = value.summary
         return found
 
     def correct_windows(
         self,
-        reasons: Mapping[WindowKey, Iterable[ChangeReason]],
+        reasons: Mapping[SliceKey, Iterable[ChangeReason]],
         *,
-        late_ids: Mapping[WindowKey, Iterable[str]] | None = None,
+        late_ids: Mapping[SliceKey, Iterable[str]] | None = None,
         not_in_ledger_yet: Iterable[Event] = (),
         dry_run: bool = False,
+        only_meters: set[str] | None = None,
     ) -> Correction:
-        """The correction sequence: make every window of ``reasons`` equal its ledger total.
+        """The correction sequence: make every window of these slices equal its ledger value.
 
-        Each window is recomputed from the ledger (voided copies left out; plus
-        ``not_in_ledger_yet``: events a dry run would have inserted), compared with its current
-        row, and the differences planned one revision higher (operators'
-        :func:`plan_window_changes`); then, unless ``dry_run``, the audit rows are written,
-        then the windows. The correction flow, replay and ``reconcile --fix`` change windows
-        only through here.
+        Each slice is recomputed from the ledger under the current catalog, for every meter
+        (and group) its events feed (voided copies left out; plus ``not_in_ledger_yet``:
+        events a dry run would have inserted), compared with the current rows, and the
+        differences planned one revision higher (operators' :func:`plan_window_changes`);
+        then, unless ``dry_run``, the audit rows are written, then the windows.
+        ``only_meters`` limits the changes to some meters (``meters apply``). The correction
+        flow, replay, ``reconcile --fix`` and ``meters apply`` change windows only through here.
 
         **Fenced.** The plan and its audit rows are one attempt: the audit rows already there
         are read, and the new ones appended, through one snapshot of ``usage_corrections``
@@ -367,9 +404,9 @@ class CorrectionStore:
         between, the append fails and the attempt starts over, reading the ledger, the windows
         and the audit trail again; so two correction flows never audit one revision twice, and
         a plan made from an older ledger never lands after a newer one. The windows are then
-        merged (a row is replaced only by a higher revision). A window whose ledger copies
-        add up past decimal(38, 9) (two source partitions fed it) first has the copies that
-        do not fit, in source order, voided.
+        merged (a row is replaced only by a higher revision). A ``sum`` window whose ledger
+        copies add up past decimal(38, 9) (two source partitions fed it) first has the copies
+        that do not fit, in source order, voided.
         """
         affected = set(reasons)
         if not dry_run:
@@ -377,16 +414,16 @@ class CorrectionStore:
         extra = list(not_in_ledger_yet)
 
         def attempt() -> tuple[list[WindowChange], list[WindowChange], list[WindowChange]]:
-            self._audit.update_incremental()
-            recomputed = self.ledger.window_totals(affected)
-            for event in extra:
-                key = (event.tenant_id, event.meter, window_start(event.time_us, self.window_us))
-                quantity, count = recomputed.get(key, (0, 0))
-                recomputed[key] = (quantity + event.quantity_nanos, count + 1)
+            catalog = self.follow_catalog()
+            recomputed = self.ledger.window_values(catalog, affected, extra=extra)
+            current = self.current_windows(affected, catalog)
+            if only_meters is not None:
+                recomputed = {k: v for k, v in recomputed.items() if k[1] in only_meters}
+                current = {k: v for k, v in current.items() if k[1] in only_meters}
             changes = plan_window_changes(
-                affected,
                 recomputed,
-                self.current_windows(affected),
+                current,
+                catalog=catalog,
                 window_us=self.window_us,
                 late_ids=late_ids or {},
                 reasons=reasons,
@@ -414,24 +451,28 @@ class CorrectionStore:
             self.apply_to_windows(to_audit + apply_only)
         return Correction(changes, to_audit)
 
-    def _void_overflowing(self, windows: set[WindowKey]) -> None:
-        """Void the ledger copies a window cannot take within decimal(38, 9), in source order.
+    def _void_overflowing(self, slices: set[SliceKey]) -> None:
+        """Void the ledger copies a ``sum`` window cannot take within decimal(38, 9).
 
-        Only a window fed by more than one source partition can get there (each partition's
-        processor keeps its own share within the bound); this is rare, so the copies are read
-        only for windows whose total is past the bound.
+        In source order. Only a window fed by more than one source partition can get there
+        (each partition's processor keeps its own share within the bound); this is rare, so the
+        copies are read only for slices with a window past the bound.
         """
-        totals = self.ledger.window_totals(windows)
-        over = [key for key, (nanos, _) in totals.items() if nanos > MAX_QUANTITY_NANOS]
+        catalog = self.follow_catalog()
+        values = self.ledger.window_values(catalog, slices)
+        over = set()
+        for key, value in values.items():
+            meter = catalog.meter(key[1])
+            if (
+                meter is not None
+                and meter.aggregation is SUM
+                and (value.quantity_nanos or 0) > MAX_QUANTITY_NANOS
+            ):
+                over.add((key[0], meter.event_meter, key[2]))
         if not over:
             return
         copies = self.ledger.copies_in(over)
-        _, overflowing = fit_in_windows(
-            copies,
-            window_of=lambda c: (c.tenant_id, c.meter, window_start(c.time_us, self.window_us)),
-            quantity_of=lambda c: c.quantity_nanos,
-            totals={},
-        )
+        overflowing = overflowing_copies(catalog, copies, self.window_us)
         self.ledger.void(overflowing, void_id=VOID_OVERFLOW, reason=ChangeReason.WINDOW_OVERFLOW)
 
     def apply_to_windows(self, changes: list[WindowChange]) -> None:
@@ -446,62 +487,54 @@ class CorrectionStore:
         )
 
 
-def _events_from(table: pa.Table) -> list[Event]:
-    dimensions = table.column("dimensions").to_pylist()
-    return [
-        Event(tenant, event_id, meter, quantity, time_us, dict(dims) if dims else None, source)
-        for tenant, event_id, meter, quantity, time_us, dims, source in zip(
-            table.column("tenant_id").to_pylist(),
-            table.column("id").to_pylist(),
-            table.column("meter").to_pylist(),
-            decimal_to_nanos(table.column("quantity")),
-            timestamp_to_micros(table.column("event_time")),
-            dimensions,
-            table.column("source").to_pylist(),
-            strict=True,
-        )
-    ]
-
-
 def _audit_table(changes: list[WindowChange], now: datetime) -> pa.Table:
+    previous = [c.previous for c in changes]
     return pa.Table.from_pydict(
         {
             **window_key_columns([c.key for c in changes], [c.window_end_us for c in changes]),
             "revision": pa.array([c.revision for c in changes], pa.int64()),
-            "previous_quantity": _nullable_decimals(
-                [None if c.previous is None else c.previous[0] for c in changes]
+            "previous_quantity": nullable_decimal_column(
+                [None if p is None else p.quantity_nanos for p in previous]
             ),
             "previous_event_count": pa.array(
-                [None if c.previous is None else c.previous[1] for c in changes], pa.int64()
+                [None if p is None else p.event_count for p in previous], pa.int64()
             ),
-            "new_quantity": decimal_column([c.new[0] for c in changes]),
-            "new_event_count": pa.array([c.new[1] for c in changes], pa.int64()),
-            "delta_quantity": decimal_column([c.delta[0] for c in changes]),
+            "previous_unvalued_count": pa.array(
+                [None if p is None else p.unvalued_count for p in previous], pa.int64()
+            ),
+            "new_quantity": nullable_decimal_column([c.new.quantity_nanos for c in changes]),
+            "new_event_count": pa.array([c.new.event_count for c in changes], pa.int64()),
+            "new_unvalued_count": pa.array([c.new.unvalued_count for c in changes], pa.int64()),
+            "delta_quantity": nullable_decimal_column([c.delta[0] for c in changes]),
             "delta_event_count": pa.array([c.delta[1] for c in changes], pa.int64()),
             "late_event_ids": pa.array(
                 [list(c.late_event_ids) for c in changes], pa.list_(pa.string())
             ),
             "reason": pa.array([c.reason for c in changes], pa.string()),
             "corrected_at": pa.array([now] * len(changes), TIMESTAMP),
+            "aggregation": pa.array([c.aggregation for c in changes], pa.string()),
+            "catalog_version_before": pa.array(
+                [c.catalog_version_before for c in changes], pa.int64()
+            ),
+            "catalog_version_after": pa.array(
+                [c.catalog_version_after for c in changes], pa.int64()
+            ),
         },
         schema=USAGE_CORRECTIONS.schema,
     )
-
-
-def _nullable_decimals(values: list[int | None]) -> pa.Array:
-    present = decimal_column([0 if v is None else v for v in values])
-    mask = pa.array([v is None for v in values])
-    return pc.if_else(mask, pa.scalar(None, present.type), present)
 
 
 def _window_rows(changes: list[WindowChange], now: datetime) -> pa.Table:
     return pa.Table.from_pydict(
         {
             **window_key_columns([c.key for c in changes], [c.window_end_us for c in changes]),
-            "quantity": decimal_column([c.new[0] for c in changes]),
-            "event_count": pa.array([c.new[1] for c in changes], pa.int64()),
+            "quantity": nullable_decimal_column([c.new.quantity_nanos for c in changes]),
+            "event_count": pa.array([c.new.event_count for c in changes], pa.int64()),
             "revision": pa.array([c.revision for c in changes], pa.int64()),
             "updated_at": pa.array([now] * len(changes), TIMESTAMP),
+            **window_value_columns([c.new for c in changes]),
+            "aggregation": pa.array([c.aggregation for c in changes], pa.string()),
+            "catalog_version": pa.array([c.catalog_version_after for c in changes], pa.int64()),
         },
         schema=USAGE_WINDOWS.schema,
     )

@@ -80,10 +80,19 @@ class OffsetAppender:
     :class:`~meterwax.operators.records.WindowRow`); several rows may share one.
     """
 
-    def __init__(self, table: DeltaTable, app_id: str, stats: CommitStats | None = None) -> None:
+    def __init__(
+        self,
+        table: DeltaTable,
+        app_id: str,
+        stats: CommitStats | None = None,
+        *,
+        guard: Callable[[DeltaTable], None] | None = None,
+    ) -> None:
         self._table = table
         self.app_id = app_id
         self.stats = stats or CommitStats()
+        self._guard = guard
+        """Checks the refreshed table before each attempt commits (may raise to stop it)."""
 
     def committed_offset(self) -> int | None:
         """The highest offset already in the table for this app id (None: nothing yet)."""
@@ -107,6 +116,8 @@ class OffsetAppender:
 
         def attempt() -> int:
             committed = self.committed_offset()
+            if self._guard is not None:
+                self._guard(self._table)
             fresh = [r for r in rows if committed is None or offset_of(r) > committed]
             if not fresh:
                 return 0

@@ -129,6 +129,7 @@ class Lake:
             # the loser of a race gets a commit conflict, and its retry finds the table there.
             retry_commit(create, f"create table {spec.name}", CommitStats())
             self._add_missing_columns(spec)
+            self._allow_nulls(spec)
         self._check_rules(rules)
 
     def _add_missing_columns(self, spec: TableSpec) -> None:
@@ -142,6 +143,24 @@ class Lake:
                 table.alter.add_columns([DeltaField.from_arrow(f) for f in missing])
 
         retry_commit(add, f"add columns to {spec.name}", CommitStats())
+
+    def _allow_nulls(self, spec: TableSpec) -> None:
+        """Drop NOT NULL from columns that may be null since the lake was created.
+
+        Meter catalogs made some values optional: an event's quantity, a window's value (a
+        ``max`` of events that carry none).
+        """
+
+        def relax() -> None:
+            table = self.table(spec)
+            present = {f.name: f for f in pa.schema(table.schema().to_arrow())}
+            for wanted in spec.schema:
+                found = present.get(wanted.name)
+                if wanted.nullable and found is not None and not found.nullable:
+                    table.alter.drop_column_not_null(wanted.name)
+                    table.update_incremental()
+
+        retry_commit(relax, f"allow nulls in {spec.name}", CommitStats())
 
     def _check_rules(self, rules: MeteringRules) -> None:
         recorded = self.recorded_rules()

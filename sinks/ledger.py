@@ -20,26 +20,35 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 from deltalake import CommitProperties, Transaction, write_deltalake
 
+from meterwax.operators.aggregates import (
+    SUM,
+    SliceKey,
+    WindowKey,
+    WindowValue,
+    aggregate,
+    sum_contributions,
+)
+from meterwax.operators.catalog import Catalog
 from meterwax.operators.corrections import (
     LateClassification,
     LateEvent,
     LedgerEntry,
-    Totals,
-    WindowKey,
     classify_late_events,
     fit_in_windows,
 )
-from meterwax.operators.dedupe import content_fingerprint
+from meterwax.operators.decode import Event
+from meterwax.operators.dedupe import event_content
 from meterwax.operators.windows import window_days
 from meterwax.sinks.arrow_rows import (
-    decimal_column,
     decimal_to_nanos,
     event_columns,
     group_by_window,
+    nullable_decimal_column,
     timestamp_to_micros,
 )
 from meterwax.sinks.delta_writes import CommitStats, retry_commit
@@ -51,6 +60,17 @@ LEDGER_FENCE = "meterwax.corrections.events"
 VOID_FENCE = "meterwax.voids.events"
 """The same for ``voided_events``."""
 COORDINATES = ["origin", "origin_partition", "origin_offset"]
+EVENT_COLUMNS = [
+    "tenant_id",
+    "id",
+    "meter",
+    "quantity",
+    "event_time",
+    "dimensions",
+    "source",
+    "data",
+]
+"""The columns an :class:`Event` is read back from."""
 Coordinates = tuple[str, int, int]
 
 
@@ -62,7 +82,7 @@ class LateInsert:
     inserted: list[LateEvent]
     """New keys now in the ledger."""
     overflowing: list[LateEvent]
-    """New keys whose window could not take them within decimal(38, 9): not inserted."""
+    """New keys a ``sum`` window could not take within decimal(38, 9): not inserted."""
 
     @property
     def counted(self) -> list[LateEvent]:
@@ -72,14 +92,88 @@ class LateInsert:
 
 @dataclass(frozen=True)
 class LedgerCopy:
-    """One ledger row, as voiding it needs it."""
+    """One ledger row: the event and where it was read."""
 
-    tenant_id: str
-    id: str
-    meter: str
-    quantity_nanos: int
-    time_us: int
+    event: Event
     coordinates: Coordinates
+
+    @property
+    def tenant_id(self) -> str:
+        """The event's tenant."""
+        return self.event.tenant_id
+
+
+def events_of(table: pa.Table) -> list[Event]:
+    """The events of ledger (or late_events) rows, read back exactly."""
+    columns = table.column_names
+    missing = [None] * table.num_rows
+    dimensions = table.column("dimensions").to_pylist() if "dimensions" in columns else missing
+    data = table.column("data").to_pylist() if "data" in columns else missing
+    sources = table.column("source").to_pylist() if "source" in columns else missing
+    return [
+        Event(
+            tenant,
+            event_id,
+            meter,
+            quantity,
+            time_us,
+            dict(dims) if dims else None,
+            source,
+            dict(fields) if fields else None,
+        )
+        for tenant, event_id, meter, quantity, time_us, dims, source, fields in zip(
+            table.column("tenant_id").to_pylist(),
+            table.column("id").to_pylist(),
+            table.column("meter").to_pylist(),
+            decimal_to_nanos(table.column("quantity")),
+            timestamp_to_micros(table.column("event_time")),
+            dimensions,
+            sources,
+            data,
+            strict=True,
+        )
+    ]
+
+
+def rows_matching(table: pa.Table, other: pa.Table, keys: list[str], *, matching: bool) -> pa.Table:
+    """The rows of ``table`` whose ``keys`` are (or, ``matching=False``, are not) in ``other``.
+
+    A join on the key columns and a row index: Arrow cannot join tables with map columns
+    (dimensions, data), so the rows themselves are taken by index, in their own order.
+    """
+    if other.num_rows == 0:
+        return table if not matching else table.slice(0, 0)
+    index = table.select(keys).append_column("_row", pa.array(range(table.num_rows), pa.int64()))
+    found = index.join(
+        other.select(keys).group_by(keys).aggregate([]),
+        keys=keys,
+        join_type="left semi" if matching else "left anti",
+    )
+    positions = np.sort(found.column("_row").to_numpy())
+    return table.take(pa.array(positions, pa.int64()))
+
+
+def coordinates_of(table: pa.Table) -> list[Coordinates]:
+    """(origin, partition, offset) of every row."""
+    return list(zip(*(table.column(c).to_pylist() for c in COORDINATES), strict=True))
+
+
+def slice_values(catalog: Catalog, rows: pa.Table, window_us: int) -> dict[WindowKey, WindowValue]:
+    """Every meter window of these counting ledger rows, under ``catalog``.
+
+    Without a catalog, the sums are formed in Arrow (decimal(76, 9), exact); under one, each
+    event goes through the same accumulators as in the main flow (``aggregates``).
+    """
+    if catalog.is_legacy:
+        return {
+            (tenant, meter, start, ""): WindowValue(quantity, count)
+            for (tenant, meter, start), (quantity, count) in group_by_window(
+                rows, window_us
+            ).items()
+        }
+    return {
+        key: value for key, (_, value) in aggregate(catalog, events_of(rows), window_us).items()
+    }
 
 
 class Ledger:
@@ -90,6 +184,11 @@ class Ledger:
         self.stats = stats
         self._events = lake.table(EVENTS)
         self._voided = lake.table(VOIDED_EVENTS)
+
+    def slice_of(self, copy: LedgerCopy) -> SliceKey:
+        """The slice (tenant, event meter, window start) a ledger copy belongs to."""
+        event = copy.event
+        return (event.tenant_id, event.meter, event.time_us - event.time_us % self.window_us)
 
     def entries(
         self, keys: Iterable[tuple[str, str]], *, refresh: bool = True
@@ -106,86 +205,107 @@ class Ledger:
             self._events.update_incremental()
         ids = pa.array(sorted({event_id for _, event_id in wanted}), pa.string())
         found = self._events.to_pyarrow_dataset().to_table(
-            columns=[
-                "tenant_id",
-                "id",
-                "meter",
-                "quantity",
-                "event_time",
-                "counted_by",
-                *COORDINATES,
-            ],
+            columns=[*EVENT_COLUMNS, "counted_by", *COORDINATES],
             filter=pc.field("id").isin(ids),
         )
         entries: dict[tuple[str, str], LedgerEntry] = {}
         rows = sorted(
             zip(
-                found.column("tenant_id").to_pylist(),
-                found.column("id").to_pylist(),
-                found.column("meter").to_pylist(),
-                decimal_to_nanos(found.column("quantity")),
-                timestamp_to_micros(found.column("event_time")),
+                events_of(found),
                 found.column("counted_by").to_pylist(),
-                zip(*(found.column(c).to_pylist() for c in COORDINATES), strict=True),
+                coordinates_of(found),
                 strict=True,
             ),
-            key=lambda row: row[6],
+            key=lambda row: row[2],
         )
-        for tenant, event_id, meter, nanos, time_us, counted_by, where in rows:
-            key = (tenant, event_id)
+        for event, counted_by, where in rows:
+            key = (event.tenant_id, event.id)
             if key in wanted and key not in entries:
-                content = content_fingerprint(meter, nanos, time_us)
+                content = event_content(
+                    event.meter, event.quantity_nanos, event.time_us, event.data
+                )
                 entries[key] = LedgerEntry(counted_by, where, content)
         return entries
 
-    def window_totals(
-        self, windows: Iterable[WindowKey], *, refresh: bool = True
-    ) -> dict[WindowKey, Totals]:
-        """Each window's exact total and count from the ledger, voided copies left out."""
-        wanted = set(windows)
+    def window_values(
+        self,
+        catalog: Catalog,
+        slices: Iterable[SliceKey],
+        *,
+        refresh: bool = True,
+        extra: Iterable[Event] = (),
+    ) -> dict[WindowKey, WindowValue]:
+        """Every meter window these slices' counting events make, voided copies left out.
+
+        ``extra``: events not in the ledger to count as if they were (a dry run's).
+        """
+        wanted = set(slices)
         if not wanted:
             return {}
-        rows = self._window_rows(wanted, refresh=refresh)
-        totals = group_by_window(rows, self.window_us)
-        return {key: value for key, value in totals.items() if key in wanted}
+        extra = list(extra)
+        if extra:
+            rows = self._slice_rows(wanted, refresh=refresh, full=True)
+            events = [*events_of(rows), *extra]
+            found = aggregate(catalog, events, self.window_us)
+            return {key: value for key, (_, value) in found.items()}
+        rows = self._slice_rows(wanted, refresh=refresh, full=not catalog.is_legacy)
+        return slice_values(catalog, rows, self.window_us)
 
-    def copies_in(self, windows: Iterable[WindowKey]) -> list[LedgerCopy]:
-        """The counting ledger rows of these windows, in coordinate order."""
-        wanted = set(windows)
+    def copies_in(self, slices: Iterable[SliceKey]) -> list[LedgerCopy]:
+        """The counting ledger rows of these slices, in coordinate order."""
+        wanted = set(slices)
         if not wanted:
             return []
-        rows = self._window_rows(wanted, refresh=True)
-        micros = timestamp_to_micros(rows.column("event_time"))
+        rows = self._slice_rows(wanted, refresh=True, full=True)
         copies = [
-            LedgerCopy(tenant, event_id, meter, nanos, time_us, where)
-            for tenant, event_id, meter, nanos, time_us, where in zip(
-                rows.column("tenant_id").to_pylist(),
-                rows.column("id").to_pylist(),
-                rows.column("meter").to_pylist(),
-                decimal_to_nanos(rows.column("quantity")),
-                micros,
-                zip(*(rows.column(c).to_pylist() for c in COORDINATES), strict=True),
-                strict=True,
-            )
-            if (tenant, meter, time_us - time_us % self.window_us) in wanted
+            LedgerCopy(event, where)
+            for event, where in zip(events_of(rows), coordinates_of(rows), strict=True)
         ]
         return sorted(copies, key=lambda copy: copy.coordinates)
 
-    def _window_rows(self, windows: set[WindowKey], *, refresh: bool) -> pa.Table:
-        """Ledger rows of these windows' days and tenants (a superset), voided ones left out."""
+    def _slice_rows(self, slices: set[SliceKey], *, refresh: bool, full: bool) -> pa.Table:
+        """Counting ledger rows of exactly these slices (voided ones left out).
+
+        ``full``: every column an event is read back from (catalog meters read dimensions and
+        data); otherwise what a sum needs.
+        """
         if refresh:
             self._events.update_incremental()
-        days = sorted({day for key in windows for day in window_days(key[2], self.window_us)})
-        tenants = pa.array(sorted({key[0] for key in windows}), pa.string())
+        window_us = self.window_us
+        days = sorted({day for key in slices for day in window_days(key[2], window_us)})
+        tenants = pa.array(sorted({key[0] for key in slices}), pa.string())
+        columns = (
+            [*EVENT_COLUMNS, *COORDINATES]
+            if full
+            else [
+                "tenant_id",
+                "meter",
+                "event_time",
+                "quantity",
+                *COORDINATES,
+            ]
+        )
+        present = set(self._events.schema().to_arrow().names) if full else None
+        if present is not None:
+            columns = [c for c in columns if c in present]
         rows = self._events.to_pyarrow_dataset().to_table(
-            columns=["tenant_id", "id", "meter", "event_time", "quantity", *COORDINATES],
+            columns=columns,
             filter=pc.field("event_date").isin(pa.array(days, pa.int32()).cast(pa.date32()))
             & pc.field("tenant_id").isin(tenants),
         )
-        voided = self.voided(tenants)
-        if voided.num_rows == 0:
-            return rows
-        return rows.join(voided, keys=COORDINATES, join_type="left anti")
+        micros = rows.column("event_time").cast(TIMESTAMP).cast(pa.int64()).to_numpy()
+        starts = micros - micros % window_us
+        keep = [
+            (tenant, meter, start) in slices
+            for tenant, meter, start in zip(
+                rows.column("tenant_id").to_pylist(),
+                rows.column("meter").to_pylist(),
+                starts.tolist(),
+                strict=True,
+            )
+        ]
+        rows = rows.filter(pa.array(keep, pa.bool_()))
+        return rows_matching(rows, self.voided(tenants), COORDINATES, matching=False)
 
     def voided(self, tenants: pa.Array, *, refresh: bool = True) -> pa.Table:
         """Coordinates of the voided rows of these tenants."""
@@ -196,15 +316,22 @@ class Ledger:
         )
 
     def insert_late(
-        self, late: list[LateEvent], *, counted_by: str, fence_version: int
+        self,
+        late: list[LateEvent],
+        *,
+        catalog: Catalog,
+        counted_by: str,
+        fence_version: int,
     ) -> LateInsert:
         """Insert the late events whose keys the ledger lacks, and that their windows can take.
 
         Classification (new, already inserted, duplicate, conflicting) and the decimal(38, 9)
-        bound are decided on the snapshot the append commits through; a racing insert by key
-        makes the append fail and the whole decision is taken again (see the module
-        docstring). Each inserted row carries the late event's own source coordinates.
+        bound of every ``sum`` window are decided on the snapshot the append commits through;
+        a racing insert by key makes the append fail and the whole decision is taken again
+        (see the module docstring). Each inserted row carries the late event's own source
+        coordinates.
         """
+        window_us = self.window_us
 
         def attempt() -> LateInsert:
             self._events.update_incremental()
@@ -213,13 +340,18 @@ class Ledger:
             )
             if not classified.new:
                 return LateInsert(classified, [], [])
-            windows = {event.window for event in classified.new}
-            start = {k: v[0] for k, v in self.window_totals(windows, refresh=False).items()}
+            values = self.window_values(
+                catalog, {event.slice for event in classified.new}, refresh=False
+            )
+            sums = {
+                key: value.quantity_nanos or 0
+                for key, value in values.items()
+                if _is_sum(catalog, key)
+            }
             inserted, overflowing = fit_in_windows(
                 classified.new,
-                window_of=lambda e: e.window,
-                quantity_of=lambda e: e.event.quantity_nanos,
-                totals=start,
+                contributions_of=lambda e: sum_contributions(catalog, e.event, window_us),
+                totals=sums,
             )
             if inserted:
                 write_deltalake(
@@ -244,7 +376,7 @@ class Ledger:
             self._voided.update_incremental()
             tenants = pa.array(sorted({c.tenant_id for c in copies}), pa.string())
             listed = self.voided(tenants, refresh=False)
-            known = set(zip(*(listed.column(c).to_pylist() for c in COORDINATES), strict=True))
+            known = set(coordinates_of(listed))
             fresh = [c for c in copies if c.coordinates not in known]
             if fresh:
                 write_deltalake(
@@ -261,6 +393,26 @@ class Ledger:
         return retry_commit(attempt, "void ledger rows", self.stats)
 
 
+def _is_sum(catalog: Catalog, key: WindowKey) -> bool:
+    meter = catalog.meter(key[1])
+    return meter is not None and meter.aggregation is SUM
+
+
+def overflowing_copies(
+    catalog: Catalog, copies: list[LedgerCopy], window_us: int
+) -> list[LedgerCopy]:
+    """The copies (in coordinate order) their ``sum`` windows cannot take within the bound.
+
+    What is voided when a window fed by two partitions passes decimal(38, 9).
+    """
+    _, overflowing = fit_in_windows(
+        copies,
+        contributions_of=lambda c: sum_contributions(catalog, c.event, window_us),
+        totals={},
+    )
+    return overflowing
+
+
 def _ledger_rows(events: list[LateEvent], counted_by: str) -> pa.Table:
     """Ledger rows for late events: each keeps the source coordinates the main flow read."""
     columns = event_columns([e.event for e in events])
@@ -273,13 +425,14 @@ def _ledger_rows(events: list[LateEvent], counted_by: str) -> pa.Table:
 
 def _voided_rows(copies: list[LedgerCopy], void_id: str, reason: str) -> pa.Table:
     now = datetime.now(UTC)
+    events = [c.event for c in copies]
     return pa.Table.from_pydict(
         {
-            "tenant_id": pa.array([c.tenant_id for c in copies], pa.string()),
-            "id": pa.array([c.id for c in copies], pa.string()),
-            "meter": pa.array([c.meter for c in copies], pa.string()),
-            "quantity": decimal_column([c.quantity_nanos for c in copies]),
-            "event_time": pa.array([c.time_us for c in copies], pa.int64()).cast(TIMESTAMP),
+            "tenant_id": pa.array([e.tenant_id for e in events], pa.string()),
+            "id": pa.array([e.id for e in events], pa.string()),
+            "meter": pa.array([e.meter for e in events], pa.string()),
+            "quantity": nullable_decimal_column([e.quantity_nanos for e in events]),
+            "event_time": pa.array([e.time_us for e in events], pa.int64()).cast(TIMESTAMP),
             "origin": pa.array([c.coordinates[0] for c in copies], pa.string()),
             "origin_partition": pa.array([c.coordinates[1] for c in copies], pa.int32()),
             "origin_offset": pa.array([c.coordinates[2] for c in copies], pa.int64()),

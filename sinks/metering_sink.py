@@ -31,13 +31,15 @@ from deltalake import Transaction
 
 from meterwax.faults import crash_point
 from meterwax.metrics import RunStats
-from meterwax.operators.records import PartitionOutput, SourcePartition
+from meterwax.operators.catalog import LEGACY_VERSION
+from meterwax.operators.records import PartitionOutput, RecomputeRow, SourcePartition, WindowRow
 from meterwax.sinks.arrow_rows import (
     conflicts_table,
     late_table,
     ledger_table,
     quarantine_table,
 )
+from meterwax.sinks.catalog_table import fence
 from meterwax.sinks.delta_writes import CommitStats, OffsetAppender
 from meterwax.sinks.lake import Lake
 from meterwax.sinks.schemas import (
@@ -90,7 +92,17 @@ def recorded_content(lake: Lake, where: SourcePartition) -> tuple[int, int] | No
     return None if length is None or digest is None else (length, digest)
 
 
-def _markers(where: SourcePartition, values: list[PartitionOutput]) -> list[Transaction]:
+def catalog_app_id(where: SourcePartition) -> str:
+    """The ``txn`` (on the ledger) with the catalog version ``where`` was last counted under.
+
+    Where in the log a partition picked up a new meter catalog.
+    """
+    return f"meterwax.{FLOW_NAME}.catalog.{where.key}"
+
+
+def _markers(
+    where: SourcePartition, values: list[PartitionOutput], catalog_version: int
+) -> list[Transaction]:
     """The progress markers a flush records on the ledger, in its commit.
 
     The last offset finished and, for file input, how many bytes of the file that covers and
@@ -104,6 +116,8 @@ def _markers(where: SourcePartition, values: list[PartitionOutput]) -> list[Tran
     if content is not None:
         bytes_app, digest_app = content_app_ids(where)
         markers += [Transaction(bytes_app, content[0]), Transaction(digest_app, content[1])]
+    if catalog_version:
+        markers.append(Transaction(catalog_app_id(where), catalog_version))
     return markers
 
 
@@ -117,11 +131,13 @@ class MeteringSink(FixedPartitionedSink[PartitionOutput, None]):
         *,
         stats: RunStats | None = None,
         flush_rows: int = DEFAULT_FLUSH_ROWS,
+        catalog_version: int = LEGACY_VERSION,
     ) -> None:
         self._lake = lake
         self._parts = sorted(p.key for p in partitions)
         self._stats = stats or RunStats()
         self._flush_rows = flush_rows
+        self._catalog_version = catalog_version
 
     def list_parts(self) -> list[str]:
         """Every source partition; any worker can write any of them."""
@@ -138,6 +154,7 @@ class MeteringSink(FixedPartitionedSink[PartitionOutput, None]):
             SourcePartition.from_key(for_part),
             self._stats,
             self._flush_rows,
+            self._catalog_version,
         )
 
 
@@ -148,8 +165,11 @@ class _PartitionWriter(StatefulSinkPartition[PartitionOutput, None]):
         where: SourcePartition,
         stats: RunStats,
         flush_rows: int,
+        catalog_version: int,
     ) -> None:
         self._where = where
+        self._catalog_version = catalog_version
+        self._guard = fence(catalog_version)
         self._flush_rows = flush_rows
         self._buffer: list[PartitionOutput] = []
         self._buffered_rows = 0
@@ -158,7 +178,10 @@ class _PartitionWriter(StatefulSinkPartition[PartitionOutput, None]):
         self._commit_stats = CommitStats()
         self._windows = lake.table(USAGE_WINDOWS)
         self._ledger = OffsetAppender(
-            lake.table(EVENTS), app_id(FLOW_NAME, EVENTS.name, where), self._commit_stats
+            lake.table(EVENTS),
+            app_id(FLOW_NAME, EVENTS.name, where),
+            self._commit_stats,
+            guard=self._guard,
         )
         self._conflicts = OffsetAppender(
             lake.table(WINDOW_CONFLICTS),
@@ -176,7 +199,8 @@ class _PartitionWriter(StatefulSinkPartition[PartitionOutput, None]):
     def write_batch(self, values: list[PartitionOutput]) -> None:
         self._buffer.extend(values)
         self._buffered_rows += sum(
-            len(o.ledger) + len(o.windows) + len(o.late) + len(o.quarantine) for o in values
+            len(o.ledger) + len(o.windows) + len(o.late) + len(o.quarantine) + len(o.recompute)
+            for o in values
         )
         if self._buffered_rows >= self._flush_rows:
             self._flush()
@@ -197,13 +221,14 @@ class _PartitionWriter(StatefulSinkPartition[PartitionOutput, None]):
         windows = [row for out in values for row in out.windows]
         late = [row for out in values for row in out.late]
         quarantine = [row for out in values for row in out.quarantine]
+        recompute = [row for out in values for row in out.recompute]
         before = (
             self._commit_stats.commits,
             self._commit_stats.retries,
             self._commit_stats.seconds,
         )
 
-        markers = _markers(where, values)
+        markers = _markers(where, values, self._catalog_version)
         written = self._ledger.append(
             ledger,
             lambda r: r.offset,
@@ -217,11 +242,19 @@ class _PartitionWriter(StatefulSinkPartition[PartitionOutput, None]):
             windows,
             app_id=app_id(FLOW_NAME, USAGE_WINDOWS.name, where),
             stats=self._commit_stats,
+            catalog_version=self._catalog_version,
+            guard=self._guard,
         )
         conflicts = first_totals.conflicts
         crash_point("sink.after_windows")
         self._conflicts.append(
-            conflicts, lambda r: r.position, lambda rows: conflicts_table(where, rows)
+            sorted([*conflicts, *recompute], key=lambda r: r.position),
+            lambda r: r.position,
+            lambda rows: conflicts_table(
+                where,
+                [r for r in rows if isinstance(r, WindowRow)],
+                [r for r in rows if isinstance(r, RecomputeRow)],
+            ),
         )
         self._late.append(late, lambda r: r.offset, lambda rows: late_table(where, rows))
         crash_point("sink.after_late")

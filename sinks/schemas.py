@@ -18,6 +18,8 @@ import pyarrow as pa
 QUANTITY = pa.decimal128(38, 9)
 TIMESTAMP = pa.timestamp("us", tz="UTC")
 DIMENSIONS = pa.map_(pa.string(), pa.string())
+GROUPS = pa.map_(pa.string(), pa.string())
+"""A window's group: group column → value."""
 
 
 @dataclass(frozen=True)
@@ -44,12 +46,15 @@ _EVENT_FIELDS = [
     _field("tenant_id", pa.string()),
     _field("id", pa.string()),
     _field("meter", pa.string()),
-    _field("quantity", QUANTITY),
+    _field("quantity", QUANTITY, nullable=True),
     _field("event_time", TIMESTAMP),
     _field("event_date", pa.date32()),
     _field("dimensions", DIMENSIONS, nullable=True),
     _field("source", pa.string(), nullable=True),
+    _field("data", DIMENSIONS, nullable=True),
 ]
+"""``quantity`` is null only under a meter catalog, for an event without one; ``data`` holds a
+CloudEvent's other data fields as text (what catalog meters may read)."""
 _WINDOW_KEY_FIELDS = [
     _field("tenant_id", pa.string()),
     _field("meter", pa.string()),
@@ -63,6 +68,25 @@ _ORIGIN_FIELDS = [
     _field("origin_partition", pa.int32()),
     _field("origin_offset", pa.int64()),
 ]
+
+_GROUP_FIELDS = [
+    _field("group_key", pa.string(), nullable=True),
+    _field("groups", GROUPS, nullable=True),
+]
+"""A meter window's group: its key (part of the window's key; empty or null: no group) and the
+same as a map of group column → value (null for an event without that field)."""
+_CATALOG_VALUE_FIELDS = [
+    _field("aggregation", pa.string(), nullable=True),
+    _field("unvalued_count", pa.int64(), nullable=True),
+    _field("distinct_values", pa.list_(pa.string()), nullable=True),
+    _field("latest_time", TIMESTAMP, nullable=True),
+    _field("latest_id", pa.string(), nullable=True),
+    _field("catalog_version", pa.int64(), nullable=True),
+]
+"""What a window of a catalog meter holds besides its quantity: its aggregation (null: sum,
+the meaning of every row written without a catalog), events it took but could not value,
+its distinct values (unique_count), the (time, id) of its latest event (latest), and the
+catalog version it was computed under (null or 0: no catalog)."""
 
 EVENTS = TableSpec(
     name="events",
@@ -79,14 +103,17 @@ USAGE_WINDOWS = TableSpec(
     schema=pa.schema(
         [
             *_WINDOW_KEY_FIELDS,
-            _field("quantity", QUANTITY),
+            _field("quantity", QUANTITY, nullable=True),
             _field("event_count", pa.int64()),
             _field("revision", pa.int64()),
             _field("updated_at", TIMESTAMP),
+            *_GROUP_FIELDS,
+            *_CATALOG_VALUE_FIELDS,
         ]
     ),
     partition_by=("window_date",),
-    purpose="per-window totals, key (tenant_id, meter, window_start); revision 0 = first write",
+    purpose="per-window values, key (tenant_id, meter, window_start, group_key); revision 0 = "
+    "first write",
 )
 
 LATE_EVENTS = TableSpec(
@@ -128,15 +155,20 @@ WINDOW_CONFLICTS = TableSpec(
     schema=pa.schema(
         [
             *_WINDOW_KEY_FIELDS,
-            _field("partial_quantity", QUANTITY),
+            _field("partial_quantity", QUANTITY, nullable=True),
             _field("partial_event_count", pa.int64()),
             _field("origin", pa.string()),
             _field("origin_partition", pa.int32()),
             _field("origin_position", pa.int64()),
+            *_GROUP_FIELDS,
+            _field("event_meter", pa.string(), nullable=True),
+            _field("reason", pa.string(), nullable=True),
         ]
     ),
     properties=CHANNEL_PROPERTIES,
-    purpose="windows that got on-time events from two source partitions: recomputed by corrections",
+    purpose="windows that got on-time events from two source partitions (reason null or "
+    "second_writer), or were open when the meter catalog changed (catalog_change): recomputed "
+    "by corrections",
 )
 
 USAGE_CORRECTIONS = TableSpec(
@@ -147,13 +179,19 @@ USAGE_CORRECTIONS = TableSpec(
             _field("revision", pa.int64()),
             _field("previous_quantity", QUANTITY, nullable=True),
             _field("previous_event_count", pa.int64(), nullable=True),
-            _field("new_quantity", QUANTITY),
+            _field("new_quantity", QUANTITY, nullable=True),
             _field("new_event_count", pa.int64()),
-            _field("delta_quantity", QUANTITY),
+            _field("delta_quantity", QUANTITY, nullable=True),
             _field("delta_event_count", pa.int64()),
             _field("late_event_ids", pa.list_(pa.string())),
             _field("reason", pa.string()),
             _field("corrected_at", TIMESTAMP),
+            *_GROUP_FIELDS,
+            _field("aggregation", pa.string(), nullable=True),
+            _field("previous_unvalued_count", pa.int64(), nullable=True),
+            _field("new_unvalued_count", pa.int64(), nullable=True),
+            _field("catalog_version_before", pa.int64(), nullable=True),
+            _field("catalog_version_after", pa.int64(), nullable=True),
         ]
     ),
     properties={"delta.appendOnly": "true"},
@@ -167,7 +205,7 @@ VOIDED_EVENTS = TableSpec(
             _field("tenant_id", pa.string()),
             _field("id", pa.string()),
             _field("meter", pa.string()),
-            _field("quantity", QUANTITY),
+            _field("quantity", QUANTITY, nullable=True),
             _field("event_time", TIMESTAMP),
             *_ORIGIN_FIELDS,
             _field("void_id", pa.string()),
@@ -180,6 +218,22 @@ VOIDED_EVENTS = TableSpec(
     "ledger itself is never rewritten",
 )
 
+METER_CATALOG = TableSpec(
+    name="meter_catalog",
+    schema=pa.schema(
+        [
+            _field("version", pa.int64()),
+            _field("definition", pa.string()),
+            _field("format", pa.string()),
+            _field("applied_at", TIMESTAMP),
+            _field("applied_by", pa.string(), nullable=True),
+            _field("note", pa.string(), nullable=True),
+        ]
+    ),
+    properties={"delta.appendOnly": "true"},
+    purpose="every version of the meter catalog, as canonical JSON (version 0, no row: no catalog)",
+)
+
 ALL_TABLES = (
     EVENTS,
     USAGE_WINDOWS,
@@ -188,4 +242,5 @@ ALL_TABLES = (
     WINDOW_CONFLICTS,
     USAGE_CORRECTIONS,
     VOIDED_EVENTS,
+    METER_CATALOG,
 )

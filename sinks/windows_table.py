@@ -1,5 +1,8 @@
 """Writes to ``usage_windows``: first totals from the main flow, revised totals from corrections.
 
+A window's key is (tenant_id, meter, window_start, group_key); rows from before meter catalogs
+have a null group key, which is the empty one (no group).
+
 **First totals (main flow).** A window's first row is written once and never overwritten by
 the main flow. Which rows a source partition already wrote is known from its writer's
 position alone (the ``txn`` version of its app id, committed with the rows): rows at or below
@@ -11,28 +14,31 @@ caller records the conflict and the correction flow recomputes the window from t
 with an audit row. A contribution is never dropped and never silently merged, and two
 partitions with equal partial totals are two contributions, not one and its replay.
 
-**Revised totals (corrections).** MERGE on (tenant_id, meter, window_start): an existing row is
-replaced only by a higher revision, so a replay can never undo a newer correction.
+**Revised totals (corrections).** MERGE on the window's key: an existing row is replaced only
+by a higher revision, so a replay can never undo a newer correction.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import pyarrow as pa
 from deltalake import CommitProperties, DeltaTable, QueryBuilder, Transaction, write_deltalake
 
-from meterwax.operators.corrections import WindowKey
+from meterwax.operators.corrections import CurrentWindow, WindowKey
 from meterwax.operators.records import WindowRow
-from meterwax.sinks.arrow_rows import date_column, decimal_to_nanos, window_keys, windows_table
+from meterwax.sinks.arrow_rows import date_column, window_keys, window_values, windows_table
 from meterwax.sinks.delta_writes import CommitStats, retry_commit
 from meterwax.sinks.lake import Lake
 from meterwax.sinks.queries import literal, plain_strings
 from meterwax.sinks.schemas import USAGE_WINDOWS
 
-WINDOW_KEY = "t.tenant_id = s.tenant_id AND t.meter = s.meter AND t.window_start = s.window_start"
+WINDOW_KEY = (
+    "t.tenant_id = s.tenant_id AND t.meter = s.meter AND t.window_start = s.window_start "
+    "AND coalesce(t.group_key, '') = s.group_key"
+)
 
 
 def _date_predicate(dates: Sequence[str]) -> str:
@@ -50,7 +56,7 @@ def _iso_dates(column: pa.Array | pa.ChunkedArray) -> list[str]:
 
 def rows_of_windows(
     table: DeltaTable,
-    columns: str,
+    columns: Sequence[str],
     dates: Iterable[str],
     *,
     tenants: Iterable[str],
@@ -65,8 +71,10 @@ def rows_of_windows(
     """
     if refresh:
         table.update_incremental()
+    present = set(table.schema().to_arrow().names)
+    selected = ", ".join(c for c in columns if c in present)  # older lakes lack some
     statement = (
-        f"SELECT {columns} FROM t WHERE window_date IN ({_sql_list(dates)}) "
+        f"SELECT {selected} FROM t WHERE window_date IN ({_sql_list(dates)}) "
         f"AND tenant_id IN ({_sql_list(tenants)})"
     )
     return plain_strings(
@@ -78,29 +86,47 @@ def _sql_list(values: Iterable[str]) -> str:
     return ", ".join(literal(value) for value in sorted(set(values)))
 
 
-def existing_totals(
+WINDOW_COLUMNS = (
+    "tenant_id",
+    "meter",
+    "window_start",
+    "group_key",
+    "quantity",
+    "event_count",
+    "revision",
+    "unvalued_count",
+    "distinct_values",
+    "latest_time",
+    "latest_id",
+    "catalog_version",
+)
+
+
+def existing_windows(
     table: DeltaTable, dates: Sequence[str], *, tenants: set[str], refresh: bool = True
-) -> dict[WindowKey, tuple[int, int, int]]:
-    """Rows of these tenants and window dates in ``table``: key → (nanos, count, revision).
+) -> dict[WindowKey, CurrentWindow]:
+    """Rows of these tenants and window dates in ``table`` (a superset for the caller to trim).
 
     ``refresh=False`` reads the table at the version it was opened at.
     """
     if not dates or not tenants:
         return {}
-    result = rows_of_windows(
-        table,
-        "tenant_id, meter, window_start, quantity, event_count, revision",
-        dates,
-        tenants=tenants,
-        refresh=refresh,
+    result = rows_of_windows(table, WINDOW_COLUMNS, dates, tenants=tenants, refresh=refresh)
+    versions = (
+        result.column("catalog_version").to_pylist()
+        if "catalog_version" in result.column_names
+        else [None] * result.num_rows
     )
-    values = zip(
-        decimal_to_nanos(result.column("quantity")),
-        result.column("event_count").to_pylist(),
-        result.column("revision").to_pylist(),
-        strict=True,
-    )
-    return dict(zip(window_keys(result), values, strict=True))
+    return {
+        key: CurrentWindow(value, revision, version or 0)
+        for key, value, revision, version in zip(
+            window_keys(result),
+            window_values(result),
+            result.column("revision").to_pylist(),
+            versions,
+            strict=True,
+        )
+    }
 
 
 @dataclass(frozen=True)
@@ -120,6 +146,8 @@ def insert_first_totals(
     *,
     app_id: str,
     stats: CommitStats,
+    catalog_version: int = 0,
+    guard: Callable[[DeltaTable], None] | None = None,
 ) -> FirstTotals:
     """Insert windows that have no row yet; report the ones another writer had written.
 
@@ -128,6 +156,7 @@ def insert_first_totals(
     them. The insert-only MERGE reports how many of the others it inserted; only when that
     falls short are the keys read back, as they were in the snapshot the MERGE committed
     against (``lake`` opens that version): each key that existed there is a conflict.
+    ``guard`` checks the table before each attempt (the catalog fence, ``catalog_table``).
     """
     table.update_incremental()
     committed = table.transaction_version(app_id)
@@ -136,7 +165,9 @@ def insert_first_totals(
         rows = [r for r in rows if r.position > committed]
     if not rows:
         return FirstTotals([], given)
-    source = windows_table(rows, revision=0, updated_at=datetime.now(UTC))
+    source = windows_table(
+        rows, revision=0, updated_at=datetime.now(UTC), catalog_version=catalog_version
+    )
     dates = _iso_dates(source.column("window_date"))
 
     position = CommitProperties(
@@ -145,6 +176,8 @@ def insert_first_totals(
 
     def attempt() -> tuple[int, int]:
         table.update_incremental()
+        if guard is not None:
+            guard(table)
         read_version = table.version()
         metrics = (
             table.merge(
@@ -174,13 +207,19 @@ def insert_first_totals(
     # Commits between the MERGE's snapshot and its own did not conflict with it, so they
     # added no row in these date partitions: the keys present then are the ones it skipped.
     before = lake.table(USAGE_WINDOWS, read_version)
-    existing = existing_totals(before, dates, tenants={r.tenant_id for r in rows}, refresh=False)
-    conflicts = [r for r in rows if (r.tenant_id, r.meter, r.window_start_us) in existing]
+    existing = existing_windows(before, dates, tenants={r.tenant_id for r in rows}, refresh=False)
+    conflicts = [
+        r for r in rows if (r.tenant_id, r.meter, r.window_start_us, r.group_key) in existing
+    ]
     return FirstTotals(conflicts, skipped)
 
 
 def merge_revised_totals(
-    table: DeltaTable, rows: pa.Table, *, transaction: Transaction | None, stats: CommitStats
+    table: DeltaTable,
+    rows: pa.Table,
+    *,
+    transaction: Transaction | None,
+    stats: CommitStats,
 ) -> None:
     """MERGE revised window rows; an existing row is replaced only by a higher revision."""
     if rows.num_rows == 0:

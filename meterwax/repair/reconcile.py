@@ -6,10 +6,10 @@ flows' own paths) and checks:
 - G1: each (tenant_id, id) counts once: a key with two counting copies (a retry that came
   back with a new time after the dedupe horizon) is reported; ``--fix`` voids the later copies
   (by source coordinates) and recomputes their windows, with audit rows (``duplicate_key``);
-- G2: every ``usage_windows`` row equals the exact sum and count of its counting ledger events
-  (voided copies left out), and every such event is in a window row; a window whose ledger
-  total does not fit decimal(38, 9) is reported as ``overflow`` (``--fix`` voids the copies it
-  cannot take, in source order);
+- G2: every ``usage_windows`` row equals the value its counting ledger events give under the
+  current meter catalog (voided copies left out), and every such value is in a window row; a
+  ``sum`` window whose ledger total does not fit decimal(38, 9) is reported as ``overflow``
+  (``--fix`` voids the copies it cannot take, in source order);
 - every ledger row sits in the date partition of its event time.
 
 A fix goes through the correction sequence: one audit row per change, then the new row. It
@@ -26,27 +26,32 @@ from datetime import datetime
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from meterwax.operators.aggregates import SUM, SliceKey, WindowKey, WindowValue
+from meterwax.operators.catalog import Catalog
 from meterwax.operators.contract import MAX_QUANTITY_NANOS
 from meterwax.operators.corrections import (
     ChangeReason,
     CurrentWindow,
-    Totals,
     WindowChange,
-    WindowKey,
+    slice_of,
 )
 from meterwax.operators.timeline import DAY_US, to_micros
 from meterwax.operators.windows import window_start
-from meterwax.sinks.arrow_rows import (
-    decimal_to_nanos,
-    group_by_window,
-    timestamp_to_micros,
-    window_keys,
-)
+from meterwax.sinks.arrow_rows import window_keys, window_values
 from meterwax.sinks.corrections_store import CorrectionStore
 from meterwax.sinks.lake import Lake
-from meterwax.sinks.ledger import COORDINATES, LedgerCopy
+from meterwax.sinks.ledger import (
+    COORDINATES,
+    EVENT_COLUMNS,
+    LedgerCopy,
+    coordinates_of,
+    events_of,
+    rows_matching,
+    slice_values,
+)
 from meterwax.sinks.queries import instant_literal, sql
 from meterwax.sinks.schemas import EVENTS, TIMESTAMP, USAGE_WINDOWS, VOIDED_EVENTS
+from meterwax.sinks.windows_table import WINDOW_COLUMNS
 
 VOID_DUPLICATE = "duplicate_key"
 """The void id of the later copies of a key counted twice."""
@@ -61,15 +66,15 @@ class Mismatch:
     """``missing`` (ledger events, no row), ``extra`` (a row, no events), ``wrong``, or
     ``overflow`` (its ledger events add up past decimal(38, 9))."""
     window: CurrentWindow | None
-    ledger: Totals | None
+    ledger: WindowValue | None
 
 
 @dataclass
 class LedgerCheck:
     """What reading the ledger found, for a range of windows."""
 
-    totals: dict[WindowKey, Totals]
-    """Per window, the counting events' exact total and count."""
+    values: dict[WindowKey, WindowValue]
+    """Per meter window, the value its counting events give under the current catalog."""
     duplicates: dict[tuple[str, str], list[LedgerCopy]]
     """Keys with more than one counting copy, their copies in coordinate order."""
     events: int
@@ -99,9 +104,9 @@ class ReconcileReport:
 
 
 def read_ledger(
-    lake: Lake, window_us: int, start: datetime | None, end: datetime | None
+    lake: Lake, catalog: Catalog, window_us: int, start: datetime | None, end: datetime | None
 ) -> LedgerCheck:
-    """Ledger totals per window starting in [start, end), duplicate keys, misfiled rows."""
+    """Ledger values per window starting in [start, end), duplicate keys, misfiled rows."""
     condition = None
     if start is not None:
         condition = pc.field("event_date") >= pa.scalar(start.date(), pa.date32())
@@ -110,22 +115,12 @@ def read_ledger(
         last_day = (to_micros(end) + window_us - 1) // DAY_US
         before_end = pc.field("event_date") <= pa.scalar(last_day, pa.int32()).cast(pa.date32())
         condition = before_end if condition is None else condition & before_end
-    rows = (
-        lake.table(EVENTS)
-        .to_pyarrow_dataset()
-        .to_table(
-            columns=[
-                "tenant_id",
-                "id",
-                "meter",
-                "event_time",
-                "event_date",
-                "quantity",
-                *COORDINATES,
-            ],
-            filter=condition,
-        )
-    )
+    ledger = lake.table(EVENTS)
+    present = set(ledger.schema().to_arrow().names)
+    wanted = EVENT_COLUMNS if not catalog.is_legacy else ["tenant_id", "id", "meter", "quantity"]
+    wanted = [*wanted, "event_time", "event_date", *COORDINATES]
+    columns = [c for c in dict.fromkeys(wanted) if c in present]
+    rows = ledger.to_pyarrow_dataset().to_table(columns=columns, filter=condition)
     micros = rows.column("event_time").cast(TIMESTAMP).cast(pa.int64()).to_numpy()
     keep = None
     if start is not None:
@@ -136,12 +131,13 @@ def read_ledger(
     if keep is not None:
         rows = rows.filter(keep)
     voided = lake.table(VOIDED_EVENTS).to_pyarrow_dataset().to_table(columns=COORDINATES)
-    if voided.num_rows:
-        rows = rows.join(voided, keys=COORDINATES, join_type="left anti")
+    rows = rows_matching(rows, voided, COORDINATES, matching=False)
     micros = rows.column("event_time").cast(TIMESTAMP).cast(pa.int64()).to_numpy()
     days = rows.column("event_date").cast(pa.int32()).to_numpy(zero_copy_only=False)
     misfiled = int((micros // DAY_US != days).sum())
-    return LedgerCheck(group_by_window(rows, window_us), _duplicates(rows), rows.num_rows, misfiled)
+    return LedgerCheck(
+        slice_values(catalog, rows, window_us), _duplicates(rows), rows.num_rows, misfiled
+    )
 
 
 def _duplicates(rows: pa.Table) -> dict[tuple[str, str], list[LedgerCopy]]:
@@ -149,20 +145,10 @@ def _duplicates(rows: pa.Table) -> dict[tuple[str, str], list[LedgerCopy]]:
     repeated = keys.filter(pc.greater(keys.column("id_count"), 1))
     if repeated.num_rows == 0:
         return {}
-    copies = rows.join(
-        repeated.select(["tenant_id", "id"]), keys=["tenant_id", "id"], join_type="inner"
-    )
+    copies = rows_matching(rows, repeated, ["tenant_id", "id"], matching=True)
     found: dict[tuple[str, str], list[LedgerCopy]] = defaultdict(list)
-    for copy in zip(
-        copies.column("tenant_id").to_pylist(),
-        copies.column("id").to_pylist(),
-        copies.column("meter").to_pylist(),
-        decimal_to_nanos(copies.column("quantity")),
-        timestamp_to_micros(copies.column("event_time")),
-        zip(*(copies.column(c).to_pylist() for c in COORDINATES), strict=True),
-        strict=True,
-    ):
-        found[(copy[0], copy[1])].append(LedgerCopy(*copy))
+    for event, where in zip(events_of(copies), coordinates_of(copies), strict=True):
+        found[(event.tenant_id, event.id)].append(LedgerCopy(event, where))
     return {key: sorted(group, key=lambda c: c.coordinates) for key, group in sorted(found.items())}
 
 
@@ -176,18 +162,14 @@ def window_rows(
     if end is not None:
         conditions.append(f"window_start < {instant_literal(end)}")
     where = ("WHERE " + " AND ".join(conditions)) if conditions else ""
-    table = sql(
-        lake,
-        f"SELECT tenant_id, meter, window_start, quantity, event_count, revision "
-        f"FROM usage_windows {where}",
-        [USAGE_WINDOWS],
-    )
+    present = set(lake.table(USAGE_WINDOWS).schema().to_arrow().names)
+    columns = ", ".join(c for c in WINDOW_COLUMNS if c in present)
+    table = sql(lake, f"SELECT {columns} FROM usage_windows {where}", [USAGE_WINDOWS])
     return {
-        key: CurrentWindow((quantity, count), revision)
-        for key, quantity, count, revision in zip(
+        key: CurrentWindow(value, revision)
+        for key, value, revision in zip(
             window_keys(table),
-            decimal_to_nanos(table.column("quantity")),
-            table.column("event_count").to_pylist(),
+            window_values(table),
             table.column("revision").to_pylist(),
             strict=True,
         )
@@ -195,20 +177,32 @@ def window_rows(
 
 
 def compare(
-    windows: dict[WindowKey, CurrentWindow], ledger: dict[WindowKey, Totals]
+    catalog: Catalog,
+    windows: dict[WindowKey, CurrentWindow],
+    ledger: dict[WindowKey, WindowValue],
 ) -> list[Mismatch]:
-    """Every window where the table and the ledger disagree, ordered by key."""
+    """Every window where the table and the ledger disagree, ordered by key.
+
+    Windows of meters the catalog no longer has are history, not checked.
+    """
     mismatches = []
     for key in sorted(set(windows) | set(ledger)):
+        meter = catalog.meter(key[1])
+        if meter is None:
+            continue
         row, truth = windows.get(key), ledger.get(key)
-        if truth is not None and truth[0] > MAX_QUANTITY_NANOS:
+        if (
+            truth is not None
+            and meter.aggregation is SUM
+            and (truth.quantity_nanos or 0) > MAX_QUANTITY_NANOS
+        ):
             mismatches.append(Mismatch(key, "overflow", row, truth))
         elif row is None:
             mismatches.append(Mismatch(key, "missing", None, truth))
         elif truth is None:
-            if row.totals != (0, 0):
+            if row.value.event_count or row.value.unvalued_count:
                 mismatches.append(Mismatch(key, "extra", row, None))
-        elif row.totals != truth:
+        elif row.value != truth:
             mismatches.append(Mismatch(key, "wrong", row, truth))
     return mismatches
 
@@ -218,12 +212,13 @@ def reconcile(
 ) -> ReconcileReport:
     """Check (and with ``fix`` repair) the windows starting in [start, end)."""
     store = CorrectionStore(lake)
-    ledger = read_ledger(lake, store.window_us, start, end)
+    catalog = store.catalog
+    ledger = read_ledger(lake, catalog, store.window_us, start, end)
     windows = window_rows(lake, start, end)
     report = ReconcileReport(
         len(windows),
         ledger.events,
-        compare(windows, ledger.totals),
+        compare(catalog, windows, ledger.values),
         [(t, i, len(copies)) for (t, i), copies in ledger.duplicates.items()],
         ledger.misfiled,
     )
@@ -231,12 +226,13 @@ def reconcile(
     if fix and (report.mismatches or ledger.duplicates):
         later = [copy for copies in ledger.duplicates.values() for copy in copies[1:]]
         report.voided = store.ledger.void(later, void_id=VOID_DUPLICATE, reason=VOID_DUPLICATE)
-        reasons: dict[WindowKey, list[ChangeReason]] = defaultdict(list)
+        reasons: dict[SliceKey, list[ChangeReason]] = defaultdict(list)
         for mismatch in report.mismatches:
-            reasons[mismatch.key].append(ChangeReason.RECONCILE_FIX)
+            where = slice_of(catalog, mismatch.key)
+            if where is not None:
+                reasons[where].append(ChangeReason.RECONCILE_FIX)
         for copy in later:
-            key = (copy.tenant_id, copy.meter, window_start(copy.time_us, store.window_us))
-            reasons[key].append(ChangeReason.DUPLICATE_KEY)
+            reasons[store.ledger.slice_of(copy)].append(ChangeReason.DUPLICATE_KEY)
         report.fixed = store.correct_windows(reasons).changes
     return report
 

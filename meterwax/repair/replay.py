@@ -33,7 +33,7 @@ from itertools import groupby
 
 from meterwax.errors import ConfigError
 from meterwax.kafka.ranges import Message
-from meterwax.operators.corrections import ChangeReason, LateEvent, WindowChange, WindowKey
+from meterwax.operators.corrections import ChangeReason, LateEvent, SliceKey, WindowChange
 from meterwax.operators.partition import PartitionMeter, RangeOutcome, classify_range
 from meterwax.operators.records import DEFAULT_BATCH_SIZE, SourceBatch, SourcePartition
 from meterwax.operators.windows import window_start
@@ -78,7 +78,7 @@ def replay(
         start, stop = ranges[partition]
         where = SourcePartition(origin, partition)
         _check_main_flow_passed(store, where, topic, stop)
-        meter = PartitionMeter(where, store.rules)
+        meter = PartitionMeter(where, store.rules, catalog=store.catalog)
         outcomes[partition] = classify_range(meter, _batches(where, stream), start, stop)
 
     late: list[LateEvent] = []
@@ -101,9 +101,9 @@ def replay(
         duplicates = len(outcome.classified.duplicates) + len(outcome.classified.conflicting)
     report.inserted, report.already_counted = len(inserted), len(counted_before)
     report.duplicates += duplicates
-    affected: dict[WindowKey, list[str]] = defaultdict(list)
+    affected: dict[SliceKey, list[str]] = defaultdict(list)
     for event in inserted:
-        affected[event.window].append(event.event.id)
+        affected[event.slice].append(event.event.id)
     report.changes = store.correct_windows(
         {key: [ChangeReason.REPLAY] for key in affected},
         late_ids=affected,

@@ -5,6 +5,8 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
+from meterwax.operators.aggregates import WindowValue
+from meterwax.operators.catalog import LEGACY
 from meterwax.operators.contract import MAX_QUANTITY_NANOS
 from meterwax.operators.corrections import (
     CORRECTIONS_FLOW,
@@ -60,70 +62,77 @@ window_keys = st.tuples(
     st.sampled_from(["acme", "zeta"]),
     st.sampled_from(["calls", "gb"]),
     st.integers(0, 5).map(lambda m: m * MINUTE),
+    st.just(""),
 )
-totals = st.tuples(st.integers(0, 10**12), st.integers(0, 50))
+values = st.builds(WindowValue, st.integers(0, 10**12), st.integers(0, 50))
+
+
+def slice_of_key(key):
+    return key[:3]
 
 
 @given(
-    recomputed=st.dictionaries(window_keys, totals, max_size=8),
-    current=st.dictionaries(window_keys, st.tuples(totals, st.integers(0, 4)), max_size=8),
-    extra=st.sets(window_keys, max_size=4),
+    recomputed=st.dictionaries(window_keys, values, max_size=8),
+    current=st.dictionaries(window_keys, st.tuples(values, st.integers(0, 4)), max_size=8),
 )
-def test_applying_the_planned_changes_makes_every_window_equal_the_ledger(
-    recomputed, current, extra
-):
-    affected = set(recomputed) | set(current) | extra
-    rows = {k: CurrentWindow(t, r) for k, (t, r) in current.items()}
+def test_applying_the_planned_changes_makes_every_window_equal_the_ledger(recomputed, current):
+    affected = {slice_of_key(k) for k in set(recomputed) | set(current)}
+    rows = {k: CurrentWindow(v, r) for k, (v, r) in current.items()}
     changes = plan_window_changes(
-        affected,
         recomputed,
         rows,
+        catalog=LEGACY,
         window_us=MINUTE,
         late_ids={},
         reasons={k: [ChangeReason.LATE_EVENTS] for k in affected},
     )
-    after = {k: row.totals for k, row in rows.items()}
+    after = {k: row.value for k, row in rows.items()}
     for change in changes:
-        assert change.previous == (rows[change.key].totals if change.key in rows else None)
+        assert change.previous == (rows[change.key].value if change.key in rows else None)
         assert change.revision == (rows[change.key].revision + 1 if change.key in rows else 1)
+        before = change.previous or WindowValue(0, 0)
         assert change.delta == (
-            change.new[0] - (change.previous or (0, 0))[0],
-            change.new[1] - (change.previous or (0, 0))[1],
+            change.new.quantity_nanos - before.quantity_nanos,
+            change.new.event_count - before.event_count,
         )
+        assert change.reason == "late_events"
         after[change.key] = change.new
-    for key in affected:
-        assert after.get(key, (0, 0)) == recomputed.get(key, (0, 0))
-    assert all(c.new != (c.previous or (0, 0)) or c.previous is None for c in changes)
+    for key in set(recomputed) | set(current):
+        assert after.get(key, WindowValue(0, 0)) == recomputed.get(key, WindowValue(0, 0))
+    assert all(c.new != (c.previous or WindowValue(0, 0)) or c.previous is None for c in changes)
 
 
 def test_a_change_audited_by_an_interrupted_run_is_applied_but_not_audited_again():
-    key = ("acme", "calls", 0)
+    key = ("acme", "calls", 0, "")
     [change] = plan_window_changes(
-        [key],
-        {key: (5, 2)},
-        {key: CurrentWindow((3, 1), 0)},
+        {key: WindowValue(5, 2)},
+        {key: CurrentWindow(WindowValue(3, 1), 0)},
+        catalog=LEGACY,
         window_us=MINUTE,
-        late_ids={key: ["x"]},
-        reasons={key: [ChangeReason.LATE_EVENTS]},
+        late_ids={key[:3]: ["x"]},
+        reasons={key[:3]: [ChangeReason.LATE_EVENTS]},
     )
-    to_audit, apply_only = reconcile_with_audit([change], {(key, 1): (5, 2)})
+    assert change.late_event_ids == ("x",)
+    to_audit, apply_only = reconcile_with_audit([change], {(key, 1): (5, 2, 0)})
     assert to_audit == []
     assert apply_only == [change]
 
 
 def test_a_change_after_an_audited_one_is_chained_one_revision_higher():
-    key = ("acme", "calls", 0)
+    key = ("acme", "calls", 0, "")
     [change] = plan_window_changes(
-        [key],
-        {key: (9, 3)},
-        {key: CurrentWindow((3, 1), 0)},
+        {key: WindowValue(9, 3)},
+        {key: CurrentWindow(WindowValue(3, 1), 0)},
+        catalog=LEGACY,
         window_us=MINUTE,
         late_ids={},
-        reasons={key: [ChangeReason.WINDOW_CONFLICT]},
+        reasons={key[:3]: [ChangeReason.WINDOW_CONFLICT]},
     )
-    to_audit, apply_only = reconcile_with_audit([change], {(key, 1): (5, 2)})
+    to_audit, apply_only = reconcile_with_audit([change], {(key, 1): (5, 2, 0)})
     assert apply_only == []
-    assert [(c.revision, c.previous, c.new) for c in to_audit] == [(2, (5, 2), (9, 3))]
+    assert [(c.revision, c.previous, c.new) for c in to_audit] == [
+        (2, WindowValue(5, 2), WindowValue(9, 3))
+    ]
 
 
 def late_with(event_id: str, offset: int, quantity: int, minute: int = 0) -> LateEvent:
@@ -161,8 +170,7 @@ def test_fitting_keeps_each_window_within_the_bound_in_order(quantities, start):
     items = [late_with(f"e{i}", i, q, minute=i % 2) for i, q in enumerate(quantities)]
     kept, left_out = fit_in_windows(
         items,
-        window_of=lambda e: e.window,
-        quantity_of=lambda e: e.event.quantity_nanos,
+        contributions_of=lambda e: [(e.slice, e.event.quantity_nanos)],
         totals={("acme", "api_calls", 0): start},
     )
     assert sorted(kept + left_out, key=lambda e: e.origin_offset) == items

@@ -11,6 +11,7 @@ from meterwax.cli import config
 from meterwax.cli.arguments import parse_instant, time_range
 from meterwax.cli.options import CONTEXT, format_option, lake_option
 from meterwax.cli.render import format_decimal, text_table, to_json
+from meterwax.operators.aggregates import WindowValue
 from meterwax.operators.timeline import from_micros
 from meterwax.repair.reconcile import ReconcileReport, mismatch_counts, reconcile
 from meterwax.sinks.lake import Lake
@@ -64,10 +65,23 @@ def reconcile_command(
 reconcile_command.name = "reconcile"
 
 
-def _quantity(totals: tuple[int, int] | None) -> str:
-    if totals is None:
+def _quantity(value: WindowValue | None) -> str:
+    if value is None:
         return "—"
-    return f"{format_decimal(Decimal(totals[0]).scaleb(-9))} ({totals[1]})"
+    shown = (
+        "no value"
+        if value.quantity_nanos is None
+        else format_decimal(Decimal(value.quantity_nanos).scaleb(-9))
+    )
+    return f"{shown} ({value.event_count})"
+
+
+def _value_json(value: WindowValue) -> dict[str, object]:
+    return {
+        "quantity_nanos": value.quantity_nanos,
+        "event_count": value.event_count,
+        "unvalued_count": value.unvalued_count,
+    }
 
 
 def _print(report: ReconcileReport, output_format: str, *, fixed: bool) -> None:
@@ -77,19 +91,11 @@ def _print(report: ReconcileReport, output_format: str, *, fixed: bool) -> None:
             "tenant_id": m.key[0],
             "meter": m.key[1],
             "window_start_us": m.key[2],
+            "group_key": m.key[3],
             "table": None
             if m.window is None
-            else {
-                "quantity_nanos": m.window.totals[0],
-                "event_count": m.window.totals[1],
-                "revision": m.window.revision,
-            },
-            "ledger": None
-            if m.ledger is None
-            else {
-                "quantity_nanos": m.ledger[0],
-                "event_count": m.ledger[1],
-            },
+            else {**_value_json(m.window.value), "revision": m.window.revision},
+            "ledger": None if m.ledger is None else _value_json(m.ledger),
         }
         for m in report.mismatches
     ]
@@ -129,7 +135,7 @@ def _print(report: ReconcileReport, output_format: str, *, fixed: bool) -> None:
                         m.key[0],
                         m.key[1],
                         from_micros(m.key[2]),
-                        _quantity(None if m.window is None else m.window.totals),
+                        _quantity(None if m.window is None else m.window.value),
                         _quantity(m.ledger),
                     ]
                     for m in report.mismatches[:200]
