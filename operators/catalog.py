@@ -121,8 +121,9 @@ class MeterDefinition:
             "name": self.name,
             "event_meter": self.event_meter,
             "aggregation": self.aggregation.value,
-            "value": self.value,
         }
+        if self.aggregation is not Aggregation.COUNT:
+            stored["value"] = self.value
         if self.filter:
             stored["filter"] = {path: list(values) for path, values in self.filter}
         if self.group_by:

@@ -32,7 +32,7 @@ class CorrectionWork:
     """Pending input of the correction flow, up to two table versions."""
 
     late: list[LateEvent]
-    conflicts: list[SliceKey]
+    conflicts: list[tuple[SliceKey, ChangeReason]]
     late_version: int
     conflicts_version: int
 
@@ -47,8 +47,8 @@ def apply_work(store: CorrectionStore, work: CorrectionWork) -> Counter[str]:
     for event in inserted.counted:
         late_ids[event.slice].append(event.event.id)
         reasons[event.slice].add(ChangeReason.LATE_EVENTS)
-    for key in work.conflicts:
-        reasons[key].add(ChangeReason.WINDOW_CONFLICT)
+    for key, reason in work.conflicts:
+        reasons[key].add(reason)
     correction = store.correct_windows(reasons, late_ids=late_ids)
     crash_point("corrections.after_windows")
     store.record_progress(work.late_version, work.conflicts_version)

@@ -55,6 +55,7 @@ from meterwax.operators.decode import Event
 from meterwax.operators.reasons import Reason, conflict_detail, overflow_detail
 from meterwax.operators.records import QuarantineRow, SourcePartition
 from meterwax.sinks.arrow_rows import (
+    CATALOG_CHANGE,
     nullable_decimal_column,
     quarantine_table,
     timestamp_to_micros,
@@ -204,25 +205,38 @@ class CorrectionStore:
             )
         ]
 
-    def read_conflicts(self, after: int, through: int) -> list[SliceKey]:
-        """The slices of windows flagged in window_conflicts in versions (after, through]."""
+    def read_conflicts(self, after: int, through: int) -> list[tuple[SliceKey, ChangeReason]]:
+        """Slices flagged in window_conflicts in versions (after, through], and why.
+
+        A second writer's partial values are a window conflict; a slice that was open when
+        the meter catalog changed is a meter change.
+        """
         table = self._changes(self._conflicts, after, through)
         if table.num_rows == 0:
             return []
+        missing = [None] * table.num_rows
         meters = table.column("meter").to_pylist()
+        names = table.column_names
         event_meters = (
-            table.column("event_meter").to_pylist()
-            if "event_meter" in table.column_names
-            else [None] * table.num_rows
+            table.column("event_meter").to_pylist() if "event_meter" in names else missing
         )
-        return list(
-            zip(
+        reasons = table.column("reason").to_pylist() if "reason" in names else missing
+        return [
+            (
+                (tenant, event_meter or meter, start),
+                ChangeReason.METER_CHANGE
+                if reason == CATALOG_CHANGE
+                else ChangeReason.WINDOW_CONFLICT,
+            )
+            for tenant, meter, event_meter, start, reason in zip(
                 table.column("tenant_id").to_pylist(),
-                [e or m for e, m in zip(event_meters, meters, strict=True)],
+                meters,
+                event_meters,
                 timestamp_to_micros(table.column("window_start")),
+                reasons,
                 strict=True,
             )
-        )
+        ]
 
     def _changes(self, table: DeltaTable, after: int, through: int) -> pa.Table:
         if through <= after:
@@ -387,6 +401,7 @@ class CorrectionStore:
         not_in_ledger_yet: Iterable[Event] = (),
         dry_run: bool = False,
         only_meters: set[str] | None = None,
+        catalog: Catalog | None = None,
     ) -> Correction:
         """The correction sequence: make every window of these slices equal its ledger value.
 
@@ -395,8 +410,9 @@ class CorrectionStore:
         events a dry run would have inserted), compared with the current rows, and the
         differences planned one revision higher (operators' :func:`plan_window_changes`);
         then, unless ``dry_run``, the audit rows are written, then the windows.
-        ``only_meters`` limits the changes to some meters (``meters apply``). The correction
-        flow, replay, ``reconcile --fix`` and ``meters apply`` change windows only through here.
+        ``only_meters`` limits the changes to some meters, and ``catalog`` (a dry run of
+        ``meters apply``) computes under a catalog not published yet. The correction flow,
+        replay, ``reconcile --fix`` and ``meters apply`` change windows only through here.
 
         **Fenced.** The plan and its audit rows are one attempt: the audit rows already there
         are read, and the new ones appended, through one snapshot of ``usage_corrections``
@@ -414,16 +430,16 @@ class CorrectionStore:
         extra = list(not_in_ledger_yet)
 
         def attempt() -> tuple[list[WindowChange], list[WindowChange], list[WindowChange]]:
-            catalog = self.follow_catalog()
-            recomputed = self.ledger.window_values(catalog, affected, extra=extra)
-            current = self.current_windows(affected, catalog)
+            computing = catalog or self.follow_catalog()
+            recomputed = self.ledger.window_values(computing, affected, extra=extra)
+            current = self.current_windows(affected, computing)
             if only_meters is not None:
                 recomputed = {k: v for k, v in recomputed.items() if k[1] in only_meters}
                 current = {k: v for k, v in current.items() if k[1] in only_meters}
             changes = plan_window_changes(
                 recomputed,
                 current,
-                catalog=catalog,
+                catalog=computing,
                 window_us=self.window_us,
                 late_ids=late_ids or {},
                 reasons=reasons,

@@ -20,6 +20,7 @@ PACKAGE_DIRS = {
     "kafka": REPO / "meterwax" / "kafka",
     "reports": REPO / "meterwax" / "reports",
     "repair": REPO / "meterwax" / "repair",
+    "meters": REPO / "meterwax" / "meters",
     "synthetic": REPO / "meterwax" / "synthetic",
 }
 FORBIDDEN = {
@@ -41,6 +42,7 @@ FORBIDDEN = {
     "kafka": ("click", "meterwax.cli", "meterwax.repair", "meterwax.reports"),
     "reports": ("click", "meterwax.cli", "confluent_kafka"),
     "repair": ("click", "meterwax.cli"),
+    "meters": ("click", "meterwax.cli", "confluent_kafka", "bytewax"),
     "synthetic": ("click", "meterwax.cli", "bytewax", "deltalake"),
 }
 

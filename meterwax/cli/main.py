@@ -20,6 +20,7 @@ from meterwax.cli.commands.corrections import corrections
 from meterwax.cli.commands.demo import demo
 from meterwax.cli.commands.heartbeat import heartbeat
 from meterwax.cli.commands.maintain import maintain
+from meterwax.cli.commands.meters import meters
 from meterwax.cli.commands.produce import produce
 from meterwax.cli.commands.reconcile import reconcile_command
 from meterwax.cli.commands.replay import replay_command
@@ -66,7 +67,7 @@ def main(verbose: int) -> None:
     )
 
 
-for command in (run, demo, usage, corrections, reconcile_command, maintain):
+for command in (run, demo, usage, meters, corrections, reconcile_command, maintain):
     main.add_command(command)
 for command in (produce, heartbeat, topics, replay_command):  # Kafka
     main.add_command(command)

@@ -46,6 +46,10 @@ def summary_data(report: RunReport, *, title: str) -> dict[str, Any]:
         "quarantined": counters["quarantined"],
         "quarantined_by_reason": reasons,
         "heartbeats": counters["heartbeats"],
+        "catalog_version": report.stats.catalog_version,
+        "unmetered": counters["unmetered"],
+        "unvalued": counters["unvalued"],
+        "slices_recomputed": counters["slices_recomputed"],
         "windows_written": counters["windows_closed"],
         "windows_already_written": counters["windows_already_written"],
         "accounted": accounted == read,
@@ -71,6 +75,17 @@ def render_summary(data: dict[str, Any]) -> str:
 
     row("events read", data["read"])
     row("counted", data["counted"], "→ events (ledger) and usage_windows")
+    if data["catalog_version"]:
+        row(
+            "  no meter takes them",
+            data["unmetered"],
+            f"in the ledger; no meter of catalog version {data['catalog_version']} uses them",
+        )
+        row(
+            "  taken unvalued",
+            data["unvalued"],
+            "meter contributions without a value (usage_windows.unvalued_count)",
+        )
     if data["already_committed"]:
         row(
             "  already in the lake",
@@ -85,6 +100,12 @@ def render_summary(data: dict[str, Any]) -> str:
     if data["heartbeats"]:
         row("heartbeats", data["heartbeats"])
     row("windows written", data["windows_written"])
+    if data["slices_recomputed"]:
+        row(
+            "  left to corrections",
+            data["slices_recomputed"],
+            "open when the catalog changed: → window_conflicts",
+        )
     if data["windows_already_written"]:
         row("  already in the lake", data["windows_already_written"], "skipped, as above")
     check = "✓" if data["accounted"] else "✗ MISMATCH"

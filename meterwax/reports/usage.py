@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from meterwax.sinks.catalog_table import CatalogStore
 from meterwax.sinks.lake import Lake
 from meterwax.sinks.queries import instant_literal, literal, sql
 from meterwax.sinks.schemas import USAGE_WINDOWS
@@ -52,16 +54,51 @@ class UsageFilter:
 
 
 def window_rows(lake: Lake, usage: UsageFilter) -> list[dict[str, Any]]:
-    """Every matching ``usage_windows`` row, ordered by tenant, meter and window."""
-    columns = ", ".join(WINDOW_COLUMNS)
+    """Every matching ``usage_windows`` row, ordered by tenant, meter, window and group.
+
+    A catalog meter's window also has its group columns (one per ``group_by`` column), its
+    ``aggregation`` and ``unvalued_count``, and, for a meter with a unit, ``unit`` and
+    ``quantity_in_unit`` (converted at report time).
+    """
+    present = set(lake.table(USAGE_WINDOWS, usage.as_of).schema().to_arrow().names)
+    extra = [c for c in ("group_key", "aggregation", "unvalued_count") if c in present]
+    columns = ", ".join([*WINDOW_COLUMNS, *extra])
+    order = "tenant_id, meter, window_start" + (", group_key" if extra else "")
     table = sql(
         lake,
-        f"SELECT {columns} FROM usage_windows {usage.where_clause()} "
-        "ORDER BY tenant_id, meter, window_start",
+        f"SELECT {columns} FROM usage_windows {usage.where_clause()} ORDER BY {order}",
         [USAGE_WINDOWS],
         version=usage.as_of,
     )
-    return table.to_pylist()
+    rows = table.to_pylist()
+    catalog = CatalogStore(lake).current()
+    if catalog.is_legacy:
+        for row in rows:
+            for column in extra:
+                row.pop(column, None)
+        return rows
+    for row in rows:
+        key = row.pop("group_key", None)
+        row.update(json.loads(key) if key else {})
+        row["aggregation"] = row.get("aggregation") or "sum"
+        row["unvalued_count"] = row.get("unvalued_count") or 0
+        meter = catalog.meter(row["meter"])
+        if meter is not None and meter.unit is not None:
+            row["unit"] = meter.unit.name
+            quantity = row["quantity"]
+            row["quantity_in_unit"] = None if quantity is None else meter.unit.convert(quantity)
+    return rows
+
+
+def window_columns(rows: list[dict[str, Any]]) -> list[str]:
+    """The columns of :func:`window_rows`: group columns follow ``meter``."""
+    present = {key for row in rows for key in row}
+    trailing = [c for c in _TRAILING if c in present]
+    groups = sorted(present - set(WINDOW_COLUMNS) - set(trailing))
+    return [*WINDOW_COLUMNS[:2], *groups, *WINDOW_COLUMNS[2:], *trailing]
+
+
+_TRAILING = ("aggregation", "unvalued_count", "unit", "quantity_in_unit")
 
 
 def tenant_totals(lake: Lake, usage: UsageFilter) -> list[dict[str, Any]]:

@@ -106,12 +106,33 @@ def corrections(
 
 def _show(lake: Lake, tenant: str | None, output_format: str) -> None:
     where = f"WHERE tenant_id = {literal(tenant)}" if tenant else ""
+    present = set(lake.table(USAGE_CORRECTIONS).schema().to_arrow().names)
+    extra = [
+        c
+        for c in ("group_key", "aggregation", "catalog_version_before", "catalog_version_after")
+        if c in present
+    ]
+    columns = ", ".join(
+        [
+            "tenant_id",
+            "meter",
+            "window_start",
+            "revision",
+            "previous_quantity",
+            "new_quantity",
+            "delta_quantity",
+            "previous_event_count",
+            "new_event_count",
+            "late_event_ids",
+            "reason",
+            "corrected_at",
+            *extra,
+        ]
+    )
+    order = "tenant_id, meter, window_start" + (", group_key" if extra else "") + ", revision"
     rows = sql(
         lake,
-        "SELECT tenant_id, meter, window_start, revision, previous_quantity, new_quantity, "
-        "delta_quantity, previous_event_count, new_event_count, late_event_ids, reason, "
-        f"corrected_at FROM usage_corrections {where} "
-        "ORDER BY tenant_id, meter, window_start, revision",
+        f"SELECT {columns} FROM usage_corrections {where} ORDER BY {order}",
         [USAGE_CORRECTIONS],
     ).to_pylist()
     if output_format == "json":
@@ -122,6 +143,7 @@ def _show(lake: Lake, tenant: str | None, output_format: str) -> None:
             [
                 "tenant_id",
                 "meter",
+                "group",
                 "window_start",
                 "rev",
                 "previous",
@@ -135,6 +157,7 @@ def _show(lake: Lake, tenant: str | None, output_format: str) -> None:
                 [
                     r["tenant_id"],
                     r["meter"],
+                    r.get("group_key") or "",
                     r["window_start"],
                     r["revision"],
                     r["previous_quantity"],
@@ -152,6 +175,8 @@ def _show(lake: Lake, tenant: str | None, output_format: str) -> None:
 
 
 def _signed(value: Any) -> str:
+    if value is None:
+        return ""
     text = format_decimal(value)
     return text if text.startswith("-") else "+" + text
 

@@ -11,8 +11,8 @@ from meterwax.cli.arguments import parse_as_of, parse_bound, time_range
 from meterwax.cli.options import CONTEXT, format_option, lake_option
 from meterwax.cli.render import csv_text, text_table, to_json
 from meterwax.reports.periods import Granularity, zone
-from meterwax.reports.rollups import Rollup, rollup
-from meterwax.reports.usage import WINDOW_COLUMNS, UsageFilter, window_rows
+from meterwax.reports.rollups import Rollup, report_columns, rollup
+from meterwax.reports.usage import UsageFilter, window_columns, window_rows
 from meterwax.sinks.lake import Lake
 
 _USAGE_EXAMPLES = """
@@ -49,7 +49,8 @@ Examples:
     "--group-by",
     "group_by",
     metavar="DIMENSION",
-    help="Total by this event dimension too (read from the events ledger).",
+    help="Total by this group column of catalog meters (no catalog: this event dimension, "
+    "from the events ledger).",
 )
 @click.option(
     "--as-of",
@@ -69,13 +70,16 @@ def usage(
     as_of: str | None,
     output_format: str,
 ) -> None:
-    """Print usage totals; quantities are exact decimals, never floats.
+    """Print usage; quantities are exact decimals, never floats.
 
     Without --granularity or --group-by: one row per usage_windows row. With --granularity,
-    windows are summed per calendar minute, hour, day or month in --tz (DST-aware: a
-    Europe/Berlin day has 23, 24 or 25 hours); a window is never split, so windows that cross
-    a period boundary in that zone are refused. --group-by reads the events ledger, which has
-    the dimensions; late events count there once the correction flow has run.
+    windows are combined per calendar minute, hour, day or month in --tz (DST-aware: a
+    Europe/Berlin day has 23, 24 or 25 hours), each meter by its aggregation (sums and counts
+    add, min and max of the windows, latest by event time and id, unique counts over the
+    whole period); a window is never split, so windows that cross a period boundary in that
+    zone are refused. Catalog meters with groups have a column per group; --group-by keeps
+    one of them. In a lake without a catalog, --group-by totals by an event dimension from
+    the events ledger; late events count there once the correction flow has run.
     """
     settings = config.load(config.UsageSettings, lake=lake, tz=tz)
     tzinfo = zone(settings.tz)
@@ -91,7 +95,7 @@ def usage(
         for row in rows:
             row["window_start"] = row["window_start"].astimezone(tzinfo)
             row["window_end"] = row["window_end"].astimezone(tzinfo)
-        _print(rows, list(WINDOW_COLUMNS), output_format, "windows")
+        _print(rows, window_columns(rows), output_format, "windows")
         return
     query = Rollup(
         tz=tzinfo,
@@ -103,16 +107,17 @@ def usage(
         group_by=group_by,
         as_of=parse_as_of(as_of) if as_of else None,
     )
-    _print(rollup(the_lake, query), query.columns(), output_format, "periods")
+    rows = rollup(the_lake, query)
+    _print(rows, report_columns(query, rows), output_format, "periods")
 
 
 def _print(rows: list[dict[str, Any]], columns: list[str], output_format: str, noun: str) -> None:
     if output_format == "json":
         click.echo(to_json(rows))
     elif output_format == "csv":
-        click.echo(csv_text(columns, [[row[c] for c in columns] for row in rows]))
+        click.echo(csv_text(columns, [[row.get(c) for c in columns] for row in rows]))
     else:
         shown = [c for c in columns if c != "window_end"]
         headers = ["events" if c == "event_count" else c for c in shown]
-        click.echo(text_table(headers, [[row[c] for c in shown] for row in rows]))
+        click.echo(text_table(headers, [[row.get(c) for c in shown] for row in rows]))
         click.echo(f"{len(rows):,} {noun}")
