@@ -12,6 +12,8 @@ and tests pass ``bytewax.testing`` sources and sinks.
 from __future__ import annotations
 
 import gc
+import os
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -28,7 +30,7 @@ from meterwax.metrics import RunStats
 from meterwax.operators.catalog import LEGACY, Catalog
 from meterwax.operators.partition import MeteringRules
 from meterwax.operators.records import PartitionOutput, SourceBatch, SourcePartition
-from meterwax.sinks.catalog_table import CatalogStore
+from meterwax.sinks.catalog_table import CatalogChangedError, CatalogStore
 from meterwax.sinks.lake import Lake
 from meterwax.sinks.metering_sink import MeteringSink
 
@@ -88,7 +90,13 @@ def run_to_lake(
     lake.ensure_tables(rules)
     catalog = CatalogStore(lake).current()
     stats.catalog_version = catalog.version
-    sink = MeteringSink(lake, partitions, stats=stats, catalog_version=catalog.version)
+    sink = MeteringSink(
+        lake,
+        partitions,
+        stats=stats,
+        catalog_version=catalog.version,
+        on_catalog_change=stop_for_new_catalog,
+    )
     flow = build_flow(source, sink, rules, catalog)
     with fewer_gc_passes():
         execute(
@@ -99,6 +107,25 @@ def run_to_lake(
             process_id=process_id,
             addresses=addresses,
         )
+
+
+EXIT_CATALOG_CHANGED = 2
+"""The exit code of a main flow stopped by a newer meter catalog (a deliberate error's)."""
+
+
+def stop_for_new_catalog(error: CatalogChangedError) -> None:
+    """Stop this process now: a newer meter catalog was applied while it ran.
+
+    The error comes up inside a sink's epoch snapshot, where Bytewax cannot unwind an
+    exception cleanly (with several partitions it aborts the process with a Rust panic). An
+    immediate exit is as safe as the SIGKILL the fault tests use (nothing of the unfinished
+    epoch was committed under the old catalog, and a restart redoes it under the new one),
+    and it says what happened and what to do.
+    """
+    sys.stderr.write(f"error: {error}\n")
+    sys.stderr.flush()
+    sys.stdout.flush()
+    os._exit(EXIT_CATALOG_CHANGED)
 
 
 @contextmanager

@@ -159,6 +159,8 @@ class Catalog:
     )
 
     def __post_init__(self) -> None:
+        # One order for every catalog with the same meters (versions compare equal).
+        object.__setattr__(self, "meters", tuple(sorted(self.meters, key=lambda m: m.name)))
         grouped: dict[str, list[MeterDefinition]] = {}
         for meter in self.meters:
             grouped.setdefault(meter.event_meter, []).append(meter)

@@ -97,11 +97,12 @@ class Lake:
         """
         return self.table(EVENTS).metadata().id
 
-    def ensure_tables(self, rules: MeteringRules) -> None:
+    def ensure_tables(self, rules: MeteringRules | None) -> None:
         """Create every missing table (and missing column); refuse a lake with other rules.
 
         A lake created by meterwax 0.1 remembers only its window length: its other rules are
-        recorded now, from ``rules``.
+        recorded now, from ``rules``. Without ``rules`` (a catalog applied before the first
+        run), the tables are created and the first run records its rules.
         """
         if not _has_scheme(self.root):
             try:
@@ -111,7 +112,7 @@ class Lake:
                 raise LakeError(msg) from None
         for spec in ALL_TABLES:
             properties = dict(spec.properties)
-            if spec is USAGE_WINDOWS:
+            if spec is USAGE_WINDOWS and rules is not None:
                 properties.update(_rule_properties(rules))
 
             def create(spec: TableSpec = spec, properties: dict[str, str] = properties) -> None:
@@ -130,7 +131,8 @@ class Lake:
             retry_commit(create, f"create table {spec.name}", CommitStats())
             self._add_missing_columns(spec)
             self._allow_nulls(spec)
-        self._check_rules(rules)
+        if rules is not None:
+            self._check_rules(rules)
 
     def _add_missing_columns(self, spec: TableSpec) -> None:
         """Columns added to a table's schema since the lake was created (all nullable)."""

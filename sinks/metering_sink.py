@@ -11,6 +11,11 @@ writer buffers what arrives during a Bytewax epoch and commits it when the epoch
 4. ``late_events``: append once per offset;
 5. ``quarantine``: append once per offset.
 
+Every ledger append and window insert is fenced by the meter catalog version the flow counts
+with (see ``catalog_table``): when a newer one is applied, the flush stops before writing
+under the old one, with :class:`CatalogChangedError`, or, with ``on_catalog_change``, by
+calling it (the main flow stops its process there: see ``flows.metering``).
+
 The order is what lets the correction flow trust what it reads: a late event becomes visible
 only after the ledger rows and window totals it will be compared with were committed.
 
@@ -25,6 +30,7 @@ already in Delta; rows of an unfinished epoch are replayed and skipped or rewrit
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable
 
 from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
 from deltalake import Transaction
@@ -39,7 +45,7 @@ from meterwax.sinks.arrow_rows import (
     ledger_table,
     quarantine_table,
 )
-from meterwax.sinks.catalog_table import fence
+from meterwax.sinks.catalog_table import CatalogChangedError, fence
 from meterwax.sinks.delta_writes import CommitStats, OffsetAppender
 from meterwax.sinks.lake import Lake
 from meterwax.sinks.schemas import (
@@ -132,12 +138,14 @@ class MeteringSink(FixedPartitionedSink[PartitionOutput, None]):
         stats: RunStats | None = None,
         flush_rows: int = DEFAULT_FLUSH_ROWS,
         catalog_version: int = LEGACY_VERSION,
+        on_catalog_change: Callable[[CatalogChangedError], None] | None = None,
     ) -> None:
         self._lake = lake
         self._parts = sorted(p.key for p in partitions)
         self._stats = stats or RunStats()
         self._flush_rows = flush_rows
         self._catalog_version = catalog_version
+        self._on_catalog_change = on_catalog_change
 
     def list_parts(self) -> list[str]:
         """Every source partition; any worker can write any of them."""
@@ -155,6 +163,7 @@ class MeteringSink(FixedPartitionedSink[PartitionOutput, None]):
             self._stats,
             self._flush_rows,
             self._catalog_version,
+            self._on_catalog_change,
         )
 
 
@@ -166,8 +175,10 @@ class _PartitionWriter(StatefulSinkPartition[PartitionOutput, None]):
         stats: RunStats,
         flush_rows: int,
         catalog_version: int,
+        on_catalog_change: Callable[[CatalogChangedError], None] | None,
     ) -> None:
         self._where = where
+        self._on_catalog_change = on_catalog_change
         self._catalog_version = catalog_version
         self._guard = fence(catalog_version)
         self._flush_rows = flush_rows
@@ -213,6 +224,14 @@ class _PartitionWriter(StatefulSinkPartition[PartitionOutput, None]):
         self._flush()
 
     def _flush(self) -> None:
+        try:
+            self._write_buffer()
+        except CatalogChangedError as error:
+            if self._on_catalog_change is None:
+                raise
+            self._on_catalog_change(error)
+
+    def _write_buffer(self) -> None:
         if not self._buffer:
             return
         values, self._buffer, self._buffered_rows = self._buffer, [], 0

@@ -205,13 +205,17 @@ def apply_catalog(
     report = ApplyReport(plan)
     if plan.nothing_to_do:
         return report
-    store = CorrectionStore(lake)
     proposed = plan.proposed
     if not dry_run:
         catalogs = CatalogStore(lake)
         proposed = catalogs.append(plan.proposed, source_format=source_format, note=note)
         catalogs.publish(proposed.version)
-        store.catalog = proposed
+    if lake.window_us() is None:  # no run has written this lake yet: nothing to recompute
+        if not dry_run:
+            _mark_applied(lake, proposed.version)
+        return report
+    store = CorrectionStore(lake)
+    store.catalog = proposed
     meters = plan.recomputed
     batches = _slice_batches(lake, proposed, meters, store.window_us)
     report.slices = sum(len(batch) for batch in batches)

@@ -60,6 +60,9 @@ class Workload:
     """Late events only for a (tenant, meter) with an earlier valid event, placed behind its
     latest one (see the module docstring); a late roll before any valid event is valid."""
     correction_horizon_s: int = 35 * 86400
+    users: int = 0
+    """With users, every event names one of this many users per tenant in a ``user_id``
+    dimension (what an active-users meter counts); 0: no user_id."""
     start: datetime = DEFAULT_START
     seed: int = 7
 
@@ -122,6 +125,8 @@ def _event_document(
     time_us: int,
 ) -> dict[str, object]:
     dimensions = {"region": rng.choice(REGIONS), "plan": PLANS[int(tenant[-1], 16) % len(PLANS)]}
+    if workload.users:
+        dimensions["user_id"] = f"user-{rng.randrange(workload.users):04d}"
     if rng.random() < workload.cloudevents:
         return {
             "specversion": "1.0",

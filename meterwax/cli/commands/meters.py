@@ -80,7 +80,8 @@ def apply_command(
         definitions, source_format = read_catalog_file(file)
     except CatalogError as error:
         raise ConfigError("invalid meter catalog:\n  " + "\n  ".join(error.problems)) from None
-    the_lake.rules()  # a lake the main flow has written (its tables and rules exist)
+    if not dry_run:
+        the_lake.ensure_tables(None)  # a catalog may come before the first run
     plan = plan_catalog(the_lake, definitions, retire=retire)
     if plan.nothing_to_do:
         click.echo(
@@ -226,7 +227,7 @@ def history_command(lake: str | None, output_format: str) -> None:
     rows = CatalogStore(the_lake).history().to_pylist()
     applied = applied_version(the_lake)
     for row in rows:
-        row["recomputed"] = row["version"] <= applied
+        row["recomputed"] = "yes" if row["version"] <= applied else "no"
     if output_format == "json":
         click.echo(to_json(rows))
         return
