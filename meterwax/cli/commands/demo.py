@@ -15,11 +15,14 @@ from meterwax.cli.summary import RunReport
 from meterwax.flows.corrections import run_corrections
 from meterwax.flows.file_source import FileSource
 from meterwax.flows.metering import run_to_lake
+from meterwax.meters.apply import apply_catalog, plan_catalog
 from meterwax.metrics import RunStats
+from meterwax.operators.catalog import Aggregation, MeterDefinition
 from meterwax.repair.reconcile import reconcile
-from meterwax.reports.usage import UsageFilter, tenant_totals
+from meterwax.reports.periods import Granularity, zone
+from meterwax.reports.rollups import Rollup, rollup
 from meterwax.sinks.lake import Lake
-from meterwax.synthetic.generator import Workload, describe_intents, write_jsonl
+from meterwax.synthetic.generator import METERS, Workload, describe_intents, write_jsonl
 
 _DEMO_EXAMPLES = """
 \b
@@ -35,19 +38,29 @@ Examples:
 @click.option("--tenants", type=int, default=12, show_default=True, help="Distinct tenants.")
 @click.option("--seed", type=int, default=7, show_default=True, help="Generator seed.")
 def demo(lake: str, events: int, tenants: int, seed: int) -> None:
-    """Generate a realistic stream, meter it into a local lake, print usage per tenant.
+    """Generate a realistic stream, meter it into a local lake, print usage per tenant and day.
 
-    The stream has several tenants and meters, 2% retried duplicates, 1% late events and
-    0.1% invalid messages. It runs through exactly the flows `meterwax run` and `meterwax
-    corrections --once` use, then checks the result with `meterwax reconcile`.
+    The stream has several tenants, meters and users, 2% retried duplicates, 1% late events
+    and 0.1% invalid messages. A small meter catalog adds requests (count), active users
+    (unique count) and peak CPU (max) to the sums. It runs through exactly the flows `meterwax
+    run` and `meterwax corrections --once` use, then checks the result with `meterwax
+    reconcile`.
     """
     settings = config.load(config.RunSettings, lake=lake)
     lake_root = Lake(settings.lake)
     input_path = Path(lake_root.root) / "_input" / f"demo-{seed}-{events}.jsonl"
-    intents = write_jsonl(input_path, Workload(events=events, tenants=tenants, seed=seed))
+    workload = Workload(events=events, tenants=tenants, seed=seed, users=DEMO_USERS)
+    intents = write_jsonl(input_path, workload)
     click.echo(f"generated {events:,} messages into {input_path}: {describe_intents(intents)}")
     rules = settings.rules(lake_root.recorded_rules())
     lake_root.ensure_tables(rules)
+    plan = plan_catalog(lake_root, DEMO_METERS)
+    if not plan.nothing_to_do:
+        apply_catalog(lake_root, plan, source_format="meterwax", note="meterwax demo")
+    click.echo(
+        f"meter catalog version {plan.proposed.version}: "
+        + ", ".join(f"{m.name} ({m.aggregation.value})" for m in DEMO_METERS)
+    )
     source = FileSource([input_path], batch_size=settings.batch_size, lake=lake_root)
     stats = RunStats()
     started = time.monotonic()
@@ -72,20 +85,42 @@ def demo(lake: str, events: int, tenants: int, seed: int) -> None:
         f"meterwax reconcile: {check.windows_checked:,} windows equal their "
         f"{check.ledger_events:,} ledger events: {'✓' if check.ok else '✗ MISMATCH'}"
     )
-    rows = tenant_totals(lake_root, UsageFilter())
-    click.echo("\nusage per tenant and meter:")
+    rows = rollup(lake_root, Rollup(tz=zone("UTC"), granularity=Granularity.DAY))
+    click.echo("\nusage per tenant, meter and day (UTC; `meterwax usage --granularity day`):")
     click.echo(
         text_table(
-            ["tenant_id", "meter", "windows", "events", "quantity"],
+            ["tenant_id", "meter", "day", "events", "value"],
             [
-                [r["tenant_id"], r["meter"], r["windows"], r["event_count"], r["quantity"]]
+                [
+                    r["tenant_id"],
+                    r["meter"],
+                    r["period_start"].date().isoformat(),
+                    r["event_count"],
+                    r["quantity"],
+                ]
                 for r in rows
             ],
         )
     )
     if rows:
         click.echo(
+            "\nactive_users counts distinct user_id over the whole day (not the sum of its "
+            "windows);\nrequests counts api_calls events; peak_cpu is the largest cpu_seconds "
+            "event.\n"
             f"\nnext: meterwax usage --lake {lake_root.root} --tenant {rows[0]['tenant_id']}\n"
+            f"      meterwax meters show --lake {lake_root.root}\n"
             f"      meterwax corrections --lake {lake_root.root} --show --tenant "
             f"{rows[0]['tenant_id']}"
         )
+
+
+DEMO_USERS = 40
+"""Users per tenant in the demo stream (what the active_users meter counts)."""
+DEMO_METERS = [
+    *(MeterDefinition(name, name, Aggregation.SUM) for name in METERS),
+    MeterDefinition("requests", "api_calls", Aggregation.COUNT),
+    MeterDefinition("active_users", "api_calls", Aggregation.UNIQUE_COUNT, "dimensions.user_id"),
+    MeterDefinition("peak_cpu", "cpu_seconds", Aggregation.MAX),
+]
+"""The demo's catalog: each event meter's sum under its own name (what meterwax counts without
+a catalog), and three meters that are not sums."""
