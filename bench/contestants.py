@@ -5,6 +5,8 @@ floor              bench/floor.py: plain confluent-kafka consumers, read and dis
 meterwax           ``meterwax run --stop-at-end``: one process, default settings
 meterwax-2proc     the same as two processes (``-i 0|1 -a …``), two partitions each; reported
                    separately, never in place of the single-process figure
+meterwax-b2        workload B2: ``meterwax run`` on the same topic into a lake with the six-meter
+                   catalog :data:`B2_CATALOG` (``meters apply`` before the timed run)
 naive              bench/naive.py: the per-item Bytewax pipeline
 quix               bench/quix.py: Quix Streams, in ``.venv-quix``
 =================  ===========================================================================
@@ -12,6 +14,7 @@ quix               bench/quix.py: Quix Streams, in ``.venv-quix``
 
 from __future__ import annotations
 
+import json
 import socket
 import sys
 from collections.abc import Callable
@@ -93,14 +96,49 @@ class Contestant:
     name: str
     commands: Callable[[Target, Path], list[list[str]]]
     windows: str | None
-    """``usage_windows`` (meterwax's table), ``rows`` (bench/totals.py) or None (no windows)."""
+    """``usage_windows`` (meterwax's table), ``rows`` (bench/totals.py) or None (not compared:
+    B2's windows are other meters)."""
     read_key: str
     """The field of its printed result that counts messages read (summed over processes)."""
     outcomes: Callable[[Outputs], dict[str, int]] | None = None
+    prepare: Callable[[Path], list[str]] | None = None
+    """A command run before the timed one, given the run's lake (B2 applies its catalog)."""
+    check: Callable[[Path], list[str]] | None = None
+    """A command run after it that must exit 0 (B2: ``meterwax reconcile`` of its lake)."""
 
     def messages(self, outputs: Outputs) -> int:
         """Messages the run read, over all its processes."""
         return sum(int(o[self.read_key]) for o in outputs)
+
+
+B2_CATALOG = {
+    "meters": [
+        {"name": "requests", "event_meter": "api_calls", "aggregation": "count"},
+        {
+            "name": "regions_used",
+            "event_meter": "api_calls",
+            "aggregation": "unique_count",
+            "value": "dimensions.region",
+        },
+        {"name": "peak_cpu", "event_meter": "cpu_seconds", "aggregation": "max"},
+        {"name": "least_storage", "event_meter": "storage_gb_hours", "aggregation": "min"},
+        {"name": "storage_now", "event_meter": "storage_gb_hours", "aggregation": "latest"},
+        {
+            "name": "eu_cpu",
+            "event_meter": "cpu_seconds",
+            "aggregation": "sum",
+            "filter": {"region": ["eu-west-1"]},
+            "group_by": ["plan"],
+        },
+    ]
+}
+"""Workload B2's catalog: one meter of each aggregation, one of them filtered and grouped."""
+
+
+def _apply_b2_catalog(lake: Path) -> list[str]:
+    catalog = lake.parent / "b2-meters.json"
+    catalog.write_text(json.dumps(B2_CATALOG))  # JSON is YAML
+    return [sys.executable, "-m", "meterwax", "meters", "apply", str(catalog), "--lake", str(lake)]
 
 
 CONTESTANTS = {
@@ -121,6 +159,15 @@ CONTESTANTS = {
         ),
         Contestant("meterwax-2proc", _two_processes, "usage_windows", "read", _meterwax_outcomes),
         Contestant(
+            "meterwax-b2",
+            lambda t, lake: [meterwax_run_command(t, lake)],
+            None,
+            "read",
+            _meterwax_outcomes,
+            prepare=_apply_b2_catalog,
+            check=lambda lake: [sys.executable, "-m", "meterwax", "reconcile", "--lake", str(lake)],
+        ),
+        Contestant(
             "naive",
             lambda t, lake: [
                 _module(sys.executable, "meterwax.bench.naive", t, "--lake", str(lake))
@@ -132,4 +179,4 @@ CONTESTANTS = {
         Contestant("quix", _quix, "rows", "read", _flow_outcomes),
     )
 }
-DEFAULT = ("floor", "meterwax", "meterwax-2proc", "naive", "quix")
+DEFAULT = ("floor", "meterwax", "meterwax-2proc", "meterwax-b2", "naive", "quix")

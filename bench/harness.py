@@ -25,9 +25,9 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from meterwax.bench.contestants import CONTESTANTS, Contestant, Target
+from meterwax.bench.contestants import CONTESTANTS, DEFAULT, Contestant, Target
 from meterwax.bench.quixenv import REPO, quix_python, quix_versions
-from meterwax.bench.runner import Measured, run_processes
+from meterwax.bench.runner import ContestantFailedError, Measured, run_processes
 from meterwax.bench.totals import Totals, compare, read_meterwax_windows, read_windows
 from meterwax.bench.workload import LoadedTopic, delete_topic, load_topic
 from meterwax.kafka.clients import Cluster
@@ -44,7 +44,7 @@ class BenchOptions:
     events: int = 1_000_000
     partitions: int = 4
     runs: int = 3
-    contestants: tuple[str, ...] = ("floor", "meterwax", "meterwax-2proc", "naive", "quix")
+    contestants: tuple[str, ...] = DEFAULT
 
 
 @dataclass
@@ -77,6 +77,7 @@ def run_bench(options: BenchOptions, echo: Echo) -> dict[str, Any]:
             for contestant in contestants:
                 record = records[contestant.name]
                 lake = workdir / f"{contestant.name}-{round_number}"
+                _prepare(contestant, lake)
                 measured = run_processes(
                     contestant.commands(target, lake), workdir / "logs", lake.name
                 )
@@ -101,8 +102,32 @@ def run_bench(options: BenchOptions, echo: Echo) -> dict[str, Any]:
     return result
 
 
+def _prepare(contestant: Contestant, lake: Path) -> None:
+    """Run the contestant's untimed preparation (B2: apply its catalog to the fresh lake)."""
+    if contestant.prepare is None:
+        return
+    lake.parent.mkdir(parents=True, exist_ok=True)
+    command = contestant.prepare(lake)
+    done = subprocess.run(command, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        msg = f"{contestant.name}: preparing failed: {done.stderr.strip() or done.stdout.strip()}"
+        raise ContestantFailedError(msg)
+
+
 def _check_windows(record: _Record, lake: Path, round_number: int, problems: list[str]) -> None:
-    """Read a run's window totals; later runs must equal the first run exactly."""
+    """Read a run's window totals; later runs must equal the first run exactly.
+
+    A contestant with windows of its own meters (B2) is checked by its own command instead
+    (reconcile: every window equals its ledger events under the catalog).
+    """
+    check = record.contestant.check
+    if check is not None:
+        done = subprocess.run(check(lake), capture_output=True, text=True, check=False)
+        if done.returncode != 0:
+            problems.append(
+                f"{record.contestant.name} run {round_number}: {' '.join(check(lake)[2:4])} "
+                f"failed: {done.stdout.strip()[-500:]}"
+            )
     kind = record.contestant.windows
     if kind is None:
         return
