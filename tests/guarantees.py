@@ -43,11 +43,13 @@ def check_g2_totals(lake: Lake, messages: list[Generated]) -> None:
 def check_g3_audit(lake: Lake) -> None:
     """Every window changed after its first write has a gap-free chain of audit rows."""
     windows = {
-        (r["tenant_id"], r["meter"], r["window_start"]): r for r in rows(lake, USAGE_WINDOWS)
+        (r["tenant_id"], r["meter"], r["window_start"], r.get("group_key") or ""): r
+        for r in rows(lake, USAGE_WINDOWS)
     }
     chains: dict = {}
     for row in rows(lake, USAGE_CORRECTIONS):
-        chains.setdefault((row["tenant_id"], row["meter"], row["window_start"]), []).append(row)
+        key = (row["tenant_id"], row["meter"], row["window_start"], row.get("group_key") or "")
+        chains.setdefault(key, []).append(row)
     assert {k for k, w in windows.items() if w["revision"] > 0} == set(chains)
     for key, chain in chains.items():
         chain.sort(key=lambda r: r["revision"])

@@ -12,7 +12,13 @@ from deltalake import DeltaTable, write_deltalake
 
 from meterwax.cli.main import main
 from meterwax.sinks.lake import Lake
-from meterwax.sinks.schemas import EVENTS, QUARANTINE, USAGE_CORRECTIONS, VOIDED_EVENTS
+from meterwax.sinks.schemas import (
+    EVENTS,
+    QUARANTINE,
+    USAGE_CORRECTIONS,
+    USAGE_WINDOWS,
+    VOIDED_EVENTS,
+)
 from tests.guarantees import check_g3_audit
 from tests.helpers import T0, event, rows, window_totals
 
@@ -130,3 +136,59 @@ def test_a_ledger_row_outside_its_date_partition_is_reported(tmp_path):
     write_deltalake(table, misfiled.cast(EVENTS.schema), mode="append")
     report = reconcile_json(lake, expect=1)
     assert report["misfiled_events"] == 1
+
+
+CATALOG = """
+meters:
+  - {name: api_calls, event_meter: api_calls, aggregation: sum}
+  - {name: users, event_meter: api_calls, aggregation: unique_count, value: dimensions.user}
+  - {name: busiest, event_meter: api_calls, aggregation: max}
+"""
+
+
+def test_reconcile_and_fix_under_a_catalog_and_as_of_before_it(tmp_path):
+    source = tmp_path / "events.jsonl"
+    source.write_bytes(
+        b"\n".join(
+            event(f"e{n}", quantity=str(n), at=10 * n, dimensions={"user": f"u{n % 3}"})
+            for n in range(1, 13)
+        )
+        + b"\n"
+    )
+    lake = Lake(tmp_path / "lake")
+    invoke("run", "--input", str(source), "--lake", lake.root)
+    before_catalog = lake.table(USAGE_WINDOWS).version()
+    catalog = tmp_path / "meters.yaml"
+    catalog.write_text(CATALOG)
+    invoke("meters", "apply", str(catalog), "--lake", lake.root)
+    assert reconcile_json(lake)["mismatches"] == []
+
+    # A window changed behind meterwax's back: a unique count too high, a max too low.
+    table = lake.table(USAGE_WINDOWS)
+    table.update(updates={"quantity": "CAST(99 AS DECIMAL(38, 9))"}, predicate="meter = 'users'")
+    table.update(updates={"quantity": "CAST(0 AS DECIMAL(38, 9))"}, predicate="meter = 'busiest'")
+    mismatches = reconcile_json(lake, expect=1)["mismatches"]
+    assert {(m["meter"], m["kind"]) for m in mismatches} == {
+        ("users", "wrong"),
+        ("busiest", "wrong"),
+    }
+    invoke("reconcile", "--lake", lake.root, "--fix")
+    assert reconcile_json(lake)["mismatches"] == []
+    windows = {(r["meter"], r["window_start"]): r["quantity"] for r in rows(lake, USAGE_WINDOWS)}
+    assert windows[("users", T0)] == 3  # u1, u2, u0 in the first minute (events 1–5)
+    assert windows[("busiest", T0)] == 5
+    fixes = [r for r in rows(lake, USAGE_CORRECTIONS) if r["reason"] == "reconcile_fix"]
+    assert sorted((r["meter"], r["previous_quantity"], r["new_quantity"]) for r in fixes) == [
+        ("busiest", 0, 5),
+        ("busiest", 0, 11),
+        ("busiest", 0, 12),
+        ("users", 99, 1),
+        ("users", 99, 3),
+        ("users", 99, 3),
+    ]
+
+    # As of the version before the catalog, the lake had only the sums.
+    then = json.loads(
+        invoke("usage", "--lake", lake.root, "--as-of", str(before_catalog), "--format", "json")
+    )
+    assert {w["meter"] for w in then} == {"api_calls"}
