@@ -24,7 +24,7 @@ from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 from meterwax.flows.execution import execute
 from meterwax.metrics import RunStats
 from meterwax.sinks.corrections_sink import PART, CorrectionsSink, CorrectionWork
-from meterwax.sinks.corrections_store import CorrectionStore
+from meterwax.sinks.corrections_store import CorrectionStore, InputVersions
 from meterwax.sinks.lake import Lake
 
 FLOW_ID = "meterwax_corrections"
@@ -62,20 +62,28 @@ class _Poller(StatefulSourcePartition[CorrectionWork, None]):
         self._target = store.input_versions() if once else None
 
     def next_batch(self) -> list[CorrectionWork]:
-        late_version, conflicts_version = self._target or self._store.input_versions()
-        late_after, conflicts_after = self._emitted
-        if late_version <= late_after and conflicts_version <= conflicts_after:
+        now = self._target or self._store.input_versions()
+        after = self._emitted
+        has_voids = now.voids > after.voids or bool(self._store.voids.active())
+        if not (
+            now.late > after.late
+            or now.conflicts > after.conflicts
+            or now.voids > after.voids
+            or (has_voids and now.ledger > after.ledger)
+        ):
             if self._once:
                 raise StopIteration
             self._next_poll = datetime.now(UTC) + self._poll_interval
             return []
+        through = InputVersions(*(max(n, a) for n, a in zip(now, after, strict=True)))
         work = CorrectionWork(
-            late=self._store.read_late_events(late_after, late_version),
-            conflicts=self._store.read_conflicts(conflicts_after, conflicts_version),
-            late_version=max(late_version, late_after),
-            conflicts_version=max(conflicts_version, conflicts_after),
+            late=self._store.read_late_events(after.late, now.late),
+            conflicts=self._store.read_conflicts(after.conflicts, now.conflicts),
+            through=through,
+            void_changes=self._store.voids.changed_between(after.voids, now.voids),
+            ledger_after=after.ledger,
         )
-        self._emitted = (work.late_version, work.conflicts_version)
+        self._emitted = through
         return [work]
 
     def next_awake(self) -> datetime | None:

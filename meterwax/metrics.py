@@ -27,6 +27,7 @@ window_conflicts_total              counter    windows flagged for recomputation
 corrections_late_counted_total      counter    late events the correction flow counted
 corrections_late_duplicate_total    counter    late events it found already in the ledger
 corrections_windows_changed_total   counter    windows it changed (one audit row each)
+corrections_voided_total            counter    ledger rows it voided (void rules, late copies incl.)
 watermark_lag_seconds{partition}    gauge      wall clock − partition watermark (observability
                                                only: nothing is decided by the wall clock)
 dedupe_keys{partition}              gauge      keys held by a partition's dedupe index
@@ -73,6 +74,7 @@ _COUNTERS = {
     "late_counted": ("corrections_late_counted", "Late events the correction flow counted."),
     "late_duplicates": ("corrections_late_duplicate", "Late events already in the ledger."),
     "windows_changed": ("corrections_windows_changed", "Windows changed by corrections."),
+    "voided": ("corrections_voided", "Ledger rows the correction flow voided (void rules)."),
 }
 _COMMIT_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 _BATCH_BUCKETS = (1, 10, 100, 1_000, 5_000, 10_000, 20_000, 50_000, 100_000)

@@ -55,6 +55,10 @@ class ChangeReason(StrEnum):
     """Copies that would take the window past decimal(38, 9) were voided."""
     METER_CHANGE = "meter_change"
     """The meter's definition changed (``meters apply``), or the window was open when it did."""
+    VOID = "void"
+    """An operator voided events of the window (``meterwax void``); the audit row names it."""
+    VOID_UNDONE = "void_undone"
+    """A void was undone: its events count again."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -207,6 +211,8 @@ class WindowChange:
     aggregation: str = "sum"
     catalog_version_before: int | None = None
     catalog_version_after: int = 0
+    void_id: str | None = None
+    """The void(s) that caused the change, ``+``-joined (None: no void)."""
 
     @property
     def delta(self) -> tuple[int | None, int]:
@@ -236,6 +242,7 @@ def plan_window_changes(
     window_us: int,
     late_ids: Mapping[SliceKey, Iterable[str]],
     reasons: Mapping[SliceKey, Iterable[ChangeReason]],
+    void_ids: Mapping[SliceKey, Iterable[str]] | None = None,
 ) -> list[WindowChange]:
     """The changes that make every window equal its value recomputed from the ledger.
 
@@ -257,6 +264,7 @@ def plan_window_changes(
         if row is not None and row.value == new:
             continue
         where = (key[0], meter.event_meter, key[2])
+        voids = sorted(set((void_ids or {}).get(where, ())))
         changes.append(
             WindowChange(
                 key=key,
@@ -269,6 +277,7 @@ def plan_window_changes(
                 aggregation=meter.aggregation.value,
                 catalog_version_before=row.catalog_version if row is not None else None,
                 catalog_version_after=catalog.version,
+                void_id="+".join(voids) or None,
             )
         )
     return changes

@@ -1,11 +1,14 @@
 """The correction flow's sink: applies one batch of pending corrections to the lake.
 
-For each batch (late events and window conflicts up to some table versions):
+For each batch (late events, window conflicts, new ledger rows and void rules up to some
+table versions):
 
 1. insert the late events the ledger lacks (classified against it, within the windows'
    decimal(38, 9) bound), quarantine the conflicting copies and those that do not fit;
-2. recompute every affected window from the ledger and plan the changes (operators);
-3. write the audit rows, then the window rows, then the progress marker.
+2. apply new voids and undos, and hold the ledger's new rows (late events just inserted
+   included) against the voids in force: what they select is listed in ``voided_events``;
+3. recompute every affected window from the ledger and plan the changes (operators);
+4. write the audit rows, then the window rows, then the progress marker.
 
 Every step is idempotent (see ``corrections_store``), so a crash anywhere, followed by a rerun,
 applies each correction exactly once. Delivery: exactly once.
@@ -14,14 +17,14 @@ applies each correction exactly once. Delivery: exactly once.
 from __future__ import annotations
 
 from collections import Counter, defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
 
 from meterwax.faults import crash_point
 from meterwax.metrics import RunStats
 from meterwax.operators.corrections import CORRECTIONS_FLOW, ChangeReason, LateEvent, SliceKey
-from meterwax.sinks.corrections_store import CorrectionStore
+from meterwax.sinks.corrections_store import CorrectionStore, InputVersions
 from meterwax.sinks.lake import Lake
 
 PART = "corrections"
@@ -29,18 +32,22 @@ PART = "corrections"
 
 @dataclass(frozen=True)
 class CorrectionWork:
-    """Pending input of the correction flow, up to two table versions."""
+    """Pending input of the correction flow, up to some table versions."""
 
     late: list[LateEvent]
     conflicts: list[tuple[SliceKey, ChangeReason]]
-    late_version: int
-    conflicts_version: int
+    through: InputVersions
+    """The versions this batch brings the flow up to."""
+    void_changes: list[tuple[str, str]] = field(default_factory=list)
+    """(void_id, action) recorded in void_rules since the last batch."""
+    ledger_after: int = -1
+    """The ledger version whose new rows were held against the voids (-1: from the start)."""
 
 
 def apply_work(store: CorrectionStore, work: CorrectionWork) -> Counter[str]:
     """Apply one batch; return what it did (late events counted, duplicates, windows changed)."""
     inserted = store.insert_late(
-        work.late, counted_by=CORRECTIONS_FLOW, fence_version=work.late_version
+        work.late, counted_by=CORRECTIONS_FLOW, fence_version=work.through.late
     )
     late_ids: dict[SliceKey, list[str]] = defaultdict(list)
     reasons: dict[SliceKey, set[ChangeReason]] = defaultdict(set)
@@ -49,9 +56,17 @@ def apply_work(store: CorrectionStore, work: CorrectionWork) -> Counter[str]:
         reasons[event.slice].add(ChangeReason.LATE_EVENTS)
     for key, reason in work.conflicts:
         reasons[key].add(reason)
-    correction = store.correct_windows(reasons, late_ids=late_ids)
+    voided, void_ids = 0, {}
+    if work.void_changes or store.voids.active():
+        # Through the ledger's current version: the late events just inserted are in it.
+        appended = store.ledger.appended(work.ledger_after, store.input_versions().ledger)
+        void_reasons, void_ids, voided = store.sweep_voids(work.void_changes, appended)
+        for key, found in void_reasons.items():
+            reasons[key] |= found
+    crash_point("corrections.after_voids")
+    correction = store.correct_windows(reasons, late_ids=late_ids, void_ids=void_ids)
     crash_point("corrections.after_windows")
-    store.record_progress(work.late_version, work.conflicts_version)
+    store.record_progress(work.through)
     return Counter(
         late_read=len(work.late),
         late_counted=len(inserted.counted),
@@ -60,6 +75,7 @@ def apply_work(store: CorrectionStore, work: CorrectionWork) -> Counter[str]:
         conflicts_read=len(work.conflicts),
         windows_changed=len(correction.changes),
         audit_rows=len(correction.audited),
+        voided=voided,
     )
 
 

@@ -29,6 +29,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import NamedTuple
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -67,7 +68,15 @@ from meterwax.sinks.arrow_rows import (
 from meterwax.sinks.catalog_table import CatalogStore, published_version
 from meterwax.sinks.delta_writes import CommitStats, retry_commit
 from meterwax.sinks.lake import Lake
-from meterwax.sinks.ledger import LateInsert, Ledger, events_of, overflowing_copies
+from meterwax.sinks.ledger import (
+    COORDINATES,
+    Coordinates,
+    LateInsert,
+    Ledger,
+    LedgerCopy,
+    events_of,
+    overflowing_copies,
+)
 from meterwax.sinks.metering_sink import progress_app_id
 from meterwax.sinks.queries import plain_strings
 from meterwax.sinks.schemas import (
@@ -79,6 +88,7 @@ from meterwax.sinks.schemas import (
     USAGE_WINDOWS,
     WINDOW_CONFLICTS,
 )
+from meterwax.sinks.voids_table import UNDO, VOID, RecordedVoid, VoidStore
 from meterwax.sinks.windows_table import (
     existing_windows,
     merge_revised_totals,
@@ -86,14 +96,43 @@ from meterwax.sinks.windows_table import (
     window_dates,
 )
 
-PROGRESS_LATE = "meterwax.corrections.progress.late_events"
-PROGRESS_CONFLICTS = "meterwax.corrections.progress.window_conflicts"
+PROGRESS_APPS = (
+    "meterwax.corrections.progress.late_events",
+    "meterwax.corrections.progress.window_conflicts",
+    "meterwax.corrections.progress.events",
+    "meterwax.corrections.progress.void_rules",
+)
+"""The ``txn`` app ids (on usage_corrections) of the input versions fully applied."""
+
+
+class InputVersions(NamedTuple):
+    """Versions of the correction flow's inputs (-1: the table has none yet)."""
+
+    late: int
+    conflicts: int
+    ledger: int
+    """events: new ledger rows are held against the voids in force."""
+    voids: int
+    """void_rules: new voids and undone ones."""
+
+
 AUDIT_FENCE = "meterwax.corrections.audit"
 """The ``txn`` app id of every audit append: two correction writers conflict (see
 :meth:`CorrectionStore.correct_windows`)."""
 QUARANTINE_FENCE = "meterwax.corrections.quarantine"
 VOID_OVERFLOW = "window_overflow"
 """The void id of copies voided because their window could not take them."""
+
+
+@dataclass(frozen=True)
+class VoidOutcome:
+    """What applying a void found and did."""
+
+    matched: list[LedgerCopy]
+    """Every ledger row the void selects."""
+    voided: list[LedgerCopy]
+    """Those it took back now (the others were voided already)."""
+    correction: Correction
 
 
 @dataclass(frozen=True)
@@ -117,6 +156,7 @@ class CorrectionStore:
         self.ledger = Ledger(lake, self.window_us, self.stats)
         self.catalogs = CatalogStore(lake)
         self.catalog: Catalog = self.catalogs.current()
+        self.voids = VoidStore(lake, self.stats)
         self._events = lake.table(EVENTS)
         self._windows = lake.table(USAGE_WINDOWS)
         self._audit = lake.table(USAGE_CORRECTIONS)
@@ -137,39 +177,41 @@ class CorrectionStore:
             self.catalog = self.catalogs.current()
         return self.catalog
 
-    def progress(self) -> tuple[int, int]:
-        """Versions of late_events and window_conflicts fully applied (-1: none yet)."""
+    def progress(self) -> InputVersions:
+        """Versions of the inputs fully applied (-1: none yet)."""
         self._audit.update_incremental()
-        late = self._audit.transaction_version(PROGRESS_LATE)
-        conflicts = self._audit.transaction_version(PROGRESS_CONFLICTS)
-        return (-1 if late is None else late, -1 if conflicts is None else conflicts)
+        found = [self._audit.transaction_version(app) for app in PROGRESS_APPS]
+        return InputVersions(*(-1 if v is None else v for v in found))
 
     def pending(self) -> tuple[int, int]:
         """Late events and window conflicts appended since the applied progress.
 
         Rows, not versions: a compaction makes a version and appends nothing.
         """
-        (late_after, conflicts_after), (late_now, conflicts_now) = (
-            self.progress(),
-            self.input_versions(),
-        )
+        after, now = self.progress(), self.input_versions()
         return (
-            self._changes(self._late, late_after, late_now).num_rows,
-            self._changes(self._conflicts, conflicts_after, conflicts_now).num_rows,
+            self._changes(self._late, after.late, now.late).num_rows,
+            self._changes(self._conflicts, after.conflicts, now.conflicts).num_rows,
         )
 
-    def input_versions(self) -> tuple[int, int]:
-        """Current versions of late_events and window_conflicts."""
-        self._late.update_incremental()
-        self._conflicts.update_incremental()
-        return self._late.version(), self._conflicts.version()
+    def input_versions(self) -> InputVersions:
+        """Current versions of the inputs: late_events, window_conflicts, events, void_rules."""
+        for table in (self._late, self._conflicts, self._events):
+            table.update_incremental()
+        return InputVersions(
+            self._late.version(),
+            self._conflicts.version(),
+            self._events.version(),
+            self.voids.version(),
+        )
 
-    def record_progress(self, late_version: int, conflicts_version: int) -> None:
+    def record_progress(self, versions: InputVersions) -> None:
         """Commit that everything up to these input versions is applied."""
         marker = CommitProperties(
             app_transactions=[
-                Transaction(PROGRESS_LATE, late_version),
-                Transaction(PROGRESS_CONFLICTS, conflicts_version),
+                Transaction(app, version)
+                for app, version in zip(PROGRESS_APPS, versions, strict=True)
+                if version >= 0
             ]
         )
 
@@ -402,6 +444,8 @@ class CorrectionStore:
         dry_run: bool = False,
         only_meters: set[str] | None = None,
         catalog: Catalog | None = None,
+        void_ids: Mapping[SliceKey, Iterable[str]] | None = None,
+        not_counting: Iterable[Coordinates] = (),
     ) -> Correction:
         """The correction sequence: make every window of these slices equal its ledger value.
 
@@ -412,7 +456,9 @@ class CorrectionStore:
         then, unless ``dry_run``, the audit rows are written, then the windows.
         ``only_meters`` limits the changes to some meters, and ``catalog`` (a dry run of
         ``meters apply``) computes under a catalog not published yet. The correction flow,
-        replay, ``reconcile --fix`` and ``meters apply`` change windows only through here.
+        replay, ``reconcile --fix``, ``meters apply`` and ``void`` change windows only through
+        here. ``void_ids`` name the voids behind a slice's change in its audit rows;
+        ``not_counting`` (a dry run of a void) leaves those ledger rows out.
 
         **Fenced.** The plan and its audit rows are one attempt: the audit rows already there
         are read, and the new ones appended, through one snapshot of ``usage_corrections``
@@ -428,10 +474,13 @@ class CorrectionStore:
         if not dry_run:
             self._void_overflowing(affected)
         extra = list(not_in_ledger_yet)
+        excluded = list(not_counting)
 
         def attempt() -> tuple[list[WindowChange], list[WindowChange], list[WindowChange]]:
             computing = catalog or self.follow_catalog()
-            recomputed = self.ledger.window_values(computing, affected, extra=extra)
+            recomputed = self.ledger.window_values(
+                computing, affected, extra=extra, without=excluded
+            )
             current = self.current_windows(affected, computing)
             if only_meters is not None:
                 recomputed = {k: v for k, v in recomputed.items() if k[1] in only_meters}
@@ -443,6 +492,7 @@ class CorrectionStore:
                 window_us=self.window_us,
                 late_ids=late_ids or {},
                 reasons=reasons,
+                void_ids=void_ids,
             )
             if dry_run:
                 return changes, [], []
@@ -466,6 +516,115 @@ class CorrectionStore:
             crash_point("corrections.after_audit")
             self.apply_to_windows(to_audit + apply_only)
         return Correction(changes, to_audit)
+
+    # --- voids ------------------------------------------------------------------------------
+
+    def apply_void(self, void: RecordedVoid, *, dry_run: bool = False) -> VoidOutcome:
+        """Take back every ledger row ``void`` selects, and correct their windows.
+
+        The rows are listed in ``voided_events`` (the ledger is not touched), then every slice
+        they were in is recomputed with audit rows naming the void. Rows another void in force
+        already took back are left as they are. Safe to repeat: a repeat finds nothing new.
+        With ``dry_run``, computes the same windows as if the rows were voided, writes nothing.
+        """
+        copies = self.ledger.copies_matching(void.rule)
+        voided = self._voided_coordinates(copies)
+        fresh = [c for c in copies if c.coordinates not in voided]
+        # Every slice of every row it selects, voided now or before: a run interrupted after
+        # listing the rows and before correcting their windows is finished here.
+        slices = {self.ledger.slice_of(c) for c in copies}
+        if not dry_run:
+            self.ledger.void(fresh, void_id=void.void_id, reason=ChangeReason.VOID)
+            crash_point("void.after_voided_events")
+        correction = self.correct_windows(
+            {key: [ChangeReason.VOID] for key in slices},
+            void_ids={key: [void.void_id] for key in slices},
+            dry_run=dry_run,
+            not_counting=[c.coordinates for c in fresh] if dry_run else (),
+        )
+        return VoidOutcome(copies, fresh, correction)
+
+    def undo_void(self, void_id: str) -> Correction:
+        """Recompute the windows of a void that was undone: its rows count again.
+
+        Unless another void in force selects them too: those are voided again, by it.
+        """
+        copies = self.ledger.voided_by(void_id)
+        reasons: dict[SliceKey, set[ChangeReason]] = defaultdict(set)
+        voids: dict[SliceKey, set[str]] = defaultdict(set)
+        for copy in copies:
+            key = self.ledger.slice_of(copy)
+            reasons[key].add(ChangeReason.VOID_UNDONE)
+            voids[key].add(void_id)
+        self._void_matching(copies, self.voids.active(), reasons, voids)
+        return self.correct_windows(reasons, void_ids=voids)
+
+    def sweep_voids(
+        self, rule_changes: list[tuple[str, str]], appended: list[LedgerCopy]
+    ) -> tuple[dict[SliceKey, set[ChangeReason]], dict[SliceKey, set[str]], int]:
+        """Apply new voids and undos, and the voids in force to rows new in the ledger.
+
+        Returns the slices to recompute, with their reasons and void ids, and how many rows
+        were voided (the correction flow recomputes them with its other work).
+        """
+        reasons: dict[SliceKey, set[ChangeReason]] = defaultdict(set)
+        voids: dict[SliceKey, set[str]] = defaultdict(set)
+        active = self.voids.active()
+        by_id = {v.void_id: v for v in active}
+        count = 0
+        for void_id, action in rule_changes:
+            if action == UNDO and void_id not in by_id:
+                copies = self.ledger.voided_by(void_id)
+                for copy in copies:
+                    key = self.ledger.slice_of(copy)
+                    reasons[key].add(ChangeReason.VOID_UNDONE)
+                    voids[key].add(void_id)
+                count += self._void_matching(copies, active, reasons, voids)
+            elif action == VOID and void_id in by_id:
+                copies = self.ledger.copies_matching(by_id[void_id].rule)
+                count += self._void_matching(copies, [by_id[void_id]], reasons, voids)
+        count += self._void_matching(appended, active, reasons, voids)
+        return reasons, voids, count
+
+    def _void_matching(
+        self,
+        copies: list[LedgerCopy],
+        active: list[RecordedVoid],
+        reasons: dict[SliceKey, set[ChangeReason]],
+        voids: dict[SliceKey, set[str]],
+    ) -> int:
+        """Void the copies a void in force selects (the first such void, by record time).
+
+        Returns how many were voided now; the slices of all the selected copies are added to
+        ``reasons`` and ``voids``.
+        """
+        if not copies or not active:
+            return 0
+        voided = self._voided_coordinates(copies)
+        taken: dict[str, list[LedgerCopy]] = defaultdict(list)
+        for copy in copies:
+            void = next((v for v in active if v.rule.matches(copy.event)), None)
+            if void is None:
+                continue
+            # Its window is recomputed even if the row was voided already: a round interrupted
+            # between listing rows and correcting windows is finished by the next one.
+            key = self.ledger.slice_of(copy)
+            reasons[key].add(ChangeReason.VOID)
+            voids[key].add(void.void_id)
+            if copy.coordinates not in voided:
+                taken[void.void_id].append(copy)
+        return sum(
+            self.ledger.void(chosen, void_id=void_id, reason=ChangeReason.VOID)
+            for void_id, chosen in taken.items()
+        )
+
+    def _voided_coordinates(self, copies: list[LedgerCopy]) -> set[Coordinates]:
+        """Which of these rows are voided now (by a void in force, or a duplicate fix)."""
+        if not copies:
+            return set()
+        tenants = pa.array(sorted({c.tenant_id for c in copies}), pa.string())
+        listed = self.ledger.voided(tenants)
+        return set(zip(*(listed.column(c).to_pylist() for c in COORDINATES), strict=True))
 
     def _void_overflowing(self, slices: set[SliceKey]) -> None:
         """Void the ledger copies a ``sum`` window cannot take within decimal(38, 9).
@@ -535,6 +694,7 @@ def _audit_table(changes: list[WindowChange], now: datetime) -> pa.Table:
             "catalog_version_after": pa.array(
                 [c.catalog_version_after for c in changes], pa.int64()
             ),
+            "void_id": pa.array([c.void_id for c in changes], pa.string()),
         },
         schema=USAGE_CORRECTIONS.schema,
     )

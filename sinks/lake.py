@@ -131,6 +131,7 @@ class Lake:
             retry_commit(create, f"create table {spec.name}", CommitStats())
             self._add_missing_columns(spec)
             self._allow_nulls(spec)
+            self._add_missing_properties(spec)
         if rules is not None:
             self._check_rules(rules)
 
@@ -145,6 +146,21 @@ class Lake:
                 table.alter.add_columns([DeltaField.from_arrow(f) for f in missing])
 
         retry_commit(add, f"add columns to {spec.name}", CommitStats())
+
+    def _add_missing_properties(self, spec: TableSpec) -> None:
+        """Table properties added to a table's spec since the lake was created.
+
+        For example the ledger's change feed, which the correction flow reads for voids.
+        """
+
+        def add() -> None:
+            table = self.table(spec)
+            present = table.metadata().configuration
+            missing = {k: v for k, v in spec.properties.items() if present.get(k) != v}
+            if missing:
+                table.alter.set_table_properties(missing, raise_if_not_exists=False)
+
+        retry_commit(add, f"set properties of {spec.name}", CommitStats())
 
     def _allow_nulls(self, spec: TableSpec) -> None:
         """Drop NOT NULL from columns that may be null since the lake was created.

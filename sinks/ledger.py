@@ -23,7 +23,7 @@ from datetime import UTC, datetime
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-from deltalake import CommitProperties, Transaction, write_deltalake
+from deltalake import CommitProperties, DeltaTable, Transaction, write_deltalake
 
 from meterwax.operators.aggregates import (
     SUM,
@@ -43,6 +43,8 @@ from meterwax.operators.corrections import (
 )
 from meterwax.operators.decode import Event
 from meterwax.operators.dedupe import event_content
+from meterwax.operators.timeline import DAY_US
+from meterwax.operators.voids import VoidRule
 from meterwax.operators.windows import window_days
 from meterwax.sinks.arrow_rows import (
     decimal_to_nanos,
@@ -53,7 +55,9 @@ from meterwax.sinks.arrow_rows import (
 )
 from meterwax.sinks.delta_writes import CommitStats, retry_commit
 from meterwax.sinks.lake import Lake
+from meterwax.sinks.queries import plain_strings
 from meterwax.sinks.schemas import EVENTS, TIMESTAMP, VOIDED_EVENTS
+from meterwax.sinks.voids_table import VoidStore
 
 LEDGER_FENCE = "meterwax.corrections.events"
 """The ``txn`` app id of every insert by key (corrections, replay): two such writers conflict."""
@@ -153,6 +157,25 @@ def rows_matching(table: pa.Table, other: pa.Table, keys: list[str], *, matching
     return table.take(pa.array(positions, pa.int64()))
 
 
+def voided_coordinates(
+    voided: DeltaTable, rules: VoidStore, tenants: pa.Array | None = None
+) -> pa.Table:
+    """Coordinates of the ledger rows of ``tenants`` (None: all) that do not count.
+
+    Those listed in ``voided_events`` by a void still in force, or by a repair (duplicate
+    keys, overflow).
+    """
+    listed = voided.to_pyarrow_dataset().to_table(
+        columns=[*COORDINATES, "void_id"],
+        filter=pc.field("tenant_id").isin(tenants) if tenants is not None else None,
+    )
+    undone = rules.undone_ids()
+    if undone and listed.num_rows:
+        keep = pc.invert(pc.is_in(listed.column("void_id"), pa.array(sorted(undone))))
+        listed = listed.filter(keep)
+    return listed.select(COORDINATES)
+
+
 def coordinates_of(table: pa.Table) -> list[Coordinates]:
     """(origin, partition, offset) of every row."""
     return list(zip(*(table.column(c).to_pylist() for c in COORDINATES), strict=True))
@@ -184,6 +207,7 @@ class Ledger:
         self.stats = stats
         self._events = lake.table(EVENTS)
         self._voided = lake.table(VOIDED_EVENTS)
+        self._void_rules = VoidStore(lake)
 
     def slice_of(self, copy: LedgerCopy) -> SliceKey:
         """The slice (tenant, event meter, window start) a ledger copy belongs to."""
@@ -234,17 +258,30 @@ class Ledger:
         *,
         refresh: bool = True,
         extra: Iterable[Event] = (),
+        without: Iterable[Coordinates] = (),
     ) -> dict[WindowKey, WindowValue]:
         """Every meter window these slices' counting events make, voided copies left out.
 
-        ``extra``: events not in the ledger to count as if they were (a dry run's).
+        A dry run's what-if: ``extra`` events not in the ledger count as if they were, and
+        rows at ``without`` coordinates do not count, as if they were voided.
         """
         wanted = set(slices)
         if not wanted:
             return {}
         extra = list(extra)
-        if extra:
+        excluded = list(without)
+        if extra or excluded:
             rows = self._slice_rows(wanted, refresh=refresh, full=True)
+            if excluded:
+                origins, partitions, offsets = zip(*excluded, strict=True)
+                table = pa.table(
+                    {
+                        "origin": pa.array(origins, pa.string()),
+                        "origin_partition": pa.array(partitions, pa.int32()),
+                        "origin_offset": pa.array(offsets, pa.int64()),
+                    }
+                )
+                rows = rows_matching(rows, table, COORDINATES, matching=False)
             events = [*events_of(rows), *extra]
             found = aggregate(catalog, events, self.window_us)
             return {key: value for key, (_, value) in found.items()}
@@ -308,12 +345,77 @@ class Ledger:
         return rows_matching(rows, self.voided(tenants), COORDINATES, matching=False)
 
     def voided(self, tenants: pa.Array, *, refresh: bool = True) -> pa.Table:
-        """Coordinates of the voided rows of these tenants."""
+        """Coordinates of the voided rows of these tenants (voids undone since left out)."""
         if refresh:
             self._voided.update_incremental()
-        return self._voided.to_pyarrow_dataset().to_table(
-            columns=COORDINATES, filter=pc.field("tenant_id").isin(tenants)
+        return voided_coordinates(self._voided, self._void_rules, tenants)
+
+    def voided_by(self, void_id: str) -> list[LedgerCopy]:
+        """The ledger rows a void listed (for undoing it)."""
+        self._voided.update_incremental()
+        listed = self._voided.to_pyarrow_dataset().to_table(
+            columns=["tenant_id", *COORDINATES], filter=pc.field("void_id") == void_id
         )
+        if listed.num_rows == 0:
+            return []
+        tenants = pa.array(sorted(set(listed.column("tenant_id").to_pylist())), pa.string())
+        self._events.update_incremental()
+        rows = self._events.to_pyarrow_dataset().to_table(
+            columns=self._event_columns(full=True), filter=pc.field("tenant_id").isin(tenants)
+        )
+        rows = rows_matching(rows, listed, COORDINATES, matching=True)
+        return [
+            LedgerCopy(e, c) for e, c in zip(events_of(rows), coordinates_of(rows), strict=True)
+        ]
+
+    def copies_matching(self, rule: VoidRule) -> list[LedgerCopy]:
+        """Every ledger row ``rule`` selects (voided ones included), in coordinate order."""
+        self._events.update_incremental()
+        condition = pc.field("tenant_id") == rule.tenant_id
+        if rule.is_range:
+            first = (rule.from_us or 0) // DAY_US
+            last = ((rule.to_us or 0) - 1) // DAY_US
+            days = pa.array(list(range(first, last + 1)), pa.int32()).cast(pa.date32())
+            condition &= pc.field("event_date").isin(days)
+        else:
+            condition &= pc.field("id").isin(pa.array(list(rule.ids), pa.string()))
+        rows = self._events.to_pyarrow_dataset().to_table(
+            columns=self._event_columns(full=True), filter=condition
+        )
+        copies = [
+            LedgerCopy(event, where)
+            for event, where in zip(events_of(rows), coordinates_of(rows), strict=True)
+            if rule.matches(event)
+        ]
+        return sorted(copies, key=lambda copy: copy.coordinates)
+
+    def appended(self, after: int, through: int) -> list[LedgerCopy]:
+        """Ledger rows appended in versions (after, through] (its change feed)."""
+        if through <= after:
+            return []
+        reader = self._events.load_cdf(starting_version=after + 1, ending_version=through)
+        rows = plain_strings(pa.table(reader.read_all()))
+        if rows.num_rows == 0:
+            return []
+        rows = rows.filter(pc.equal(rows.column("_change_type"), "insert"))
+        return [
+            LedgerCopy(e, c) for e, c in zip(events_of(rows), coordinates_of(rows), strict=True)
+        ]
+
+    def _event_columns(self, *, full: bool) -> list[str]:
+        wanted = (
+            [*EVENT_COLUMNS, *COORDINATES]
+            if full
+            else [
+                "tenant_id",
+                "meter",
+                "event_time",
+                "quantity",
+                *COORDINATES,
+            ]
+        )
+        present = set(self._events.schema().to_arrow().names)
+        return [c for c in wanted if c in present]
 
     def insert_late(
         self,

@@ -94,8 +94,9 @@ EVENTS = TableSpec(
         [*_EVENT_FIELDS, *_ORIGIN_FIELDS, _field("counted_by", pa.string())],
     ),
     partition_by=("event_date",),
-    properties={"delta.appendOnly": "true"},
-    purpose="the ledger: every counted event exactly once, key (tenant_id, id)",
+    properties=CHANNEL_PROPERTIES,
+    purpose="the ledger: every counted event exactly once, key (tenant_id, id); its change "
+    "feed shows the correction flow new rows to hold against void rules",
 )
 
 USAGE_WINDOWS = TableSpec(
@@ -192,6 +193,7 @@ USAGE_CORRECTIONS = TableSpec(
             _field("new_unvalued_count", pa.int64(), nullable=True),
             _field("catalog_version_before", pa.int64(), nullable=True),
             _field("catalog_version_after", pa.int64(), nullable=True),
+            _field("void_id", pa.string(), nullable=True),
         ]
     ),
     properties={"delta.appendOnly": "true"},
@@ -234,6 +236,28 @@ METER_CATALOG = TableSpec(
     purpose="every version of the meter catalog, as canonical JSON (version 0, no row: no catalog)",
 )
 
+VOID_RULES = TableSpec(
+    name="void_rules",
+    schema=pa.schema(
+        [
+            _field("void_id", pa.string()),
+            _field("action", pa.string()),
+            _field("tenant_id", pa.string()),
+            _field("ids", pa.list_(pa.string()), nullable=True),
+            _field("meter", pa.string(), nullable=True),
+            _field("source", pa.string(), nullable=True),
+            _field("time_from", TIMESTAMP, nullable=True),
+            _field("time_to", TIMESTAMP, nullable=True),
+            _field("reason", pa.string()),
+            _field("requested_by", pa.string(), nullable=True),
+            _field("requested_at", TIMESTAMP),
+        ]
+    ),
+    properties=CHANNEL_PROPERTIES,
+    purpose="voids: durable rules that take counted events back (action void), and their "
+    "undoing (action undo), with who, when and why",
+)
+
 ALL_TABLES = (
     EVENTS,
     USAGE_WINDOWS,
@@ -243,4 +267,5 @@ ALL_TABLES = (
     USAGE_CORRECTIONS,
     VOIDED_EVENTS,
     METER_CATALOG,
+    VOID_RULES,
 )

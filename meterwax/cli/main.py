@@ -27,6 +27,7 @@ from meterwax.cli.commands.replay import replay_command
 from meterwax.cli.commands.run import run
 from meterwax.cli.commands.topics import topics
 from meterwax.cli.commands.usage import usage
+from meterwax.cli.commands.void import void
 from meterwax.cli.options import CONTEXT
 from meterwax.errors import LakeRulesError, MeterwaxError
 
@@ -67,7 +68,7 @@ def main(verbose: int) -> None:
     )
 
 
-for command in (run, demo, usage, meters, corrections, reconcile_command, maintain):
+for command in (run, demo, usage, meters, void, corrections, reconcile_command, maintain):
     main.add_command(command)
 for command in (produce, heartbeat, topics, replay_command):  # Kafka
     main.add_command(command)

@@ -23,6 +23,8 @@ def format_cell(value: Any) -> str:
     """How one value is shown in a table."""
     if value is None:
         return ""
+    if isinstance(value, bool):
+        return "yes" if value else "no"
     if isinstance(value, Decimal):
         return format_decimal(value)
     if isinstance(value, datetime):

@@ -48,9 +48,11 @@ from meterwax.sinks.ledger import (
     events_of,
     rows_matching,
     slice_values,
+    voided_coordinates,
 )
 from meterwax.sinks.queries import instant_literal, sql
 from meterwax.sinks.schemas import EVENTS, TIMESTAMP, USAGE_WINDOWS, VOIDED_EVENTS
+from meterwax.sinks.voids_table import VoidStore
 from meterwax.sinks.windows_table import WINDOW_COLUMNS
 
 VOID_DUPLICATE = "duplicate_key"
@@ -130,7 +132,7 @@ def read_ledger(
         keep = before_end if keep is None else pc.and_(keep, before_end)
     if keep is not None:
         rows = rows.filter(keep)
-    voided = lake.table(VOIDED_EVENTS).to_pyarrow_dataset().to_table(columns=COORDINATES)
+    voided = voided_coordinates(lake.table(VOIDED_EVENTS), VoidStore(lake))
     rows = rows_matching(rows, voided, COORDINATES, matching=False)
     micros = rows.column("event_time").cast(TIMESTAMP).cast(pa.int64()).to_numpy()
     days = rows.column("event_date").cast(pa.int32()).to_numpy(zero_copy_only=False)

@@ -215,12 +215,11 @@ def test_a_crash_anywhere_in_a_correction_batch_is_repaired_by_a_rerun(
     invoke("corrections", "--lake", reference.root, "--once")
 
     store = CrashingStore(crashed, crash_after)
-    late_version, conflicts_version = store.input_versions()
+    versions = store.input_versions()
     work = CorrectionWork(
-        store.read_late_events(-1, late_version),
-        store.read_conflicts(-1, conflicts_version),
-        late_version,
-        conflicts_version,
+        store.read_late_events(-1, versions.late),
+        store.read_conflicts(-1, versions.conflicts),
+        versions,
     )
     with pytest.raises(SimulatedCrashError):
         apply_work(store, work)

@@ -120,6 +120,15 @@ def test_the_usage_report_runs_top_to_bottom(tmp_path, monkeypatch):
     assert applied.exit_code == 0, applied.output
     run_cli("--input", str(first), "--input", str(second), "--lake", lake.root)
     corrected = correct_one_conflict(lake)
+    some_event = rows(lake, EVENTS)[0]
+    voided = CliRunner().invoke(
+        main,
+        [
+            *("void", "--lake", lake.root, "--tenant", some_event["tenant_id"]),
+            *("--id", some_event["id"], "--reason", "a test void"),
+        ],
+    )
+    assert voided.exit_code == 0, voided.output
     conflicts = len(rows(lake, WINDOW_CONFLICTS))
     report_dir = tmp_path / "report"
     monkeypatch.setenv("METERWAX_LAKE", lake.root)
@@ -142,7 +151,8 @@ def test_the_usage_report_runs_top_to_bottom(tmp_path, monkeypatch):
     assert f"lake: {lake.root}   rollup zone: Europe/Berlin" in text
     assert "identical to `meterwax usage --granularity hour --tz Europe/Berlin`" in text
     assert "identical to `meterwax usage --granularity day --tz Europe/Berlin`" in text
-    assert "1 corrections" in text and corrected[0] in text
+    assert "void-" in text  # the void's id, next to the late-event corrections
+    assert corrected[0] in text
     assert f"{conflicts} conflicts" in text and conflicts > 0
     assert "window_conflict" in text
     version = lake.table(USAGE_WINDOWS).version()

@@ -86,6 +86,7 @@ def corrections(
         "duplicates": counters["late_duplicates"],
         "quarantined": counters["late_quarantined"],
         "window_conflicts_read": counters["conflicts_read"],
+        "voided": counters["voided"],
         "windows_changed": counters["windows_changed"],
         "audit_rows_written": counters["audit_rows"],
         "seconds": round(report.seconds, 3),
@@ -109,7 +110,13 @@ def _show(lake: Lake, tenant: str | None, output_format: str) -> None:
     present = set(lake.table(USAGE_CORRECTIONS).schema().to_arrow().names)
     extra = [
         c
-        for c in ("group_key", "aggregation", "catalog_version_before", "catalog_version_after")
+        for c in (
+            "group_key",
+            "aggregation",
+            "catalog_version_before",
+            "catalog_version_after",
+            "void_id",
+        )
         if c in present
     ]
     columns = ", ".join(
@@ -151,7 +158,7 @@ def _show(lake: Lake, tenant: str | None, output_format: str) -> None:
                 "delta",
                 "events",
                 "reason",
-                "late event ids",
+                "late event ids / void",
             ],
             [
                 [
@@ -165,7 +172,7 @@ def _show(lake: Lake, tenant: str | None, output_format: str) -> None:
                     _signed(r["delta_quantity"]),
                     f"{r['previous_event_count'] or 0}→{r['new_event_count']}",
                     r["reason"],
-                    _ids(r["late_event_ids"]),
+                    r.get("void_id") or _ids(r["late_event_ids"]),
                 ]
                 for r in rows
             ],

@@ -227,7 +227,7 @@ def history_command(lake: str | None, output_format: str) -> None:
     rows = CatalogStore(the_lake).history().to_pylist()
     applied = applied_version(the_lake)
     for row in rows:
-        row["recomputed"] = "yes" if row["version"] <= applied else "no"
+        row["recomputed"] = row["version"] <= applied
     if output_format == "json":
         click.echo(to_json(rows))
         return

@@ -1,0 +1,272 @@
+"""Voids: counted events taken back by a durable rule, every aggregation recomputed, audited.
+
+Every test checks the windows against an independent computation (``catalog_reference``)
+over the events meant to count minus the voided ones, for a catalog with one meter of each
+aggregation, and ends with a clean ``reconcile``.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+
+import pytest
+import yaml
+from click.testing import CliRunner
+
+from meterwax.cli.main import main
+from meterwax.sinks.lake import Lake
+from meterwax.sinks.schemas import (
+    ALL_TABLES,
+    EVENTS,
+    USAGE_CORRECTIONS,
+    USAGE_WINDOWS,
+    VOIDED_EVENTS,
+)
+from tests.catalog_reference import comparable, lake_windows, meter_windows, parse_event
+from tests.guarantees import check_g3_audit
+from tests.helpers import T0, event, rows
+from tests.processes import run_meterwax
+
+WINDOW = timedelta(minutes=1)
+CATALOG = {
+    "meters": [
+        {"name": "api_calls", "event_meter": "api_calls", "aggregation": "sum"},
+        {"name": "requests", "event_meter": "api_calls", "aggregation": "count"},
+        {"name": "biggest", "event_meter": "api_calls", "aggregation": "max"},
+        {"name": "smallest", "event_meter": "api_calls", "aggregation": "min"},
+        {"name": "last", "event_meter": "api_calls", "aggregation": "latest"},
+        {
+            "name": "users",
+            "event_meter": "api_calls",
+            "aggregation": "unique_count",
+            "value": "dimensions.user",
+        },
+    ]
+}
+
+
+def invoke(*args: str, expect: int = 0) -> str:
+    result = CliRunner().invoke(main, list(args), catch_exceptions=False)
+    assert result.exit_code == expect, result.output
+    return result.stdout if expect == 0 else result.output
+
+
+def stream(prefix: str, count: int, *, start: float = 0.0, source: str = "app") -> list[bytes]:
+    return [
+        event(
+            f"{prefix}{n}",
+            quantity=str(n % 7 + 1),
+            at=start + 5 * n,
+            dimensions={"user": f"u{n % 4}"},
+            source=source,
+        )
+        for n in range(count)
+    ]
+
+
+def lake_with(tmp_path, lines: list[bytes]) -> Lake:
+    lake = Lake(tmp_path / "lake")
+    catalog = tmp_path / "meters.yaml"
+    catalog.write_text(yaml.safe_dump(CATALOG))
+    invoke("meters", "apply", str(catalog), "--lake", lake.root)
+    run(tmp_path, lake, lines, "a")
+    return lake
+
+
+def run(tmp_path, lake: Lake, lines: list[bytes], name: str) -> None:
+    source = tmp_path / f"{name}.jsonl"
+    source.write_bytes(b"".join(line + b"\n" for line in lines))
+    invoke("run", "--input", str(source), "--lake", lake.root, "--format", "json")
+    invoke("corrections", "--lake", lake.root, "--once")
+
+
+def expected(lines: list[bytes], voided: set[str]) -> dict:
+    events = [parse_event(line) for line in lines]
+    kept = [e for e in events if e["id"] not in voided]
+    return comparable(meter_windows(kept, CATALOG["meters"], WINDOW))
+
+
+def windows(lake: Lake) -> dict:
+    return comparable(lake_windows(rows(lake, USAGE_WINDOWS)))
+
+
+def versions(lake: Lake) -> dict[str, int]:
+    return {spec.name: lake.table(spec).version() for spec in ALL_TABLES if lake.exists(spec)}
+
+
+def void(lake: Lake, *args: str, expect: int = 0) -> dict | str:
+    out = invoke("void", "--lake", lake.root, *args, "--format", "json", expect=expect)
+    return json.loads(out) if expect == 0 else out
+
+
+def test_a_void_by_ids_recomputes_every_aggregation_with_audit_rows(tmp_path):
+    lines = stream("e", 40)
+    lake = lake_with(tmp_path, lines)
+    before = windows(lake)
+    assert before == expected(lines, set())
+    billed_then = lake.table(USAGE_WINDOWS).version()
+
+    targets = ["e3", "e4", "e12", "missing-1"]
+    args = ["--tenant", "acme", *(a for t in targets for a in ("--id", t)), "--reason", "INC-7"]
+    unchanged = versions(lake)
+    dry = void(lake, *args, "--dry-run")
+    assert versions(lake) == unchanged  # a dry run writes nothing
+    assert dry["voided"] == 3 and dry["ids_not_in_ledger"] == ["missing-1"]
+    assert dry["windows"]
+
+    done = void(lake, *args)
+    assert done["void_id"] == dry["void_id"] and done["voided"] == 3
+    assert windows(lake) == expected(lines, {"e3", "e4", "e12"})
+    assert {w["meter"] for w in done["windows"]} == {m["name"] for m in CATALOG["meters"]}
+    # The ledger still holds the events; voided_events lists them with the void's id.
+    assert {"e3", "e4", "e12"} <= {r["id"] for r in rows(lake, EVENTS)}
+    assert sorted((r["id"], r["void_id"]) for r in rows(lake, VOIDED_EVENTS)) == [
+        (i, done["void_id"]) for i in ("e12", "e3", "e4")
+    ]
+    audit = [r for r in rows(lake, USAGE_CORRECTIONS) if r["reason"] == "void"]
+    assert len(audit) == len(done["windows"]) == done["audit_rows_written"]
+    assert {r["void_id"] for r in audit} == {done["void_id"]}
+    check_g3_audit(lake)
+    invoke("reconcile", "--lake", lake.root)
+
+    # What was billed before the void is still there to read.
+    then = json.loads(
+        invoke("usage", "--lake", lake.root, "--as-of", str(billed_then), "--format", "json")
+    )
+    assert sum(int(w["quantity"]) for w in then if w["meter"] == "requests") == 40
+
+    # Repeating the void is a no-op.
+    again = void(lake, *args)
+    assert again["already_recorded"] and again["voided"] == 0 and again["windows"] == []
+    assert len([r for r in rows(lake, USAGE_CORRECTIONS) if r["reason"] == "void"]) == len(audit)
+
+
+def test_a_range_void_holds_for_events_that_arrive_later_and_can_be_undone(tmp_path):
+    early = stream("e", 30, source="app") + stream("t", 10, start=2, source="load-test")
+    lake = lake_with(tmp_path, early)
+    start, end = T0, T0 + timedelta(minutes=10)
+    args = (
+        *("--tenant", "acme", "--source", "load-test"),
+        *("--from", start.isoformat(), "--to", end.isoformat(), "--reason", "load test"),
+    )
+    done = void(lake, *args)
+    assert done["voided"] == 10
+    test_ids = {f"t{n}" for n in range(10)}
+    assert windows(lake) == expected(early, test_ids)
+
+    # More test traffic in the range, on time (a new window) and late (an old one): none of
+    # it counts once the correction flow has run.
+    later = [
+        *[event(f"u{n}", quantity="9", at=170 + n, source="load-test") for n in range(5)],
+        event("late-test", quantity="5", at=3, source="load-test"),
+        event("late-real", quantity="5", at=4, source="app"),
+    ]
+    run(tmp_path, lake, later, "b")
+    everything = early + later
+    late_voided = test_ids | {f"u{n}" for n in range(5)} | {"late-test"}
+    assert windows(lake) == expected(everything, late_voided)
+    invoke("reconcile", "--lake", lake.root)
+
+    undone = json.loads(
+        invoke(
+            "void",
+            "--lake",
+            lake.root,
+            "--undo",
+            done["void_id"],
+            "--reason",
+            "wrong source",
+            "--format",
+            "json",
+        )
+    )
+    assert undone["windows_changed"] > 0
+    assert windows(lake) == expected(everything, set())
+    assert any(r["reason"] == "void_undone" for r in rows(lake, USAGE_CORRECTIONS))
+    check_g3_audit(lake)
+    invoke("reconcile", "--lake", lake.root)
+
+
+def test_a_void_recorded_before_its_late_events_arrive(tmp_path):
+    lines = stream("e", 30)
+    lake = lake_with(tmp_path, lines)
+    done = void(lake, "--tenant", "acme", "--id", "late-1", "--id", "late-2", "--reason", "dup")
+    assert done["voided"] == 0 and done["ids_not_in_ledger"] == ["late-1", "late-2"]
+    late = [event("late-1", quantity="4", at=1), event("late-2", quantity="4", at=61)]
+    run(tmp_path, lake, [*stream("f", 5, start=200), *late], "b")
+    assert {r["id"] for r in rows(lake, VOIDED_EVENTS)} == {"late-1", "late-2"}
+    assert windows(lake) == expected(
+        [*lines, *stream("f", 5, start=200), *late], {"late-1", "late-2"}
+    )
+    # They never counted: no audit row mentions them.
+    assert not any(
+        "late-1" in (r["late_event_ids"] or []) and r["void_id"] is None
+        for r in rows(lake, USAGE_CORRECTIONS)
+        if r["new_event_count"] > 0 and r["reason"] == "late_events"
+    )
+    invoke("reconcile", "--lake", lake.root)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (
+            ("--tenant", "acme", "--from", "2026-03-02T12:00:00Z", "--to", "2026-03-02T11:00:00Z"),
+            "--to: 2026-03-02T11:00:00.000000Z is not after from",
+        ),
+        (
+            ("--tenant", "acme", "--from", "2026-01-01", "--to", "2026-03-01"),
+            "--force: the range is 59d wide, more than the safety limit of 31d",
+        ),
+        (("--tenant", "nobody", "--id", "x"), "--tenant 'nobody': the ledger has no events"),
+        (("--tenant", "acme"), "nothing to void"),
+        (("--tenant", "acme", "--id", "x", "--from", "2026-03-02"), "--from and --to: give both"),
+    ],
+)
+def test_bad_voids_are_refused_naming_the_setting(tmp_path, args, message):
+    lake = lake_with(tmp_path, stream("e", 3))
+    output = void(lake, *args, "--reason", "r", expect=2)
+    assert message in output
+    assert not rows(lake, VOIDED_EVENTS)
+
+
+@pytest.mark.parametrize(
+    "crash_at", ["void.after_rule", "void.after_voided_events", "corrections.after_audit"]
+)
+def test_a_void_killed_between_its_commits_is_finished_by_a_rerun(tmp_path, crash_at):
+    lines = stream("e", 40)
+    lake = lake_with(tmp_path, lines)
+    args = (
+        "void",
+        "--lake",
+        lake.root,
+        "--tenant",
+        "acme",
+        "--id",
+        "e5",
+        "--id",
+        "e17",
+        "--reason",
+        "x",
+    )
+    killed = run_meterwax(*args, env_extra={"METERWAX_CRASH_AT": crash_at})
+    assert killed.returncode == -9, killed.stdout + killed.stderr
+    # No window changed without its audit row (an audit row may lead its change: it is
+    # written first).
+    audited = {
+        (r["tenant_id"], r["meter"], r["window_start"], r["revision"])
+        for r in rows(lake, USAGE_CORRECTIONS)
+    }
+    for window in rows(lake, USAGE_WINDOWS):
+        key = (window["tenant_id"], window["meter"], window["window_start"])
+        assert all((*key, n) in audited for n in range(1, window["revision"] + 1)), window
+    # Either a rerun of the void or the correction flow finishes it.
+    finisher = (
+        args if crash_at != "void.after_rule" else ("corrections", "--lake", lake.root, "--once")
+    )
+    done = run_meterwax(*finisher)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert windows(lake) == expected(lines, {"e5", "e17"})
+    check_g3_audit(lake)
+    assert run_meterwax("reconcile", "--lake", lake.root).returncode == 0
