@@ -24,13 +24,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Protocol
 
+import pyarrow.compute as pc
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 
-from meterwax.errors import SourceChangedError
+from meterwax.errors import ConfigError, SourceChangedError
+from meterwax.operators.decode import DEFAULT_MAX_EVENT_BYTES
+from meterwax.operators.event import Truncated
 from meterwax.operators.records import DEFAULT_BATCH_SIZE, SourceBatch, SourcePartition
 from meterwax.sinks.lake import Lake
 from meterwax.sinks.metering_sink import recorded_content, recorded_progress
+from meterwax.sinks.schemas import EVENTS, QUARANTINE
 
+_JSON_WHITESPACE = b" \t\r\n"
+"""What a blank line may hold (JSON's whitespace); anything else is a message."""
 LEGACY_FINGERPRINT_BYTES = 64 * 1024
 """What meterwax 0.1 fingerprinted: the first 64 KiB."""
 _CHUNK = 1 << 20
@@ -89,6 +95,8 @@ def resolve_partition(lake: Lake | None, path: Path) -> SourcePartition:
         if legacy is not None:
             where = legacy
     _check_unchanged(lake, where, path)
+    if recorded_progress(lake, where) is None:
+        _check_not_renamed(lake, where, path)
     return where
 
 
@@ -107,7 +115,15 @@ def _check_unchanged(lake: Lake, where: SourcePartition, path: Path) -> None:
                 running.update(chunk)
                 remaining -= len(chunk)
         if content_digest(running) == digest:
-            return
+            if size == length or _ends_a_line(path, length):
+                return
+            how = "end in a line with no newline, which has grown since (it was read half written)"
+            msg = (
+                f"{path} changed since it was metered: the lake counted its first {length:,} "
+                f"bytes, which {how}. Its new version cannot be continued (that line was judged "
+                "as it was): restore the file as it was, or give the rest a file of its own"
+            )
+            raise SourceChangedError(msg)
     how = f"is now {size:,} bytes" if size < length else "differ from what the lake counted"
     msg = (
         f"{path} changed since it was metered: the lake counted its first {length:,} bytes, "
@@ -115,6 +131,40 @@ def _check_unchanged(lake: Lake, where: SourcePartition, path: Path) -> None:
         "by position, or counted twice): restore it, or give new events a file of their own"
     )
     raise SourceChangedError(msg)
+
+
+def _ends_a_line(path: Path, length: int) -> bool:
+    """True if the byte before ``length`` is a newline (or ``length`` is 0)."""
+    if length == 0:
+        return True
+    with path.open("rb") as handle:
+        handle.seek(length - 1)
+        return handle.read(1) == b"\n"
+
+
+def _known_origins(lake: Lake) -> set[str]:
+    """The file origins the lake has read (ledger and quarantine rows)."""
+    found: set[str] = set()
+    for spec in (EVENTS, QUARANTINE):
+        if lake.exists(spec):
+            origins = lake.table(spec).to_pyarrow_dataset().to_table(columns=["origin"])
+            found.update(o for o in pc.unique(origins.column("origin")).to_pylist() if o)
+    return {origin for origin in found if origin.startswith("file:")}
+
+
+def _check_not_renamed(lake: Lake, where: SourcePartition, path: Path) -> None:
+    """Refuse a file whose first line the lake knows under another name (a rotated log)."""
+    name, _, fingerprint = where.source.removeprefix("file:").rpartition("@")
+    for origin in _known_origins(lake):
+        other, _, known = origin.removeprefix("file:").rpartition("@")
+        if known == fingerprint and other != name:
+            msg = (
+                f"{path} has the same first line as {other}, which this lake has read: it is "
+                "that file under another name (renamed, rotated or linked), and its lines "
+                f"would be counted twice. Meter it as {other}, or, if it really is another "
+                "input, make its first line differ"
+            )
+            raise ConfigError(msg)
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,21 +186,33 @@ class FileSource(FixedPartitionedSource[SourceBatch, FilePosition]):
     """
 
     def __init__(
-        self, paths: list[Path], *, batch_size: int = DEFAULT_BATCH_SIZE, lake: Lake | None = None
+        self,
+        paths: list[Path],
+        *,
+        batch_size: int = DEFAULT_BATCH_SIZE,
+        lake: Lake | None = None,
+        max_line_bytes: int = DEFAULT_MAX_EVENT_BYTES,
     ) -> None:
         self._paths: dict[str, Path] = {}
         self.partitions: list[SourcePartition] = []
+        real: dict[Path, Path] = {}
         for path in paths:
+            same = real.get(path.resolve())
+            if same is not None:
+                msg = f"{path} and {same} are the same file: they are one input; give one only"
+                raise ConfigError(msg)
+            real[path.resolve()] = path
             where = resolve_partition(lake, path)
             if where.key in self._paths:
                 msg = (
                     f"{path} and {self._paths[where.key]} have the same name and first line: "
                     "they are one input; give one only"
                 )
-                raise ValueError(msg)
+                raise ConfigError(msg)
             self._paths[where.key] = path
             self.partitions.append(where)
         self._batch_size = batch_size
+        self._max_line_bytes = max_line_bytes
 
     def list_parts(self) -> list[str]:
         """One partition per file; every worker can read every file."""
@@ -183,14 +245,22 @@ class FileSource(FixedPartitionedSource[SourceBatch, FilePosition]):
             SourcePartition.from_key(for_part),
             self._batch_size,
             resume_state or FilePosition(0, 0),
+            self._max_line_bytes,
         )
 
 
 class _FilePartition(StatefulSourcePartition[SourceBatch, FilePosition]):
     def __init__(
-        self, path: Path, where: SourcePartition, batch_size: int, position: FilePosition
+        self,
+        path: Path,
+        where: SourcePartition,
+        batch_size: int,
+        position: FilePosition,
+        max_line_bytes: int,
     ) -> None:
         self._where = where
+        # A line is read up to one byte past the limit: enough to know it is too large.
+        self._line_cap = max_line_bytes + 2
         self._batch_size = batch_size
         self._handle: BinaryIO = path.open("rb")
         # The digest of everything read so far: the bytes before a resume position first.
@@ -210,15 +280,19 @@ class _FilePartition(StatefulSourcePartition[SourceBatch, FilePosition]):
         payloads: list[bytes | None] = []
         at_end = False
         for _ in range(self._batch_size):
-            line = self._handle.readline()
+            line = self._handle.readline(self._line_cap)
             if not line:
                 at_end = True
                 break
             self._digest.update(line)
             offset = self._next_offset
             self._next_offset += 1
+            if len(line) == self._line_cap and not line.endswith(b"\n"):
+                payloads.append(self._skip_rest_of(line))
+                offsets.append(offset)
+                continue
             payload = line.rstrip(b"\r\n")
-            if payload.strip():
+            if payload.strip(_JSON_WHITESPACE):
                 offsets.append(offset)
                 payloads.append(payload)
         if offsets:
@@ -227,6 +301,24 @@ class _FilePartition(StatefulSourcePartition[SourceBatch, FilePosition]):
         if at_end:
             raise StopIteration
         return []
+
+    def _skip_rest_of(self, start: bytes) -> Truncated:
+        """Read past the rest of an over-long line (into the digest), keep only its start.
+
+        A line of gigabytes must not be held in memory, nor stored whole in quarantine: its
+        start (past the limit, so it is rejected as too large) and its full length stand for it.
+        """
+        length = len(start)
+        while True:
+            chunk = self._handle.readline(_CHUNK)
+            if not chunk:
+                break
+            self._digest.update(chunk)
+            length += len(chunk)
+            if chunk.endswith(b"\n"):
+                length -= 1 + (chunk.endswith(b"\r\n"))
+                break
+        return Truncated(start, length)
 
     def snapshot(self) -> FilePosition:
         return FilePosition(self._handle.tell(), self._next_offset)

@@ -30,7 +30,7 @@ from meterwax.operators.contract import (
     reason_for_error,
     timestamp_to_micros,
 )
-from meterwax.operators.event import Event, Heartbeat, Rejection
+from meterwax.operators.event import Event, Heartbeat, Rejection, Truncated
 from meterwax.operators.fast_validate import fast_event
 from meterwax.operators.reasons import Reason
 
@@ -56,10 +56,12 @@ def decode(
     """
     if not raw:
         return Rejection(Reason.EMPTY_PAYLOAD, "message has no payload (tombstone or empty value)")
-    if len(raw) > max_bytes:
+    size = raw.full_length if type(raw) is Truncated else len(raw)
+    if size > max_bytes:
+        kept = f"; its first {len(raw):,} are kept" if type(raw) is Truncated else ""
         return Rejection(
             Reason.PAYLOAD_TOO_LARGE,
-            f"message is {len(raw)} bytes, the limit is {max_bytes} (max event size)",
+            f"message is {size:,} bytes, the limit is {max_bytes:,} (max event size){kept}",
         )
     if fast:
         event = fast_event(raw, quantity_required=quantity_required)

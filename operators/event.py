@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import NamedTuple, Self
 
 from meterwax.operators.reasons import Reason
 
@@ -27,6 +27,25 @@ class Event(NamedTuple):
     data: dict[str, str] | None = None
     """A CloudEvent's other ``data`` fields, as text (JSON numbers exactly as written):
     what meter definitions may read with ``data.<key>``."""
+
+
+class Truncated(bytes):
+    """The start of a message too large to hold, with the length the whole message has.
+
+    A source that will not read a gigabyte line into memory passes its first bytes (more than
+    the size limit) as this: decoding rejects it as too large by ``full_length``, and
+    quarantine keeps only these bytes.
+    """
+
+    full_length: int
+
+    def __new__(cls, start: bytes, full_length: int) -> Self:  # noqa: D102
+        made = super().__new__(cls, start)
+        made.full_length = full_length
+        return made
+
+    def __reduce__(self) -> tuple:
+        return (Truncated, (bytes(self), self.full_length))
 
 
 @dataclass(frozen=True, slots=True)

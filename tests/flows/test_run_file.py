@@ -27,6 +27,7 @@ from meterwax.synthetic.generator import Generated, Workload, generate
 from tests.guarantees import check_g1_ledger
 from tests.helpers import (
     comparable_tables,
+    event,
     generated_windows,
     ledger_totals,
     rows,
@@ -290,3 +291,57 @@ def test_a_small_file_metered_by_0_1_that_grew_is_continued(tmp_path):
     assert summary["partitions"] == ["file:events.jsonl@0824e1264829#0"]  # the name 0.1 gave it
     assert summary["already_committed"] == 40
     check_g1_ledger(Lake(work / "lake"), [m for m in messages if m.intent != "late"])
+
+
+def test_a_last_line_without_newline_that_grew_is_refused(tmp_path):
+    source = tmp_path / "f.jsonl"
+    source.write_bytes(event("e1", at=5) + b"\n" + event("e2", at=120)[:-1])  # half written
+    lake = Lake(tmp_path / "lake")
+    first = run_cli("--input", str(source), "--lake", lake.root)
+    assert first["quarantined"] == 1  # the partial line, as malformed JSON
+    source.write_bytes(source.read_bytes() + b"}\n")  # the producer finishes the line
+    result = CliRunner().invoke(main, ["run", "--input", str(source), "--lake", lake.root])
+    assert result.exit_code == 2, result.output
+    assert "changed since it was metered" in result.output
+    assert "no newline" in result.output
+
+
+def test_the_same_file_under_another_name_is_refused(tmp_path):
+    source = tmp_path / "events.jsonl"
+    source.write_bytes(b"".join(event(f"e{n}", at=n) + b"\n" for n in range(3)))
+    alias = tmp_path / "alias.jsonl"
+    alias.symlink_to(source)
+    lake = Lake(tmp_path / "lake")
+    both = CliRunner().invoke(
+        main, ["run", "--input", str(source), "--input", str(alias), "--lake", lake.root]
+    )
+    assert both.exit_code == 2 and "are the same file" in both.output, both.output
+    run_cli("--input", str(source), "--lake", lake.root)
+    rotated = source.rename(tmp_path / "events.jsonl.1")
+    again = CliRunner().invoke(main, ["run", "--input", str(rotated), "--lake", lake.root])
+    assert again.exit_code == 2, again.output
+    assert "same first line as events.jsonl" in again.output
+    assert len(rows(lake, EVENTS)) == 3
+
+
+def test_a_line_longer_than_the_limit_is_quarantined_without_reading_it_whole(tmp_path):
+    source = tmp_path / "f.jsonl"
+    huge = b'{"id": "' + b"x" * (3 * 1024 * 1024) + b'"}'
+    source.write_bytes(event("e1", at=1) + b"\n" + huge + b"\n" + event("e2", at=2) + b"\n")
+    lake = Lake(tmp_path / "lake")
+    summary = run_cli("--input", str(source), "--lake", lake.root, "--max-event-bytes", "4096")
+    assert (summary["counted"], summary["quarantined"]) == (2, 1)
+    [row] = rows(lake, QUARANTINE)
+    assert row["reason"] == "payload_too_large" and row["line_number"] == 2
+    assert len(row["raw"]) <= 64 * 1024  # the start of the line, not all of it
+    assert f"{len(huge):,} bytes" in row["detail"]
+    rerun = run_cli("--input", str(source), "--lake", lake.root, "--max-event-bytes", "4096")
+    assert rerun["already_committed"] == 2  # the same file, continued
+
+
+def test_a_line_of_vertical_tabs_is_a_message_not_a_blank_line(tmp_path):
+    source = tmp_path / "f.jsonl"
+    source.write_bytes(event("e1", at=1) + b"\n\x0b\n\x0c\x0c\n\n  \n")
+    lake = Lake(tmp_path / "lake")
+    summary = run_cli("--input", str(source), "--lake", lake.root)
+    assert (summary["read"], summary["quarantined"]) == (3, 2)

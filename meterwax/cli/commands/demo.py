@@ -61,7 +61,12 @@ def demo(lake: str, events: int, tenants: int, seed: int) -> None:
         f"meter catalog version {plan.proposed.version}: "
         + ", ".join(f"{m.name} ({m.aggregation.value})" for m in DEMO_METERS)
     )
-    source = FileSource([input_path], batch_size=settings.batch_size, lake=lake_root)
+    source = FileSource(
+        [input_path],
+        batch_size=settings.batch_size,
+        lake=lake_root,
+        max_line_bytes=rules.max_event_bytes,
+    )
     stats = RunStats()
     started = time.monotonic()
     run_to_lake(

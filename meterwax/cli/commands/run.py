@@ -145,7 +145,12 @@ def run(
     lake.ensure_tables(rules)  # before the recovery store, which records the lake id
     source: FileSource | KafkaSource
     if inputs:
-        source = FileSource(list(inputs), batch_size=settings.batch_size, lake=lake)
+        source = FileSource(
+            list(inputs),
+            batch_size=settings.batch_size,
+            lake=lake,
+            max_line_bytes=rules.max_event_bytes,
+        )
         label = what = ", ".join(p.name for p in inputs)
     else:
         source = KafkaSource(
