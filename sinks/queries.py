@@ -6,11 +6,12 @@ Results come back as pyarrow tables with plain ``string`` columns (DataFusion re
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 
 import pyarrow as pa
 from deltalake import QueryBuilder
 
+from meterwax.operators.timeline import EPOCH, MICROSECOND
 from meterwax.sinks.lake import Lake
 from meterwax.sinks.schemas import TableSpec
 
@@ -44,5 +45,22 @@ def literal(text: str) -> str:
 
 
 def instant_literal(value: datetime) -> str:
-    """A SQL literal DataFusion compares correctly with UTC timestamp columns."""
-    return literal(value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"))
+    """A SQL literal DataFusion compares correctly with UTC microsecond timestamp columns.
+
+    Built from the integer microseconds, so no step passes through nanoseconds (which end in
+    2262, while event times go to year 3000) or a year printed without its leading zeros.
+    """
+    micros = (value - EPOCH) // MICROSECOND
+    return f"arrow_cast({micros}, 'Timestamp(Microsecond, Some(\"UTC\"))')"
+
+
+def window_start_expression(column: str, window_us: int) -> str:
+    """SQL for the start of the window that holds ``column`` (a UTC µs timestamp).
+
+    Integer arithmetic on microseconds: DataFusion's ``date_bin`` works in nanoseconds and
+    fails past 2262.
+    """
+    return (
+        f"arrow_cast(arrow_cast({column}, 'Int64') / {window_us} * {window_us}, "
+        "'Timestamp(Microsecond, Some(\"UTC\"))')"
+    )

@@ -39,6 +39,8 @@ RESERVED = {
     "acks": "producers must wait for every in-sync replica",
     "partitioner": "a tenant's events must land in the partition a Java client would choose",
     "logger": "librdkafka logs go through Python logging",
+    "isolation.level": "only committed messages are events: a transaction a producer aborted "
+    "must never count (librdkafka's default, read_committed)",
 }
 """librdkafka settings the extra settings may not change, and why."""
 

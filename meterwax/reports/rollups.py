@@ -34,7 +34,7 @@ fewer than 2^63 of them cannot reach 10^67. Nothing passes through a float.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
@@ -51,8 +51,9 @@ from meterwax.reports.usage import UsageFilter
 from meterwax.sinks.arrow_rows import timestamp_to_micros
 from meterwax.sinks.catalog_table import CatalogStore
 from meterwax.sinks.lake import Lake
-from meterwax.sinks.queries import instant_literal, literal, sql
-from meterwax.sinks.schemas import EVENTS, TIMESTAMP, USAGE_WINDOWS
+from meterwax.sinks.queries import instant_literal, literal, sql, window_start_expression
+from meterwax.sinks.schemas import EVENTS, TIMESTAMP, USAGE_WINDOWS, VOIDED_EVENTS
+from meterwax.sinks.voids_table import VoidStore
 
 FIXED_COLUMNS = ("tenant_id", "meter", "period_start", "quantity", "event_count")
 _ADDITIVE = {None, "sum", "count"}
@@ -113,6 +114,9 @@ def rollup(lake: Lake, query: Rollup) -> list[dict[str, Any]]:
         raise LakeError(msg)
     catalog = CatalogStore(lake).current()
     from_ledger = query.group_by is not None and catalog.is_legacy
+    if from_ledger and isinstance(query.as_of, int):
+        # A version number is usage_windows'; the ledger has its own: go by that version's time.
+        query = replace(query, as_of=_version_time(lake, query.as_of))
     windows = (
         _ledger_windows(lake, query, window_us) if from_ledger else _usage_windows(lake, query)
     )
@@ -124,6 +128,17 @@ def rollup(lake: Lake, query: Rollup) -> list[dict[str, Any]]:
     for row in rows:
         _add_unit(row, catalog)
     return rows
+
+
+def _version_time(lake: Lake, version: int) -> str:
+    """When ``usage_windows`` version ``version`` was committed, as RFC 3339."""
+    table = lake.table(USAGE_WINDOWS, version)
+    for entry in table.history():
+        if entry.get("version") == version:
+            stamp = from_micros(int(entry["timestamp"]) * 1000)
+            return stamp.isoformat().replace("+00:00", "Z")
+    msg = f"usage_windows has no version {version} in its history"
+    raise LakeError(msg)
 
 
 def _periods(windows: pa.Table, query: Rollup, window_us: int) -> np.ndarray:
@@ -301,18 +316,28 @@ def _ledger_windows(lake: Lake, query: Rollup, window_us: int) -> pa.Table:
         upper = _window_ceiling(query.end, window_us)
         conditions.append(f"event_time < {instant_literal(upper)}")
         conditions.append(f"event_date <= DATE '{upper.date().isoformat()}'")
-    window = f"date_bin(INTERVAL '{window_us} microseconds', event_time, {_EPOCH_LITERAL})"
+    window = window_start_expression("event_time", window_us)
     dimension = f"dimensions[{literal(query.group_by or '')}]"
+    tables = [EVENTS]
+    if lake.exists(VOIDED_EVENTS):
+        # Voided copies do not count (voids undone since do).
+        undone = sorted(VoidStore(lake).undone_ids())
+        still = f" AND v.void_id NOT IN ({', '.join(map(literal, undone))})" if undone else ""
+        conditions.append(
+            "NOT EXISTS (SELECT 1 FROM voided_events v WHERE v.origin = events.origin AND "
+            "v.origin_partition = events.origin_partition AND "
+            f"v.origin_offset = events.origin_offset{still})"
+        )
+        tables.append(VOIDED_EVENTS)
     return sql(
         lake,
         f"SELECT tenant_id, meter, {dimension} AS dimension, {window} AS window_start, "
         f"SUM({_WIDE_QUANTITY}) AS quantity, COUNT(*) AS event_count "
         f"FROM events WHERE {' AND '.join(conditions) or 'TRUE'} GROUP BY 1, 2, 3, 4",
-        [EVENTS],
+        tables,
         version=query.as_of,
     )
 
 
-_EPOCH_LITERAL = "TIMESTAMP '1970-01-01T00:00:00Z'"
 _WIDE_QUANTITY = "CAST(quantity AS DECIMAL(76, 9))"
 """decimal(38, 9) widened: a sum of fewer than 2^63 such values cannot overflow 67 digits."""

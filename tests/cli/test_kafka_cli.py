@@ -70,6 +70,10 @@ def test_run_refuses_kafka_flags_with_file_input(tmp_path, args, message):
             "meterwax sets enable.auto.commit itself",
         ),
         (
+            ["--brokers", "k:9092", "--kafka-config", "isolation.level=read_uncommitted"],
+            "meterwax sets isolation.level itself (only committed",
+        ),
+        (
             ["--brokers", "k:9092", "--kafka-config", "no.such.setting=1"],
             'No such configuration property: "no.such.setting"',
         ),

@@ -21,7 +21,7 @@ from meterwax.cli.main import main
 from meterwax.sinks.lake import Lake
 from meterwax.sinks.schemas import EVENTS, USAGE_WINDOWS
 from meterwax.synthetic.generator import Workload, generate
-from tests.helpers import rows, run_cli, write
+from tests.helpers import event, rows, run_cli, write
 
 HOUR = timedelta(hours=1)
 
@@ -189,11 +189,11 @@ def test_group_by_a_dimension_totals_the_ledger(lake):
         lake, "--granularity", "hour", "--tz", "Europe/Berlin", "--group-by", "region"
     )
     expected: dict = defaultdict(lambda: (Decimal(0), 0))
-    for event in rows(lake, EVENTS):
-        region = dict(event["dimensions"] or []).get("region")
-        key = (event["tenant_id"], event["meter"], region, berlin_hour(event["event_time"]))
+    for row in rows(lake, EVENTS):
+        region = dict(row["dimensions"] or []).get("region")
+        key = (row["tenant_id"], row["meter"], region, berlin_hour(row["event_time"]))
         quantity, count = expected[key]
-        expected[key] = (quantity + event["quantity"], count + 1)
+        expected[key] = (quantity + row["quantity"], count + 1)
     assert as_totals(listed, "tenant_id", "meter", "region", "period_start") == dict(expected)
     assert {r["region"] for r in listed} == {"eu-west-1", "us-east-1", "ap-south-1"}
     # No late events were corrected and no window conflicted: the ledger equals the windows.
@@ -300,3 +300,47 @@ def test_windows_that_fit_the_periods_roll_up(hourly_lake, args):
     windows = rows(Lake(hourly_lake), USAGE_WINDOWS)
     assert sum(r["event_count"] for r in listed) == sum(r["event_count"] for r in windows)
     assert sum(Decimal(r["quantity"]) for r in listed) == sum(r["quantity"] for r in windows)
+
+
+def test_group_by_a_dimension_leaves_voided_ledger_copies_out(tmp_path):
+    # One key counted twice through two files; reconcile --fix voids the later copy.
+    dims = {"region": "eu-west-1"}
+    first, second = tmp_path / "a.jsonl", tmp_path / "b.jsonl"
+    first.write_bytes(event("k", quantity="5", at=1, dimensions=dims) + b"\n")
+    second.write_bytes(event("k", quantity="5", at=1, dimensions=dims) + b"\n")
+    lake = Lake(tmp_path / "lake")
+    CliRunner().invoke(
+        main, ["run", "--input", str(first), "--input", str(second), "--lake", lake.root]
+    )
+    CliRunner().invoke(main, ["corrections", "--lake", lake.root, "--once"])
+    fixed = CliRunner().invoke(main, ["reconcile", "--lake", lake.root, "--fix"])
+    assert fixed.exit_code == 0, fixed.output
+    out = CliRunner().invoke(
+        main, ["usage", "--lake", lake.root, "--group-by", "region", "--format", "json"]
+    )
+    [row] = json.loads(out.stdout)
+    assert (Decimal(row["quantity"]), row["event_count"]) == (Decimal(5), 1)
+
+
+def test_reports_past_2262_and_before_1970_do_not_crash(tmp_path):
+    source = tmp_path / "late.jsonl"
+    source.write_bytes(
+        event("a", at=datetime(2299, 5, 1, tzinfo=UTC), dimensions={"region": "r"})
+        + b"\n"
+        + event("b", at=datetime(2299, 5, 1, 0, 2, tzinfo=UTC), dimensions={"region": "r"})
+        + b"\n"
+    )
+    lake = Lake(tmp_path / "lake")
+    run_cli("--input", str(source), "--lake", lake.root, "--max-future", "off")
+
+    def ok(*args: str) -> str:
+        result = CliRunner().invoke(main, [*args, "--lake", lake.root])
+        assert result.exit_code == 0, result.output
+        return result.stdout
+
+    assert "2299-05-01" in ok("usage", "--group-by", "region")
+    assert "2299-05-01" in ok("usage", "--from", "2299-01-01", "--to", "2999-01-01")
+    assert "2 windows" in ok("usage", "--from", "2299-01-01")
+    assert "0 windows" in ok("usage", "--to", "1900-01-01")
+    ok("reconcile", "--from", "2299-01-01", "--to", "2999-01-01")
+    ok("reconcile", "--to", "0001-01-02")
