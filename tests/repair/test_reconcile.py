@@ -21,6 +21,7 @@ from meterwax.sinks.schemas import (
 )
 from tests.guarantees import check_g3_audit
 from tests.helpers import T0, event, rows, window_totals
+from tests.processes import run_meterwax
 
 
 def invoke(*args: str, expect: int = 0) -> str:
@@ -192,3 +193,38 @@ def test_reconcile_and_fix_under_a_catalog_and_as_of_before_it(tmp_path):
         invoke("usage", "--lake", lake.root, "--as-of", str(before_catalog), "--format", "json")
     )
     assert {w["meter"] for w in then} == {"api_calls"}
+
+
+def test_rows_landing_between_a_void_and_the_recompute_are_voided_too(tmp_path, monkeypatch):
+    # Two partitions put 6·10^28 each into one window: one copy is voided. A third partition's
+    # flush lands right after that void, before the recompute re-reads the ledger.
+    big = "6" + "0" * 28
+    files = []
+    for name in ("a", "bb", "ccc"):
+        path = tmp_path / f"{name}.jsonl"
+        path.write_bytes(event(name, quantity=big, at=len(name)) + b"\n")
+        files.append(path)
+    lake = Lake(tmp_path / "lake")
+    invoke("run", "--input", str(files[0]), "--input", str(files[1]), "--lake", lake.root)
+
+    from meterwax.sinks.ledger import Ledger
+
+    original = Ledger.void
+    landed = []
+
+    def void_then_a_flush_lands(self, copies, **kwargs):
+        done = original(self, copies, **kwargs)
+        if not landed:
+            landed.append(True)
+            flushed = run_meterwax("run", "--input", str(files[2]), "--lake", lake.root)
+            assert flushed.returncode == 0, flushed.stderr
+        return done
+
+    monkeypatch.setattr(Ledger, "void", void_then_a_flush_lands)
+    invoke("corrections", "--lake", lake.root, "--once")
+    assert landed
+    monkeypatch.undo()
+    invoke("corrections", "--lake", lake.root, "--once")
+    assert reconcile_json(lake)["mismatches"] == []
+    assert sorted(r["id"] for r in rows(lake, VOIDED_EVENTS)) == ["bb", "ccc"]
+    assert window_totals(lake)[("acme", "api_calls", T0)] == (Decimal(big), 1)
