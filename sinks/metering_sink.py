@@ -9,7 +9,10 @@ writer buffers what arrives during a Bytewax epoch and commits it when the epoch
 2. ``usage_windows``: insert first totals (see ``windows_table``), never overwriting a row;
 3. ``window_conflicts``: the windows that already had other totals, once per position;
 4. ``late_events``: append once per offset;
-5. ``quarantine``: append once per offset.
+5. ``quarantine``: append once per offset;
+6. the progress markers on ``events`` (the last offset finished, and for files the bytes it
+   covers): last, so whoever trusts them (replay, the next run of a file) finds every table
+   written up to them.
 
 Every ledger append and window insert is fenced by the meter catalog version the flow counts
 with (see ``catalog_table``): when a newer one is applied, the flush stops before writing
@@ -69,7 +72,8 @@ def app_id(flow: str, table: str, where: SourcePartition) -> str:
 def progress_app_id(where: SourcePartition) -> str:
     """The ``txn`` (on the ledger) with the last offset of ``where`` the main flow finished.
 
-    Every table's rows up to that offset are committed, or are in the same flush.
+    Every table's rows up to that offset are committed: the marker is the last commit of a
+    flush, so a replay or a correction that trusts it never races the tables after the ledger.
     """
     return f"meterwax.{FLOW_NAME}.progress.{where.key}"
 
@@ -109,7 +113,7 @@ def catalog_app_id(where: SourcePartition) -> str:
 def _markers(
     where: SourcePartition, values: list[PartitionOutput], catalog_version: int
 ) -> list[Transaction]:
-    """The progress markers a flush records on the ledger, in its commit.
+    """The progress markers a flush records on the ledger, in its last commit.
 
     The last offset finished and, for file input, how many bytes of the file that covers and
     their digest (so a later run can refuse a file whose counted part changed).
@@ -252,7 +256,6 @@ class _PartitionWriter(StatefulSinkPartition[PartitionOutput, None]):
             ledger,
             lambda r: r.offset,
             lambda rows: ledger_table(where, rows, FLOW_NAME),
-            also=markers,
         )
         crash_point("sink.after_events")
         first_totals = insert_first_totals(

@@ -218,3 +218,42 @@ def test_replay_counts_nothing_the_main_flow_rejected_by_its_rules(
     assert (report["inserted"], report["quarantined"], report["windows_changed"]) == (0, 0, 0)
     assert report["already_quarantined"] == 3
     assert comparable_tables(lake) == before
+
+
+def test_a_replay_after_a_crash_between_commits_quarantines_nothing_twice(
+    tmp_path, bootstrap, cluster, new_topic
+):
+    topic = new_topic(1)
+    produce(
+        cluster,
+        topic,
+        [
+            Record(b"t", event("e1", at=1)),
+            Record(b"t", b"this is not json"),
+            Record(b"t", event("e2", at=2)),
+            Record(b"t", event("e3", quantity="-3", at=3)),
+        ],
+    )
+    lake = Lake(tmp_path / "lake")
+    args = ("run", "--brokers", bootstrap, "--topic", topic, "--lake", lake.root)
+    args += ("--stop-at-end", "--state-dir", str(tmp_path / "state"))
+    crashed = run_meterwax(*args, env_extra={"METERWAX_CRASH_AT": "sink.after_windows"})
+    assert crashed.returncode == -signal.SIGKILL
+    # The operator repairs what it can while the main flow is down…
+    replay = run_meterwax(
+        "replay",
+        "--brokers",
+        bootstrap,
+        "--topic",
+        topic,
+        "--lake",
+        lake.root,
+        "--from-offsets",
+        "0:0",
+    )
+    # …and then restarts it.
+    assert run_meterwax(*args).returncode == 0
+    quarantined = [(r["origin_offset"], r["reason"]) for r in rows(lake, QUARANTINE)]
+    assert sorted(quarantined) == [(1, "malformed_json"), (3, "invalid_quantity")], (
+        replay.stdout + replay.stderr
+    )
