@@ -20,13 +20,15 @@ from deltalake import Field as DeltaField
 from deltalake.exceptions import DeltaError, TableNotFoundError
 
 from meterwax.durations import format_duration_us
-from meterwax.errors import LakeError, LakeRulesError
+from meterwax.errors import LakeError, LakeRulesError, SourceChangedError
 from meterwax.operators.partition import MeteringRules
 from meterwax.sinks.delta_writes import CommitStats, retry_commit
 from meterwax.sinks.schemas import ALL_TABLES, EVENTS, USAGE_WINDOWS, TableSpec
 
 WINDOW_PROPERTY = "meterwax.window_us"
 RULES_PROPERTY = "meterwax.rules"
+SOURCE_PROPERTY_PREFIX = "meterwax.source_id."
+"""``events`` property per Kafka origin: the id of the topic the lake reads."""
 """The rules as JSON (every field of MeteringRules); lakes of meterwax 0.1 have the window only."""
 
 
@@ -210,6 +212,32 @@ class Lake:
                     )
 
             retry_commit(record, "record the lake's rules", CommitStats())
+
+    def check_source_identity(self, origin: str, identity: str) -> None:
+        """Record which incarnation of an input the lake reads, or refuse another one.
+
+        A Kafka topic deleted and recreated under its name starts its offsets over: positions
+        the lake recorded for the old topic would skip the new one's messages. Its id (Kafka
+        gives every topic one) is recorded with the first run and checked by every later one.
+        Raises SourceChangedError on a mismatch.
+        """
+        key = f"{SOURCE_PROPERTY_PREFIX}{origin}"
+
+        def attempt() -> None:
+            table = self.table(EVENTS)
+            recorded = table.metadata().configuration.get(key)
+            if recorded is None:
+                table.alter.set_table_properties({key: identity}, raise_if_not_exists=False)
+            elif recorded != identity:
+                msg = (
+                    f"{origin} was deleted and recreated since this lake read it (id {recorded}, "
+                    f"now {identity}): its offsets started over, so the positions this lake "
+                    "recorded would skip its messages. Meter the new topic into a new lake, or "
+                    "under another topic name"
+                )
+                raise SourceChangedError(msg)
+
+        retry_commit(attempt, f"record the identity of {origin}", CommitStats())
 
     def recorded_rules(self) -> dict[str, int | None]:
         """The rules the lake remembers, by MeteringRules field (empty for a new lake)."""

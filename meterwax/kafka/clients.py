@@ -21,7 +21,13 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
+from confluent_kafka import (
+    Consumer,
+    KafkaError,
+    KafkaException,
+    TopicCollection,
+    TopicPartition,
+)
 from confluent_kafka.admin import AdminClient
 
 from meterwax.errors import BrokerError, ConfigError
@@ -136,6 +142,22 @@ class Cluster:
             msg = f"topic {topic!r} on {self.brokers}: {found.error.str()}"
             raise BrokerError(msg)
         return sorted(found.partitions)
+
+    def topic_id(self, topic: str, *, timeout_s: float = METADATA_TIMEOUT_S) -> str | None:
+        """The topic's id: Kafka gives a topic a new one when it is deleted and recreated.
+
+        None if the broker does not say (brokers before Kafka 2.8).
+        """
+        try:
+            futures = self.admin.describe_topics(
+                TopicCollection([topic]), request_timeout=timeout_s
+            )
+            described = futures[topic].result()
+        except KafkaException as error:
+            msg = f"cannot describe topic {topic!r} on {self.brokers}: {error.args[0].str()}"
+            raise BrokerError(msg) from None
+        identity = getattr(described, "topic_id", None)
+        return str(identity) if identity is not None else None
 
     def require_partitions(self, topic: str) -> list[int]:
         """Like :meth:`partitions`, but a missing topic is an error that says what to do."""

@@ -11,7 +11,9 @@ import pytest
 from deltalake import DeltaTable
 
 from meterwax.flows.recovery import source_positions
+from meterwax.kafka.clients import Cluster
 from meterwax.kafka.producer import Record
+from meterwax.kafka.topics import ensure_topic
 from meterwax.sinks.lake import Lake
 from meterwax.sinks.schemas import EVENTS, QUARANTINE, USAGE_WINDOWS
 from meterwax.synthetic.generator import Workload, generate
@@ -257,3 +259,25 @@ def test_a_replay_after_a_crash_between_commits_quarantines_nothing_twice(
     assert sorted(quarantined) == [(1, "malformed_json"), (3, "invalid_quantity")], (
         replay.stdout + replay.stderr
     )
+
+
+def test_a_topic_deleted_and_recreated_under_its_name_is_refused_not_skipped(
+    tmp_path, bootstrap, cluster, new_topic
+):
+    topic = new_topic(1)
+    produce(cluster, topic, [Record(b"t", event(f"old{n}", at=n)) for n in range(5)])
+    lake = Lake(tmp_path / "lake")
+    args = ("run", "--brokers", bootstrap, "--topic", topic, "--lake", lake.root)
+    args += ("--stop-at-end", "--state-dir", str(tmp_path / "state"))
+    assert run_meterwax(*args).returncode == 0
+    for future in cluster.admin.delete_topics([topic], operation_timeout=30).values():
+        future.result()
+    recreated = Cluster(bootstrap)
+    wait_for(lambda: recreated.partitions(topic) is None, what="the topic to be gone")
+    ensure_topic(recreated, topic, partitions=1, replication_factor=1, retention_us=10**12)
+    produce(recreated, topic, [Record(b"t", event(f"new{n}", at=10 + n)) for n in range(5)])
+    for extra in ((), ("--no-recovery",)):
+        again = run_meterwax(*args, *extra)
+        assert again.returncode == 2, again.stdout + again.stderr
+        assert "was deleted and recreated" in again.stderr
+    assert sorted(r["id"] for r in rows(lake, EVENTS)) == [f"old{n}" for n in range(5)]

@@ -72,6 +72,9 @@ def replay_command(
     partitions = cluster.partitions(settings.topic)
     if partitions is None:
         raise ConfigError(f"topic {settings.topic!r} does not exist on {settings.brokers}")
+    topic_id = cluster.topic_id(settings.topic)
+    if topic_id is not None:  # a recreated topic's offsets are not the ones the lake read
+        Lake(settings.lake).check_source_identity(f"kafka:{settings.topic}", topic_id)
     consumer = cluster.client(
         Consumer,
         **{

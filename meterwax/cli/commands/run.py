@@ -160,6 +160,9 @@ def run(
             stop_at_end=settings.stop_at_end,
         )
         label = f"kafka:{settings.topic}"
+        topic_id = settings.cluster().topic_id(settings.topic)
+        if topic_id is not None:
+            lake.check_source_identity(label, topic_id)
         what = f"{label} ({len(source.partitions)} partitions)"
     if addresses is not None:
         what += f", process {settings.process_id} of {len(addresses)}"
