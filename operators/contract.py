@@ -291,6 +291,14 @@ CLOUDEVENT_FIELDS = {
 """Where each native field comes from in a CloudEvent, used to name fields in error details."""
 
 
+def is_json_media_type(value: object) -> bool:
+    """True for ``application/json``, with parameters or not (``; charset=utf-8``).
+
+    Compared as a media type, not a prefix: ``application/jsonx`` is another type.
+    """
+    return isinstance(value, str) and value.split(";", 1)[0].strip().lower() == "application/json"
+
+
 def cloudevent_to_native(envelope: dict[str, Any]) -> dict[str, Any]:
     """Map a structured-mode CloudEvents 1.0 object onto the native field names.
 
@@ -303,7 +311,7 @@ def cloudevent_to_native(envelope: dict[str, Any]) -> dict[str, Any]:
             f'specversion must be "1.0", got {envelope.get("specversion")!r:.80}',
         )
     content_type = envelope.get("datacontenttype")
-    if content_type is not None and not str(content_type).startswith("application/json"):
+    if content_type is not None and not is_json_media_type(content_type):
         raise PydanticCustomError(
             Reason.INVALID_CLOUDEVENT.value,
             f"datacontenttype must be application/json, got {content_type!r:.80}",

@@ -161,7 +161,7 @@ def _fast_cloudevent(raw: bytes, quantity_required: bool) -> Event | None:
     if envelope.specversion != "1.0":
         return None
     content_type = envelope.datacontenttype
-    if content_type is not None and not content_type.startswith("application/json"):
+    if content_type is not None and content_type != "application/json":
         return None
     data = envelope.data
     quantity = data.get("quantity") or data.get("value")

@@ -299,7 +299,14 @@ _cloudevents = _near_valid(
         "subject": _edge_text,
         "type": _edge_text,
         "time": _edge_time,
-        "datacontenttype": st.sampled_from(["application/json", "text/plain"]),
+        "datacontenttype": st.sampled_from(
+            [
+                "application/json",
+                "text/plain",
+                "application/jsonx",
+                "Application/JSON; charset=utf-8",
+            ]
+        ),
         "data": st.one_of(
             st.integers(),
             st.fixed_dictionaries(
@@ -417,3 +424,23 @@ def test_a_valid_event_nested_too_deep_elsewhere_gets_the_same_answer_on_both_pa
     )
     assert decode(deep) == decode(deep, fast=False)
     assert isinstance(decode(deep), Rejection)
+
+
+def test_datacontenttype_is_compared_as_a_media_type_not_a_prefix():
+    def cloudevent(content_type: str) -> bytes:
+        return orjson.dumps(
+            {
+                "specversion": "1.0",
+                "type": "api_calls",
+                "id": "c1",
+                "time": "2026-03-02T12:00:00Z",
+                "source": "s",
+                "subject": "acme",
+                "datacontenttype": content_type,
+                "data": {"quantity": 1},
+            }
+        )
+
+    assert isinstance(decode(cloudevent("application/json; charset=utf-8")), Event)
+    rejected = decode(cloudevent("application/jsonx"))
+    assert isinstance(rejected, Rejection) and rejected.reason is Reason.INVALID_CLOUDEVENT
