@@ -26,7 +26,7 @@ All of it is deterministic: the same inputs give the same answers in the same or
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import TypeVar
 
@@ -116,6 +116,10 @@ class LateClassification:
     """Counted before (by the main flow, another correction, or earlier in this batch)."""
     conflicting: list[LateEvent]
     """Counted before with other content: a producer bug, quarantined, never counted."""
+    superseding: list[tuple[LateEvent, LedgerEntry]] = field(default_factory=list)
+    """New late copies (also in ``new``) that take the place of a late copy the ledger counted
+    with later source coordinates: among late copies of a key the first by coordinates
+    counts, whenever the correction flow happens to see them."""
 
     @property
     def counted(self) -> list[LateEvent]:
@@ -128,13 +132,16 @@ def classify_late_events(
 ) -> LateClassification:
     """Split late events into new, already inserted by this correction, and duplicates.
 
-    Within the batch the first event of a key (by source coordinates) wins. A copy whose content
-    differs from the counted one (or from the batch's first) is conflicting, not a duplicate.
+    Within the batch the first event of a key (by source coordinates) wins, and so it does
+    against a late copy an earlier batch counted with later coordinates (``superseding``). A
+    copy whose content differs from the counted one (or from the batch's first) is
+    conflicting, not a duplicate.
     """
     new: list[LateEvent] = []
     already: list[LateEvent] = []
     duplicates: list[LateEvent] = []
     conflicting: list[LateEvent] = []
+    superseding: list[tuple[LateEvent, LedgerEntry]] = []
     first_content: dict[tuple[str, str], int] = {}
     for item in sorted(late, key=lambda e: e.coordinates):
         content = item.content
@@ -149,11 +156,15 @@ def classify_late_events(
         elif entry.coordinates == item.coordinates:
             first_content[item.key] = content
             already.append(item)  # the very same message, counted by an earlier run (or replay)
+        elif entry.counted_by == CORRECTIONS_FLOW and item.coordinates < entry.coordinates:
+            first_content[item.key] = content  # it comes first: it counts, in that one's place
+            new.append(item)
+            superseding.append((item, entry))
         else:
             first_content[item.key] = entry.content if entry.content != UNKNOWN_CONTENT else content
             same = entry.content in (content, UNKNOWN_CONTENT)
             (duplicates if same else conflicting).append(item)
-    return LateClassification(new, already, duplicates, conflicting)
+    return LateClassification(new, already, duplicates, conflicting, superseding)
 
 
 Item = TypeVar("Item")

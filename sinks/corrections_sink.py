@@ -54,6 +54,8 @@ def apply_work(store: CorrectionStore, work: CorrectionWork) -> Counter[str]:
     for event in inserted.counted:
         late_ids[event.slice].append(event.event.id)
         reasons[event.slice].add(ChangeReason.LATE_EVENTS)
+    for copy in inserted.superseded:
+        reasons[store.ledger.slice_of(copy)].add(ChangeReason.LATE_EVENTS)
     for key, reason in work.conflicts:
         reasons[key].add(reason)
     voided, void_ids = 0, {}

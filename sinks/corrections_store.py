@@ -363,15 +363,30 @@ class CorrectionStore:
             fence_version=fence_version,
         )
         crash_point("corrections.after_ledger")
-        rejected = [
-            (event, Reason.CONFLICTING_DUPLICATE, conflict_detail(event.event))
-            for event in outcome.classified.conflicting
-        ] + [
-            (event, Reason.WINDOW_OVERFLOW, overflow_detail(event.event))
-            for event in outcome.overflowing
-        ]
+        winners = {e.key: e for e in outcome.counted}
+        rejected = (
+            [
+                (event, Reason.CONFLICTING_DUPLICATE, conflict_detail(event.event))
+                for event in outcome.classified.conflicting
+            ]
+            + [
+                (late, Reason.CONFLICTING_DUPLICATE, conflict_detail(copy.event))
+                for copy in outcome.superseded
+                if (late := self._as_late(copy)).content != winners.get(late.key, late).content
+            ]
+            + [
+                (event, Reason.WINDOW_OVERFLOW, overflow_detail(event.event))
+                for event in outcome.overflowing
+            ]
+        )
         self.quarantine_late(rejected, flow=counted_by)
         return outcome
+
+    def _as_late(self, copy: LedgerCopy) -> LateEvent:
+        """A ledger copy as the late event it was."""
+        event = copy.event
+        start = event.time_us - event.time_us % self.window_us
+        return LateEvent(event, *copy.coordinates, start)
 
     def quarantine_late(self, rejected: list[tuple[LateEvent, Reason, str]], *, flow: str) -> None:
         """Quarantine late events a rule rejected, once per source coordinates."""

@@ -17,7 +17,7 @@ appends carry other app ids and never conflict with these.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 import numpy as np
@@ -35,6 +35,7 @@ from meterwax.operators.aggregates import (
 )
 from meterwax.operators.catalog import Catalog
 from meterwax.operators.corrections import (
+    CORRECTIONS_FLOW,
     LateClassification,
     LateEvent,
     LedgerEntry,
@@ -62,6 +63,8 @@ from meterwax.sinks.voids_table import VoidStore
 LEDGER_FENCE = "meterwax.corrections.events"
 """The ``txn`` app id of every insert by key (corrections, replay): two such writers conflict."""
 VOID_FENCE = "meterwax.voids.events"
+SUPERSEDED = "superseded_late_copy"
+"""The void id and reason of a late copy another late copy of its key precedes."""
 """The same for ``voided_events``."""
 COORDINATES = ["origin", "origin_partition", "origin_offset"]
 EVENT_COLUMNS = [
@@ -87,6 +90,9 @@ class LateInsert:
     """New keys now in the ledger."""
     overflowing: list[LateEvent]
     """New keys a ``sum`` window could not take within decimal(38, 9): not inserted."""
+    superseded: list[LedgerCopy] = field(default_factory=list)
+    """Late copies counted earlier whose key now counts by a copy with earlier coordinates:
+    voided (and quarantined by the caller if what they billed differs)."""
 
     @property
     def counted(self) -> list[LateEvent]:
@@ -467,7 +473,40 @@ class Ledger:
                 self.stats.commits += 1
             return LateInsert(classified, inserted, overflowing)
 
-        return retry_commit(attempt, "insert late events into the ledger", self.stats)
+        outcome = retry_commit(attempt, "insert late events into the ledger", self.stats)
+        # Late copies counted before with later coordinates stop counting: a copy inserted
+        # now takes their place (also when an earlier run was interrupted right here).
+        superseded = self.superseded_late_copies({e.key for e in outcome.counted})
+        self.void(superseded, void_id=SUPERSEDED, reason=SUPERSEDED)
+        return LateInsert(outcome.classified, outcome.inserted, outcome.overflowing, superseded)
+
+    def superseded_late_copies(self, keys: set[tuple[str, str]]) -> list[LedgerCopy]:
+        """Counting late copies of these keys that another copy precedes by coordinates."""
+        if not keys:
+            return []
+        self._events.update_incremental()
+        ids = pa.array(sorted({event_id for _, event_id in keys}), pa.string())
+        found = self._events.to_pyarrow_dataset().to_table(
+            columns=[*self._event_columns(full=True), "counted_by"],
+            filter=pc.field("id").isin(ids),
+        )
+        tenants = pa.array(sorted({tenant for tenant, _ in keys}), pa.string())
+        voided = set(coordinates_of(self.voided(tenants)))
+        copies: dict[tuple[str, str], list[tuple[LedgerCopy, str]]] = {}
+        for event, where, counted_by in zip(
+            events_of(found),
+            coordinates_of(found),
+            found.column("counted_by").to_pylist(),
+            strict=True,
+        ):
+            key = (event.tenant_id, event.id)
+            if key in keys and where not in voided:
+                copies.setdefault(key, []).append((LedgerCopy(event, where), counted_by))
+        later = []
+        for group in copies.values():
+            group.sort(key=lambda entry: entry[0].coordinates)
+            later += [copy for copy, by in group[1:] if by == CORRECTIONS_FLOW]
+        return later
 
     def void(self, copies: list[LedgerCopy], *, void_id: str, reason: str) -> int:
         """List these ledger rows in ``voided_events``; return how many were not listed yet."""

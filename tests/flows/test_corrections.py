@@ -23,6 +23,7 @@ from meterwax.sinks.schemas import (
     QUARANTINE,
     USAGE_CORRECTIONS,
     USAGE_WINDOWS,
+    VOIDED_EVENTS,
     WINDOW_CONFLICTS,
 )
 from meterwax.synthetic.generator import Generated, Workload, generate
@@ -354,3 +355,40 @@ def test_a_late_event_in_a_window_across_midnight_is_counted_with_all_its_events
     assert window_totals(lake)[("acme", "api_calls", start)] == (Decimal("7"), 3)
     invoke("reconcile", "--lake", lake.root)
     invoke("reconcile", "--lake", lake.root, "--to", (midnight - timedelta(hours=1)).isoformat())
+
+
+def test_which_late_copy_counts_does_not_depend_on_when_corrections_run(tmp_path):
+    # A producer that does not key by tenant: key K comes late through two inputs, with two
+    # different quantities. The copy with the smaller source coordinates counts, whether the
+    # correction flow sees both at once or one after the other.
+    def lines(prefix: str, k_quantity: str) -> bytes:
+        return b"".join(
+            line + b"\n"
+            for line in (
+                event(f"{prefix}1", at=1),
+                event(f"{prefix}2", at=180),
+                event("K", quantity=k_quantity, at=30),
+            )
+        )
+
+    first, second = tmp_path / "a.jsonl", tmp_path / "b.jsonl"
+    first.write_bytes(lines("a", "1"))
+    second.write_bytes(lines("b", "7.5"))
+    once, incremental = Lake(tmp_path / "once"), Lake(tmp_path / "incremental")
+    invoke("run", "--input", str(first), "--input", str(second), "--lake", once.root)
+    invoke("corrections", "--lake", once.root, "--once")
+    for source in (second, first):  # the later coordinates first
+        invoke("run", "--input", str(source), "--lake", incremental.root)
+        invoke("corrections", "--lake", incremental.root, "--once")
+    for lake in (once, incremental):
+        invoke("reconcile", "--lake", lake.root)
+    assert window_totals(incremental) == window_totals(once)
+    counted = [r for r in rows(incremental, EVENTS) if r["id"] == "K"]
+    voided = {(r["origin"], r["origin_offset"]) for r in rows(incremental, VOIDED_EVENTS)}
+    live = [r for r in counted if (r["origin"], r["origin_offset"]) not in voided]
+    assert [r["quantity"] for r in live] == [Decimal(1)]
+    [conflict] = [r for r in rows(incremental, QUARANTINE) if r["event_id"] == "K"]
+    assert conflict["reason"] == "conflicting_duplicate"
+    assert [r["reason"] for r in rows(once, QUARANTINE) if r["event_id"] == "K"] == [
+        "conflicting_duplicate"
+    ]
