@@ -34,7 +34,17 @@ import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from decimal import ROUND_DOWN, ROUND_HALF_EVEN, ROUND_HALF_UP, ROUND_UP, Decimal
+from decimal import (
+    MAX_EMAX,
+    MIN_EMIN,
+    ROUND_DOWN,
+    ROUND_HALF_EVEN,
+    ROUND_HALF_UP,
+    ROUND_UP,
+    Context,
+    Decimal,
+    localcontext,
+)
 from enum import StrEnum
 from typing import Any
 
@@ -74,6 +84,19 @@ _ROUNDINGS = {
 }
 
 
+_WIDE = Context(prec=200, Emax=MAX_EMAX, Emin=MIN_EMIN)
+"""Quotients are exact to far more places than a unit keeps, then rounded once."""
+
+
+def shown(value: object, limit: int = 80) -> str:
+    """A value for a problem's text: its repr, cut short (a huge int cannot even be printed)."""
+    try:
+        text = repr(value)
+    except ValueError:
+        text = f"<{type(value).__name__} too large to show>"
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 class CatalogError(ValueError):
     """A catalog that cannot be used; each problem names the meter and the key."""
 
@@ -95,9 +118,15 @@ class Unit:
     rounding: str = "half_even"
 
     def convert(self, value: Decimal) -> Decimal:
-        """``value`` in this unit, rounded by the unit's rule."""
+        """``value`` in this unit, rounded once, by the unit's rule.
+
+        In a context wide enough for any decimal(38, 9) divided by any factor: the default
+        28 digits would round the quotient first (and fail past 10^19).
+        """
         exponent = Decimal(1).scaleb(-self.decimals)
-        return (value / self.divide_by).quantize(exponent, rounding=_ROUNDINGS[self.rounding])
+        with localcontext(_WIDE) as context:
+            context.rounding = _ROUNDINGS[self.rounding]
+            return (value / self.divide_by).quantize(exponent)
 
 
 @dataclass(frozen=True)
@@ -229,14 +258,14 @@ def parse_catalog(document: object) -> list[MeterDefinition]:
         if isinstance(entry, Mapping):
             name = entry.get("name", entry.get("slug"))
             if isinstance(name, str):
-                label = f"meter {name!r}"
+                label = f"meter {shown(name)}"
         try:
             meters.append(_definition(entry))
         except CatalogError as error:
             problems += [f"{label}: {problem}" for problem in error.problems]
     names = [m.name for m in meters]
     problems += [
-        f"meter {name!r}: the name is used by more than one meter"
+        f"meter {shown(name)}: the name is used by more than one meter"
         for name in sorted({n for n in names if names.count(n) > 1})
     ]
     if problems:
@@ -252,7 +281,7 @@ def _definition(entry: object) -> MeterDefinition:
     problems: list[str] = []
     known = {"name", "event_meter", "aggregation", "value", "filter", "group_by", "unit"}
     problems += [
-        f"key {key!r} is not a meter key ({', '.join(sorted(known))})"
+        f"key {shown(key)} is not a meter key ({', '.join(sorted(known))})"
         for key in entry
         if key not in known
     ]
@@ -299,7 +328,7 @@ def _from_openmeter(entry: Mapping[str, Any]) -> dict[str, Any]:
         "description",
         "name",
     }
-    problems += [f"key {key!r} is not supported here" for key in entry if key not in ignored]
+    problems += [f"key {shown(key)} is not supported here" for key in entry if key not in ignored]
     if problems:
         raise CatalogError(problems)
     return converted
@@ -307,9 +336,25 @@ def _from_openmeter(entry: Mapping[str, Any]) -> dict[str, Any]:
 
 def _openmeter_path(path: object, key: str, problems: list[str]) -> str:
     if isinstance(path, str) and path.startswith("$.") and len(path) > 2:
-        return f"data.{path[2:]}"
-    problems.append(f"{key}: expected a JSONPath like $.tokens, got {path!r}")
+        return _data_path(f"data.{path[2:]}", key, problems) or QUANTITY
+    problems.append(f"{key}: expected a JSONPath like $.tokens, got {shown(path)}")
     return QUANTITY
+
+
+def _data_path(path: str, key: str, problems: list[str]) -> str | None:
+    """A ``data.<key>`` path as meterwax reads it.
+
+    ``data.quantity`` and ``data.value`` are the event's quantity (a CloudEvent's quantity
+    comes from them); ``data.dimensions`` is no value (its keys are ``dimensions.<key>``).
+    """
+    if path in ("data.quantity", "data.value"):
+        return QUANTITY
+    if path == "data.dimensions":
+        problems.append(
+            f"{key}: data.dimensions holds the dimensions; read one as dimensions.<key>"
+        )
+        return None
+    return path
 
 
 def _meter_name(value: object, key: str, problems: list[str]) -> str | None:
@@ -318,7 +363,8 @@ def _meter_name(value: object, key: str, problems: list[str]) -> str | None:
         return None
     if len(value) > MAX_METER_CHARS or not _NAME.fullmatch(value):
         problems.append(
-            f"{key}: {value!r} is not 1–{MAX_METER_CHARS} lower-case letters, digits, '_', '.', '-'"
+            f"{key}: {shown(value)} is not 1–{MAX_METER_CHARS} lower-case letters, digits, "
+            "'_', '.', '-'"
         )
         return None
     return value
@@ -328,7 +374,7 @@ def _aggregation(value: object, problems: list[str]) -> Aggregation | None:
     if isinstance(value, str) and value in Aggregation._value2member_map_:
         return Aggregation(value)
     choices = ", ".join(a.value for a in Aggregation)
-    problems.append(f"aggregation: {value!r} is not one of {choices}")
+    problems.append(f"aggregation: {shown(value)} is not one of {choices}")
     return None
 
 
@@ -336,10 +382,12 @@ def _path(value: object, key: str, problems: list[str]) -> str | None:
     match = _PATH.fullmatch(value) if isinstance(value, str) else None
     if match is None or (match.group(3) is not None and not _field_key(match.group(3))):
         problems.append(
-            f"{key}: {value!r} is not quantity, dimensions.<key> or data.<key> (a key of 1–"
+            f"{key}: {shown(value)} is not quantity, dimensions.<key> or data.<key> (a key of 1–"
             f"{MAX_DIMENSION_KEY_CHARS} characters)"
         )
         return None
+    if value.startswith("data."):  # type: ignore[union-attr]
+        return _data_path(value, key, problems)  # type: ignore[arg-type]
     return value  # type: ignore[return-value]
 
 
@@ -365,7 +413,9 @@ def _filters(value: object, problems: list[str]) -> tuple[tuple[str, tuple[str, 
         if not values or not all(
             isinstance(v, str | int) and not isinstance(v, bool) for v in values
         ):
-            problems.append(f"filter.{key}: expected a value or a list of values, got {allowed!r}")
+            problems.append(
+                f"filter.{key}: expected a value or a list of values, got {shown(allowed)}"
+            )
             continue
         filters.append((path, tuple(sorted({str(v) for v in values}))))
     return tuple(sorted(filters))
@@ -379,14 +429,18 @@ def _group_by(value: object, problems: list[str]) -> tuple[tuple[str, str], ...]
     if value is None:
         return ()
     if isinstance(value, list):
-        value = {key: f"dimensions.{key}" if isinstance(key, str) else key for key in value}
+        bad = [key for key in value if not isinstance(key, str)]
+        if bad:
+            problems.append(f"group_by: {shown(bad[0])} is not a dimension name")
+            return ()
+        value = {key: f"dimensions.{key}" for key in value}
     if not isinstance(value, Mapping):
         problems.append("group_by: must be a list of dimension names or map columns to paths")
         return ()
     columns = []
     for column, path in value.items():
         if not isinstance(column, str) or not _field_key(column):
-            problems.append(f"group_by: {column!r} is not a valid column name")
+            problems.append(f"group_by: {shown(column)} is not a valid column name")
             continue
         if column in _RESERVED_COLUMNS:
             problems.append(f"group_by.{column}: the name is one of the report's own columns")
@@ -400,8 +454,32 @@ def _group_by(value: object, problems: list[str]) -> tuple[tuple[str, str], ...]
 
 
 _RESERVED_COLUMNS = frozenset(
-    {"tenant_id", "meter", "period_start", "window_start", "window_end", "quantity", "event_count"}
+    {
+        "tenant_id",
+        "meter",
+        "period_start",
+        "window_start",
+        "window_end",
+        "window_date",
+        "quantity",
+        "event_count",
+        "unvalued_count",
+        "revision",
+        "updated_at",
+        "aggregation",
+        "unit",
+        "quantity_in_unit",
+        "group_key",
+        "groups",
+        "distinct_values",
+        "latest_time",
+        "latest_id",
+        "catalog_version",
+        "dimension",
+    }
 )
+"""Columns of the reports and of usage_windows: a group column of one of these names would
+overwrite them."""
 
 
 def _unit(value: object, problems: list[str]) -> Unit | None:
@@ -418,12 +496,12 @@ def _unit(value: object, problems: list[str]) -> Unit | None:
     rounding = value.get("rounding", "half_even")
     if not divide_by.is_finite() or divide_by <= 0:
         problems.append(
-            f"unit.divide_by: must be a positive number, got {value.get('divide_by')!r}"
+            f"unit.divide_by: must be a positive number, got {shown(value.get('divide_by'))}"
         )
     if not isinstance(decimals, int) or isinstance(decimals, bool) or not 0 <= decimals <= 9:
-        problems.append(f"unit.decimals: must be 0 to 9, got {decimals!r}")
-    if rounding not in _ROUNDINGS:
-        problems.append(f"unit.rounding: {rounding!r} is not one of {', '.join(_ROUNDINGS)}")
+        problems.append(f"unit.decimals: must be 0 to 9, got {shown(decimals)}")
+    if not isinstance(rounding, str) or rounding not in _ROUNDINGS:
+        problems.append(f"unit.rounding: {shown(rounding)} is not one of {', '.join(_ROUNDINGS)}")
     if problems:
         return None
     return Unit(value["name"], divide_by, decimals, rounding)

@@ -227,6 +227,8 @@ def _data_text(value: bytes) -> str | None:
     elif value in (b"true", b"false"):
         text = value.decode()
     else:
+        if len(value) > MAX_DATA_VALUE_CHARS:  # before int(): Python refuses 4,300+ digits
+            return _NOT_PLAIN
         match = _PLAIN_NUMBER.fullmatch(value)
         if match is None:
             return _NOT_PLAIN

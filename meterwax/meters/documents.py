@@ -27,6 +27,8 @@ def read_catalog_file(path: Path) -> tuple[list[MeterDefinition], str]:
         raise CatalogError([f"{path}: cannot read it: {error}"]) from None
     try:
         document = yaml.safe_load(text)
+    except ValueError as error:  # e.g. an integer too long for Python to read
+        raise CatalogError([f"{path}: not valid YAML: {str(error)[:200]}"]) from None
     except yaml.YAMLError as error:
         where = getattr(error, "problem_mark", None)
         line = f" at line {where.line + 1}, column {where.column + 1}" if where else ""

@@ -161,3 +161,62 @@ def test_without_a_catalog_every_event_meter_is_a_sum_of_its_own():
         Aggregation.SUM,
         "quantity",
     )
+
+
+@pytest.mark.parametrize(
+    ("entry", "expected"),
+    [
+        ("{name: a, event_meter: x, aggregation: sum, group_by: [[region]]}", "group_by"),
+        (
+            "{name: a, event_meter: x, aggregation: sum, unit: {name: h, rounding: [up]}}",
+            "unit.rounding",
+        ),
+        ("{name: a, event_meter: x, aggregation: sum, group_by: [revision]}", "group_by.revision"),
+        (
+            "{name: a, event_meter: x, aggregation: sum, group_by: [unvalued_count]}",
+            "group_by.unvalued_count",
+        ),
+        ("{name: a, event_meter: x, aggregation: sum, value: data.dimensions}", "value"),
+        ("{slug: a, eventType: x, aggregation: SUM, valueProperty: $.dimensions}", "valueProperty"),
+    ],
+)
+def test_odd_catalogs_are_problems_not_tracebacks(entry, expected):
+    problems = problems_of(f"meters: [{entry}]")
+    assert any(expected in p for p in problems), problems
+    assert all(len(p) < 400 for p in problems)
+
+
+@pytest.mark.parametrize("path", ["$.value", "$.quantity"])
+def test_openmeter_value_and_quantity_properties_read_the_quantity(path):
+    [meter] = parse_catalog(
+        yaml.safe_load(
+            f"meters: [{{slug: a, eventType: x, aggregation: SUM, valueProperty: '{path}'}}]"
+        )
+    )
+    assert meter.value == "quantity"
+
+
+def test_a_unit_converts_the_largest_windows_exactly():
+    from decimal import Decimal
+
+    from meterwax.operators.catalog import Unit
+
+    hours = Unit("hours", Decimal(3600), 3, "half_up")
+    assert hours.convert(Decimal("99999999999999999999999999999.999999999")) == Decimal(
+        "27777777777777777777777777.778"
+    )
+    assert Unit("u", Decimal(1), 9).convert(Decimal("12345678901234567890.123456789")) == Decimal(
+        "12345678901234567890.123456789"
+    )
+
+
+def test_a_number_too_large_to_print_is_a_problem_not_a_traceback(tmp_path):
+    huge = 10**5000
+    with pytest.raises(CatalogError) as raised:
+        parse_catalog({"meters": [{"name": "a", "event_meter": "x", "aggregation": huge}]})
+    assert "aggregation: <int too large to show>" in raised.value.problems[0]
+    path = tmp_path / "meters.yaml"
+    path.write_text("meters: [{name: a, event_meter: x, aggregation: " + "9" * 5000 + "}]")
+    with pytest.raises(CatalogError) as raised:
+        read_catalog_file(path)
+    assert "not valid YAML" in raised.value.problems[0]

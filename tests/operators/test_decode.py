@@ -444,3 +444,19 @@ def test_datacontenttype_is_compared_as_a_media_type_not_a_prefix():
     assert isinstance(decode(cloudevent("application/json; charset=utf-8")), Event)
     rejected = decode(cloudevent("application/jsonx"))
     assert isinstance(rejected, Rejection) and rejected.reason is Reason.INVALID_CLOUDEVENT
+
+
+def test_a_data_field_with_thousands_of_digits_is_decided_by_the_contract_not_crashing():
+    document = {
+        "specversion": "1.0",
+        "type": "prompt",
+        "id": "c1",
+        "time": "2026-03-02T12:00:00Z",
+        "source": "s",
+        "subject": "acme",
+        "data": {"quantity": 1},
+    }
+    raw = orjson.dumps(document)[:-2] + b', "tokens": ' + b"7" * 5000 + b"}}"
+    fast = decode(raw, quantity_required=False)
+    assert fast == decode(raw, fast=False, quantity_required=False)
+    assert isinstance(fast, Rejection) and fast.reason is Reason.INVALID_DATA
