@@ -153,6 +153,9 @@ class CorrectionStore:
         self.lake = lake
         self.stats = stats or CommitStats()
         self.rules = lake.rules()
+        # A lake an older meterwax wrote lacks tables and columns this one writes: add them
+        # (nothing is rewritten; a no-op once they are there).
+        lake.ensure_tables(None)
         self.window_us = self.rules.window_us
         self.ledger = Ledger(lake, self.window_us, self.stats)
         self.catalogs = CatalogStore(lake)

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import itertools
 import json
+import shutil
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
@@ -392,3 +394,12 @@ def test_which_late_copy_counts_does_not_depend_on_when_corrections_run(tmp_path
     assert [r["reason"] for r in rows(once, QUARANTINE) if r["event_id"] == "K"] == [
         "conflicting_duplicate"
     ]
+
+
+def test_the_correction_flow_and_reconcile_open_a_lake_written_before_catalogs(tmp_path):
+    fixture = Path(__file__).resolve().parents[1] / "fixtures" / "small-file-0.1.0"
+    shutil.copytree(fixture / "lake", tmp_path / "lake")
+    lake = Lake(tmp_path / "lake")
+    invoke("corrections", "--lake", lake.root, "--once")
+    invoke("reconcile", "--lake", lake.root)
+    invoke("usage", "--lake", lake.root, "--granularity", "day")
