@@ -206,6 +206,8 @@ class CurrentWindow:
     value: WindowValue
     revision: int
     catalog_version: int = 0
+    aggregation: str = "sum"
+    """How the value was formed (rows from before catalogs: sum)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -272,8 +274,8 @@ def plan_window_changes(
         row = current.get(key)
         if row is None and new == empty:
             continue
-        if row is not None and row.value == new:
-            continue
+        if row is not None and row.value == new and row.aggregation == meter.aggregation.value:
+            continue  # a value that is the same under another aggregation is relabelled
         where = (key[0], meter.event_meter, key[2])
         voids = sorted(set((void_ids or {}).get(where, ())))
         changes.append(

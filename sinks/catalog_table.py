@@ -95,6 +95,24 @@ class CatalogStore:
         latest = max(versions.column("version").to_pylist())
         return self.version(latest, rows=versions)
 
+    def as_of(self, moment: str | None) -> Catalog:
+        """The version in force at ``moment`` (RFC 3339; None: now).
+
+        Read from ``meter_catalog`` as it was then (Delta time travel), so a report as of an
+        invoice's date uses the definitions of that date.
+        """
+        if moment is None:
+            return self.current()
+        if not self.lake.exists(METER_CATALOG):
+            return LEGACY
+        try:
+            rows = self.lake.table(METER_CATALOG, moment).to_pyarrow_table()
+        except LakeError:  # the table did not exist yet at that moment
+            return LEGACY
+        if rows.num_rows == 0:
+            return LEGACY
+        return self.version(max(rows.column("version").to_pylist()), rows=rows)
+
     def version(self, number: int, *, rows: pa.Table | None = None) -> Catalog:
         """Version ``number`` (0: no catalog); LakeError if there is no such version."""
         if number == LEGACY_VERSION:

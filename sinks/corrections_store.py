@@ -500,7 +500,13 @@ class CorrectionStore:
             )
             # The bound is checked on what this attempt read: rows another partition's flush
             # added since any earlier check are in it. Voiding is idempotent; read again.
-            while not dry_run and self._void_overflowing(computing, recomputed):
+            # (Not for a catalog change: ``meters apply`` refuses a version whose sums
+            # overflow; it never voids counted events.)
+            while (
+                not dry_run
+                and only_meters is None
+                and self._void_overflowing(computing, recomputed)
+            ):
                 recomputed = self.ledger.window_values(computing, affected, extra=extra)
             current = self.current_windows(affected, computing)
             if only_meters is not None:

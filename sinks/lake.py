@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import fields
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pyarrow as pa
@@ -90,6 +91,20 @@ class Lake:
                 msg = f"{spec.name}: cannot load version {version!r}: {error}"
                 raise LakeError(msg) from None
         return table
+
+    def commit_time(self, spec: TableSpec, version: int) -> str:
+        """When version ``version`` of a table was committed, as RFC 3339 (UTC, milliseconds).
+
+        Read from the history of the table at its latest version: delta-rs numbers the history
+        of a table loaded at an older version one off.
+        """
+        for entry in self.table(spec).history():
+            if entry.get("version") == version:
+                millis = int(entry["timestamp"])
+                stamp = datetime.fromtimestamp(millis / 1000, UTC)
+                return stamp.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+        msg = f"{spec.name} has no version {version} in its history"
+        raise LakeError(msg)
 
     def ledger_id(self) -> str:
         """The ``events`` table's Delta id: it changes when the lake is deleted and recreated.

@@ -99,6 +99,7 @@ WINDOW_COLUMNS = (
     "latest_time",
     "latest_id",
     "catalog_version",
+    "aggregation",
 )
 
 
@@ -112,18 +113,20 @@ def existing_windows(
     if not dates or not tenants:
         return {}
     result = rows_of_windows(table, WINDOW_COLUMNS, dates, tenants=tenants, refresh=refresh)
+    missing = [None] * result.num_rows
+    names = result.column_names
     versions = (
-        result.column("catalog_version").to_pylist()
-        if "catalog_version" in result.column_names
-        else [None] * result.num_rows
+        result.column("catalog_version").to_pylist() if "catalog_version" in names else missing
     )
+    labels = result.column("aggregation").to_pylist() if "aggregation" in names else missing
     return {
-        key: CurrentWindow(value, revision, version or 0)
-        for key, value, revision, version in zip(
+        key: CurrentWindow(value, revision, version or 0, label or "sum")
+        for key, value, revision, version, label in zip(
             window_keys(result),
             window_values(result),
             result.column("revision").to_pylist(),
             versions,
+            labels,
             strict=True,
         )
     }

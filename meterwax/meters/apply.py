@@ -11,12 +11,16 @@ Applying is, in order: store the version (``meter_catalog``), raise the fence on
 recompute from the ledger every window of every new or changed meter, through the correction
 sequence, so each changed window gets one ``usage_corrections`` row with ``reason =
 meter_change`` and the catalog versions before and after. Work goes by window date, a batch
-of days at a time. An apply that stops half-way (a crash, Ctrl-C) is finished by running it
-again with the same file: the stored version is found, and the recomputation, which only
-writes differences, picks up where it stopped; the version counts as applied once a marker
-says so.
+of days at a time. An apply that stops half-way (a crash, Ctrl-C) is finished by the next
+apply, of the same file (the stored version is found) or of another one (it is planned
+against the last version whose recomputation finished, and every version stored since):
+the recomputation only writes differences. The version counts as applied once a marker says
+so. Two applies at once end as the later version says: each recomputes, under the newest
+version, every meter some version since the last finished one defined otherwise.
 
-``dry_run`` computes the same changes under the new catalog and writes nothing.
+Every apply first computes what the new definitions give, writing nothing: that is the dry
+run's report, and for a real apply the check that no new ``sum`` window passes decimal(38, 9)
+(such a version is refused whole: counted events are never voided to fit a definition).
 """
 
 from __future__ import annotations
@@ -31,12 +35,14 @@ from deltalake import CommitProperties, Transaction, write_deltalake
 
 from meterwax.errors import ConfigError
 from meterwax.operators.aggregates import SliceKey
-from meterwax.operators.catalog import LEGACY_VERSION, Catalog, MeterDefinition
+from meterwax.operators.catalog import LEGACY_VERSION, Aggregation, Catalog, MeterDefinition
+from meterwax.operators.contract import MAX_QUANTITY_NANOS
 from meterwax.operators.corrections import ChangeReason, WindowChange
-from meterwax.operators.timeline import DAY_US
+from meterwax.operators.timeline import DAY_US, format_micros
 from meterwax.sinks.arrow_rows import timestamp_to_micros
 from meterwax.sinks.catalog_table import CatalogStore
 from meterwax.sinks.corrections_store import CorrectionStore
+from meterwax.sinks.delta_writes import CommitStats, retry_commit
 from meterwax.sinks.lake import Lake
 from meterwax.sinks.queries import plain_strings
 from meterwax.sinks.schemas import EVENTS, METER_CATALOG, TIMESTAMP, USAGE_WINDOWS, TableSpec
@@ -99,25 +105,35 @@ class ApplyReport:
 def plan_catalog(
     lake: Lake, meters: list[MeterDefinition], *, retire: Iterable[str] = ()
 ) -> CatalogPlan:
-    """Compare the file's meters with the lake's catalog; ConfigError for orphaned windows."""
+    """Compare the file's meters with the lake's catalog; ConfigError for orphaned windows.
+
+    The comparison is with the last version whose recomputation finished (the windows were
+    computed under it) and with every version stored since: a meter that differs from any of
+    them is recomputed, so an apply interrupted before the one at hand is finished by it.
+    """
     store = CatalogStore(lake)
     current = store.current()
+    applied = applied_version(lake)
     candidate = Catalog(current.version + 1, tuple(meters))
     resuming = False
     if not current.is_legacy and current.to_json() == candidate.to_json():
-        if applied_version(lake) >= current.version:
+        if applied >= current.version:
             return CatalogPlan(current, current, [], [], [m.name for m in meters], [], False)
         resuming = True
         candidate = current
-        current = store.version(current.version - 1)
+    baseline = store.version(min(applied, current.version))
+    since = _versions_between(store, baseline.version, candidate.version)
     new, changed, unchanged = [], [], []
     for meter in sorted(candidate.meters, key=lambda m: m.name):
-        before = current.meter(meter.name)
-        if current.is_legacy and meter.name not in _window_meters(lake):
+        before = baseline.meter(meter.name)
+        if baseline.is_legacy and meter.name not in _window_meters(lake):
             before = None  # a name no window has is new, whatever "no catalog" would make of it
         if before is None:
             new.append(meter.name)
-        elif before.same_counting(meter):
+        elif before.same_counting(meter) and all(
+            (other := version.meter(meter.name)) is not None and other.same_counting(meter)
+            for version in since
+        ):
             unchanged.append(meter.name)
         else:
             changed.append(meter.name)
@@ -133,7 +149,12 @@ def plan_catalog(
     orphaned = {name: count for name, count in dropped.items() if name not in retiring}
     if orphaned:
         raise ConfigError(_orphan_message(orphaned, current, candidate))
-    return CatalogPlan(current, candidate, new, changed, unchanged, sorted(retiring), resuming)
+    return CatalogPlan(baseline, candidate, new, changed, unchanged, sorted(retiring), resuming)
+
+
+def _versions_between(store: CatalogStore, after: int, before: int) -> list[Catalog]:
+    """The stored versions after ``after`` and before ``before``."""
+    return [store.version(number) for number in range(after + 1, before)]
 
 
 def applied_version(lake: Lake) -> int:
@@ -205,34 +226,90 @@ def apply_catalog(
     report = ApplyReport(plan)
     if plan.nothing_to_do:
         return report
-    proposed = plan.proposed
-    if not dry_run:
-        catalogs = CatalogStore(lake)
-        proposed = catalogs.append(plan.proposed, source_format=source_format, note=note)
-        catalogs.publish(proposed.version)
     if lake.window_us() is None:  # no run has written this lake yet: nothing to recompute
         if not dry_run:
+            proposed = _publish(lake, plan, source_format, note)
             _mark_applied(lake, proposed.version)
         return report
     store = CorrectionStore(lake)
-    store.catalog = proposed
     meters = plan.recomputed
-    batches = _slice_batches(lake, proposed, meters, store.window_us)
+    batches = _slice_batches(lake, plan.proposed, meters, store.window_us)
     report.slices = sum(len(batch) for batch in batches)
+    # First what the new definitions give, under the proposed catalog, writing nothing: the
+    # dry run's report, and for a real apply the check that every new sum fits decimal(38, 9)
+    # (a version is refused whole rather than void counted events it cannot represent).
     for number, batch in enumerate(batches, start=1):
         correction = store.correct_windows(
             {key: [ChangeReason.METER_CHANGE] for key in batch},
             only_meters=meters,
-            dry_run=dry_run,
-            catalog=proposed if dry_run else None,
+            dry_run=True,
+            catalog=plan.proposed,
+        )
+        report.changes += correction.changes
+        if progress is not None:
+            progress(number, 2 * len(batches) if not dry_run else len(batches))
+    if dry_run:
+        return report
+    _refuse_overflow(plan.proposed, report.changes)
+    proposed = _publish(lake, plan, source_format, note)
+    if proposed.version != plan.proposed.version:
+        # Another apply stored a version in between: recompute every meter that differs from
+        # what that one (or the baseline) defined, not only what this plan saw.
+        meters |= _changed_since(CatalogStore(lake), proposed, plan.previous.version)
+        batches = _slice_batches(lake, proposed, meters, store.window_us)
+    store.catalog = proposed
+    report.changes = []
+    for number, batch in enumerate(batches, start=1):
+        correction = store.correct_windows(
+            {key: [ChangeReason.METER_CHANGE] for key in batch},
+            only_meters=meters,
         )
         report.changes += correction.changes
         report.audited += len(correction.audited)
         if progress is not None:
-            progress(number, len(batches))
-    if not dry_run:
-        _mark_applied(lake, proposed.version)
+            progress(len(batches) + number, 2 * len(batches))
+    _mark_applied(lake, proposed.version)
     return report
+
+
+def _publish(lake: Lake, plan: CatalogPlan, source_format: str, note: str | None) -> Catalog:
+    catalogs = CatalogStore(lake)
+    stored = catalogs.append(plan.proposed, source_format=source_format, note=note)
+    catalogs.publish(stored.version)
+    return stored
+
+
+def _changed_since(store: CatalogStore, catalog: Catalog, baseline: int) -> set[str]:
+    """Meters of ``catalog`` that some version from ``baseline`` on defines otherwise."""
+    versions = [store.version(baseline), *_versions_between(store, baseline, catalog.version)]
+    return {
+        meter.name
+        for meter in catalog.meters
+        if any(
+            (other := version.meter(meter.name)) is None or not other.same_counting(meter)
+            for version in versions
+        )
+    }
+
+
+def _refuse_overflow(catalog: Catalog, changes: list[WindowChange]) -> None:
+    """ConfigError if a ``sum`` window of the new definitions passes decimal(38, 9)."""
+    over = [
+        change
+        for change in changes
+        if (meter := catalog.meter(change.key[1])) is not None
+        and meter.aggregation is Aggregation.SUM
+        and (change.new.quantity_nanos or 0) > MAX_QUANTITY_NANOS
+    ]
+    if not over:
+        return
+    shown = ", ".join(f"{c.key[1]} of {c.key[0]} at {format_micros(c.key[2])}" for c in over[:5])
+    msg = (
+        f"this catalog's sums would pass decimal(38, 9) (29 digits before the point) in "
+        f"{len(over):,} windows, e.g. {shown}: the values are in another unit than the meter "
+        "expects. Nothing was applied"
+    )
+    raise ConfigError(msg)
 
 
 def _slice_batches(
@@ -295,10 +372,17 @@ def _rows_of_meters(lake: Lake, spec: TableSpec, columns: list[str], meters: lis
 
 
 def _mark_applied(lake: Lake, version: int) -> None:
-    table = lake.table(METER_CATALOG)
-    write_deltalake(
-        table,
-        METER_CATALOG.schema.empty_table(),
-        mode="append",
-        commit_properties=CommitProperties(app_transactions=[Transaction(APPLIED, version)]),
-    )
+    """Record that ``version``'s recomputation finished (never lowering the marker)."""
+
+    def attempt() -> None:
+        table = lake.table(METER_CATALOG)
+        if (table.transaction_version(APPLIED) or LEGACY_VERSION) >= version:
+            return
+        write_deltalake(
+            table,
+            METER_CATALOG.schema.empty_table(),
+            mode="append",
+            commit_properties=CommitProperties(app_transactions=[Transaction(APPLIED, version)]),
+        )
+
+    retry_commit(attempt, "record a finished catalog apply", CommitStats())

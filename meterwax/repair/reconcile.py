@@ -167,12 +167,18 @@ def window_rows(
     present = set(lake.table(USAGE_WINDOWS).schema().to_arrow().names)
     columns = ", ".join(c for c in WINDOW_COLUMNS if c in present)
     table = sql(lake, f"SELECT {columns} FROM usage_windows {where}", [USAGE_WINDOWS])
+    labels = (
+        table.column("aggregation").to_pylist()
+        if "aggregation" in table.column_names
+        else [None] * table.num_rows
+    )
     return {
-        key: CurrentWindow(value, revision)
-        for key, value, revision in zip(
+        key: CurrentWindow(value, revision, aggregation=label or "sum")
+        for key, value, revision, label in zip(
             window_keys(table),
             window_values(table),
             table.column("revision").to_pylist(),
+            labels,
             strict=True,
         )
     }
@@ -204,7 +210,7 @@ def compare(
         elif truth is None:
             if row.value.event_count or row.value.unvalued_count:
                 mismatches.append(Mismatch(key, "extra", row, None))
-        elif row.value != truth:
+        elif row.value != truth or row.aggregation != meter.aggregation.value:
             mismatches.append(Mismatch(key, "wrong", row, truth))
     return mismatches
 

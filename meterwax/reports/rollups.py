@@ -112,11 +112,14 @@ def rollup(lake: Lake, query: Rollup) -> list[dict[str, Any]]:
     if window_us is None:
         msg = f"lake {lake.root} has no usage_windows table (has `meterwax run` written to it?)"
         raise LakeError(msg)
-    catalog = CatalogStore(lake).current()
+    # A version number is usage_windows'; the ledger and the catalog have their own: they are
+    # read as of that version's time.
+    as_of = query.as_of
+    moment = lake.commit_time(USAGE_WINDOWS, as_of) if isinstance(as_of, int) else as_of
+    catalog = CatalogStore(lake).as_of(moment)
     from_ledger = query.group_by is not None and catalog.is_legacy
     if from_ledger and isinstance(query.as_of, int):
-        # A version number is usage_windows'; the ledger has its own: go by that version's time.
-        query = replace(query, as_of=_version_time(lake, query.as_of))
+        query = replace(query, as_of=moment)
     windows = (
         _ledger_windows(lake, query, window_us) if from_ledger else _usage_windows(lake, query)
     )
@@ -128,17 +131,6 @@ def rollup(lake: Lake, query: Rollup) -> list[dict[str, Any]]:
     for row in rows:
         _add_unit(row, catalog)
     return rows
-
-
-def _version_time(lake: Lake, version: int) -> str:
-    """When ``usage_windows`` version ``version`` was committed, as RFC 3339."""
-    table = lake.table(USAGE_WINDOWS, version)
-    for entry in table.history():
-        if entry.get("version") == version:
-            stamp = from_micros(int(entry["timestamp"]) * 1000)
-            return stamp.isoformat().replace("+00:00", "Z")
-    msg = f"usage_windows has no version {version} in its history"
-    raise LakeError(msg)
 
 
 def _periods(windows: pa.Table, query: Rollup, window_us: int) -> np.ndarray:

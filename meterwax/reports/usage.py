@@ -71,7 +71,9 @@ def window_rows(lake: Lake, usage: UsageFilter) -> list[dict[str, Any]]:
         version=usage.as_of,
     )
     rows = table.to_pylist()
-    catalog = CatalogStore(lake).current()
+    as_of = usage.as_of
+    moment = lake.commit_time(USAGE_WINDOWS, as_of) if isinstance(as_of, int) else as_of
+    catalog = CatalogStore(lake).as_of(moment)
     if catalog.is_legacy:
         for row in rows:
             for column in extra:
