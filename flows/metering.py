@@ -14,7 +14,7 @@ from __future__ import annotations
 import gc
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -27,12 +27,12 @@ from meterwax.durations import format_duration_us
 from meterwax.flows.execution import execute
 from meterwax.flows.steps import meter_partitions
 from meterwax.metrics import RunStats
-from meterwax.operators.catalog import LEGACY, Catalog
+from meterwax.operators.catalog import LEGACY, Catalog, CatalogSchedule
 from meterwax.operators.partition import MeteringRules
 from meterwax.operators.records import PartitionOutput, SourceBatch, SourcePartition
 from meterwax.sinks.catalog_table import CatalogChangedError, CatalogStore
 from meterwax.sinks.lake import Lake
-from meterwax.sinks.metering_sink import MeteringSink
+from meterwax.sinks.metering_sink import MeteringSink, recorded_progress
 
 DEFAULT_EPOCH_US = 5_000_000
 """Bytewax epoch of the main flow: how often state is snapshotted and Delta commits happen."""
@@ -53,12 +53,13 @@ def build_flow(
     sink: Sink[tuple[str, PartitionOutput]],
     rules: MeteringRules,
     catalog: Catalog = LEGACY,
+    schedules: Mapping[str, CatalogSchedule] | None = None,
 ) -> Dataflow:
     """Wire a source of :class:`SourceBatch` to a sink of keyed :class:`PartitionOutput`."""
     flow = Dataflow(FLOW_ID)
     batches = op.input(READ_STEP, flow, source)
     keyed = op.key_on("by_partition", batches, lambda batch: batch.where.key)
-    outputs = meter_partitions(meter_step_id(rules), keyed, rules, catalog)
+    outputs = meter_partitions(meter_step_id(rules), keyed, rules, catalog, schedules)
     op.output("write", outputs, sink)
     return flow
 
@@ -88,8 +89,17 @@ def run_to_lake(
     lake failure) is raised as itself, not wrapped in Bytewax's.
     """
     lake.ensure_tables(rules)
-    catalog = CatalogStore(lake).current()
+    catalogs = CatalogStore(lake)
+    catalog = catalogs.current()
     stats.catalog_version = catalog.version
+    # Where each partition starts counting with this version (its offsets before were
+    # decided under an older one, and are decided so again when read again).
+    firsts = {}
+    for partition in partitions:
+        finished = recorded_progress(lake, partition)
+        firsts[partition.key] = 0 if finished is None else finished + 1
+    catalogs.record_switches(firsts, catalog.version)
+    schedules = {p.key: catalogs.schedule(p.key, catalog) for p in partitions}
     sink = MeteringSink(
         lake,
         partitions,
@@ -97,7 +107,7 @@ def run_to_lake(
         catalog_version=catalog.version,
         on_catalog_change=stop_for_new_catalog,
     )
-    flow = build_flow(source, sink, rules, catalog)
+    flow = build_flow(source, sink, rules, catalog, schedules)
     with fewer_gc_passes():
         execute(
             flow,

@@ -9,13 +9,13 @@ empty), so the flows derive them from the settings that shape the state, e.g. ``
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 import bytewax.operators as op
 from bytewax.dataflow import Stream, operator
 from bytewax.operators import KeyedStream, StatefulBatchLogic
 
-from meterwax.operators.catalog import LEGACY, Catalog
+from meterwax.operators.catalog import LEGACY, Catalog, CatalogSchedule
 from meterwax.operators.decode import DEFAULT_MAX_EVENT_BYTES, Event, Rejection, decode
 from meterwax.operators.partition import MeteringRules, PartitionMeter, PartitionState
 from meterwax.operators.records import PartitionOutput, SourceBatch
@@ -48,17 +48,27 @@ def decode_messages(
 
 class _PartitionLogic(StatefulBatchLogic[SourceBatch, PartitionOutput, PartitionState]):
     def __init__(
-        self, rules: MeteringRules, catalog: Catalog, resume: PartitionState | None
+        self,
+        rules: MeteringRules,
+        catalog: Catalog,
+        schedules: Mapping[str, CatalogSchedule],
+        resume: PartitionState | None,
     ) -> None:
         self._rules = rules
         self._catalog = catalog
+        self._schedules = schedules
         self._meter = (
-            PartitionMeter(resume.where, rules, resume, catalog) if resume is not None else None
+            PartitionMeter(resume.where, rules, resume, catalog, schedules.get(resume.where.key))
+            if resume is not None
+            else None
         )
 
     def on_batch(self, values: list[SourceBatch]) -> tuple[Iterable[PartitionOutput], bool]:
         if self._meter is None:
-            self._meter = PartitionMeter(values[0].where, self._rules, catalog=self._catalog)
+            where = values[0].where
+            self._meter = PartitionMeter(
+                where, self._rules, catalog=self._catalog, schedule=self._schedules.get(where.key)
+            )
         return [self._meter.process(batch) for batch in values], StatefulBatchLogic.RETAIN
 
     def on_eof(self) -> tuple[Iterable[PartitionOutput], bool]:
@@ -79,13 +89,18 @@ def meter_partitions(
     up: KeyedStream[SourceBatch],
     rules: MeteringRules,
     catalog: Catalog = LEGACY,
+    schedules: Mapping[str, CatalogSchedule] | None = None,
 ) -> KeyedStream[PartitionOutput]:
     """Run a :class:`PartitionMeter` per source partition (the stream must be keyed by it).
 
     One output per input batch, plus one at end of input carrying the flushed windows.
-    ``catalog`` is the meter catalog to count with (default: none, every event meter a sum).
+    ``catalog`` is the meter catalog to count with (default: none, every event meter a sum);
+    ``schedules`` (by partition key) say which version decides offsets read again.
 
     Recovery: snapshots the partition's watermark, dedupe index and open windows; together
     with the source's offsets this resumes exactly where the snapshot was taken.
     """
-    return op.stateful_batch("process", up, lambda resume: _PartitionLogic(rules, catalog, resume))
+    plans = dict(schedules or {})
+    return op.stateful_batch(
+        "process", up, lambda resume: _PartitionLogic(rules, catalog, plans, resume)
+    )

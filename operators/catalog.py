@@ -239,6 +239,43 @@ LEGACY = Catalog(LEGACY_VERSION, ())
 """No catalog: each event meter is a ``sum`` of ``quantity`` under its own name."""
 
 
+@dataclass(frozen=True)
+class CatalogSchedule:
+    """Which catalog version decides each offset of one source partition.
+
+    A partition switches to a new version at an offset recorded in the lake (the first one a
+    flow running that version read): every message before it was decided under the older
+    version, and is decided so again whenever it is read again (a replay, a rerun of a file,
+    a restart without a recovery store), so re-reading never re-decides a message.
+    """
+
+    switches: tuple[tuple[int, Catalog], ...]
+    """(first offset, catalog), by offset; the first starts at offset 0."""
+
+    @classmethod
+    def constant(cls, catalog: Catalog) -> CatalogSchedule:
+        """One catalog for every offset."""
+        return cls(((0, catalog),))
+
+    def at(self, offset: int) -> Catalog:
+        """The catalog that decides ``offset``."""
+        found = self.switches[0][1]
+        for start, catalog in self.switches:
+            if start > offset:
+                break
+            found = catalog
+        return found
+
+    def next_switch(self, offset: int) -> int | None:
+        """The first switch offset after ``offset`` (None: none)."""
+        return next((start for start, _ in self.switches if start > offset), None)
+
+    @property
+    def latest(self) -> Catalog:
+        """The catalog of the last switch (what new offsets are decided under)."""
+        return self.switches[-1][1]
+
+
 # --- reading a catalog document -------------------------------------------------------------
 
 

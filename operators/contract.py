@@ -272,13 +272,20 @@ class UsageEvent(BaseModel):
     timestamp: Timestamp
     dimensions: Dimensions = None
     source: Annotated[StrictStr | None, Field(max_length=MAX_SOURCE_CHARS), NoControls] = None
-    data: Annotated[dict[str, str] | None, BeforeValidator(_check_data)] = None
+    data: Annotated[dict[str, str] | None, BeforeValidator(_lenient_data)] = None
+    """Without a catalog a CloudEvent's other data fields decide nothing: kept (for a catalog
+    applied later) when they keep the limits, left out when not."""
 
 
 class CatalogUsageEvent(UsageEvent):
-    """An event under a meter catalog: ``quantity`` may be absent (its meters read others)."""
+    """An event under a meter catalog.
+
+    ``quantity`` may be absent (its meters read other fields), and its data fields must keep
+    the limits (meters read them).
+    """
 
     quantity: Quantity | None = None  # type: ignore[assignment]
+    data: Annotated[dict[str, str] | None, BeforeValidator(_check_data)] = None
 
 
 CLOUDEVENT_FIELDS = {
@@ -370,6 +377,14 @@ def _json_text(value: object) -> str:
     if isinstance(value, list):
         return "[" + ",".join(_json_text(item) for item in value) + "]"
     return "null" if value is None else json.dumps(value)
+
+
+def _lenient_data(value: object) -> object:
+    """:func:`_check_data`, but fields that break a rule leave ``data`` out instead."""
+    try:
+        return _check_data(value)
+    except PydanticCustomError:
+        return None
 
 
 def _check_data(value: object) -> object:

@@ -40,7 +40,7 @@ from dataclasses import dataclass, field
 from itertools import repeat
 
 from meterwax.durations import format_duration_us
-from meterwax.operators.catalog import LEGACY, LEGACY_VERSION, Catalog
+from meterwax.operators.catalog import LEGACY, LEGACY_VERSION, Catalog, CatalogSchedule
 from meterwax.operators.decode import DEFAULT_MAX_EVENT_BYTES, Event, Rejection, decode
 from meterwax.operators.dedupe import (
     BUCKET_US,
@@ -176,9 +176,11 @@ class PartitionMeter:
 
     ``catalog`` says what the windows are: without one (:data:`LEGACY`) every event meter is a
     sum of its own; under one, each event feeds the windows of every meter that takes it.
-    Resumed under another catalog version than its state was made with, the slices open at
-    that moment are *tainted*: their values are left to the correction flow (see
-    ``CatalogWindows``), since their earlier events were accumulated for other meters.
+    Resumed under another catalog version than its state was made with, or reaching the
+    offset where its ``schedule`` switches versions, the slices open at that moment are
+    *tainted*: their values are left to the correction flow (see ``CatalogWindows``), since
+    their earlier events were accumulated for other meters. With a schedule, every offset is
+    decided under the version the lake recorded for it, however often it is read again.
     """
 
     def __init__(
@@ -187,11 +189,13 @@ class PartitionMeter:
         rules: MeteringRules,
         state: PartitionState | None = None,
         catalog: Catalog = LEGACY,
+        schedule: CatalogSchedule | None = None,
     ) -> None:
         self.where = where
         self.rules = rules
-        self.catalog = catalog
-        self._legacy = catalog.is_legacy
+        self._schedule = schedule or CatalogSchedule.constant(catalog)
+        self.catalog = self._schedule.at(state.next_offset if state is not None else 0)
+        self._legacy = self.catalog.is_legacy
         if state is None:
             self._max_event_us: int | None = None
             self._closed_until_us: int | None = None
@@ -246,7 +250,43 @@ class PartitionMeter:
         return self._dedupe.nbytes
 
     def process(self, batch: SourceBatch) -> PartitionOutput:
-        """Classify every message of ``batch`` (which must continue this partition's log)."""
+        """Classify every message of ``batch`` (which must continue this partition's log).
+
+        A batch that reaches a switch of the catalog schedule is decided in two parts, each
+        under its own version.
+        """
+        if not batch.offsets:
+            return self._process_part(batch)
+        switch = self._schedule.next_switch(batch.offsets[0])
+        parts = (
+            _cut(batch, switch) if switch is not None and switch <= batch.offsets[-1] else [batch]
+        )
+        outputs = []
+        for part in parts:
+            wanted = self._schedule.at(part.offsets[0])
+            if wanted.version != self.catalog.version:
+                self._switch_catalog(wanted)
+            outputs.append(self._process_part(part))
+        return outputs[0] if len(outputs) == 1 else _merged(outputs)
+
+    def _switch_catalog(self, catalog: Catalog) -> None:
+        """Count with ``catalog`` from here on; the windows open now are left to corrections."""
+        if catalog.is_legacy:
+            msg = f"{self.where.key}: a catalog schedule cannot go back to no catalog"
+            raise ValueError(msg)
+        old = self._windows
+        if isinstance(old, CatalogWindows):
+            windows, tainted = old.snapshot()
+        else:
+            windows, tainted = old.snapshot(), {}
+        self.catalog, self._legacy = catalog, False
+        switched = CatalogWindows(self.rules.window_us, catalog)
+        switched.taint_all(open_slices(windows))
+        switched.taint_all(tainted)
+        self._windows = switched
+
+    def _process_part(self, batch: SourceBatch) -> PartitionOutput:
+        """Classify a batch under one catalog version."""
         if batch.where != self.where:
             msg = f"batch from {batch.where} given to the processor of {self.where}"
             raise ValueError(msg)
@@ -576,19 +616,39 @@ def classify_range(
     return outcome
 
 
+def _merged(outputs: list[PartitionOutput]) -> PartitionOutput:
+    """The outputs of consecutive parts of one batch, as one output."""
+    merged = PartitionOutput(outputs[0].where)
+    for out in outputs:
+        merged.ledger += out.ledger
+        merged.windows += out.windows
+        merged.late += out.late
+        merged.quarantine += out.quarantine
+        merged.recompute += out.recompute
+        merged.counters.update(out.counters)
+    last = outputs[-1]
+    merged.through_offset = max(out.through_offset for out in outputs)
+    merged.watermark_us = last.watermark_us
+    merged.dedupe_keys, merged.dedupe_bytes = last.dedupe_keys, last.dedupe_bytes
+    merged.content = last.content
+    return merged
+
+
 def _cut(batch: SourceBatch, at: int) -> list[SourceBatch]:
     """``batch`` as the part before offset ``at`` and the part from it (empty parts left out)."""
     split = sum(offset < at for offset in batch.offsets)
     if split in (0, len(batch)):
         return [batch]
 
-    def part(chosen: slice) -> SourceBatch:
+    def part(chosen: slice, content: tuple[int, int] | None) -> SourceBatch:
         return SourceBatch(
             batch.where,
             batch.offsets[chosen],
             batch.payloads[chosen],
             batch.keys[chosen] if batch.keys is not None else None,
             batch.timestamps_ms[chosen] if batch.timestamps_ms is not None else None,
+            content,
         )
 
-    return [part(slice(None, split)), part(slice(split, None))]
+    # The bytes a file batch covers end with its last part.
+    return [part(slice(None, split), None), part(slice(split, None), batch.content)]

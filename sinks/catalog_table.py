@@ -5,10 +5,11 @@ as canonical JSON. The current catalog is the row with the highest version (none
 no catalog). Every process of a run reads it from the lake, so processes cannot disagree.
 
 **The fence.** A version is published by setting the table property
-``meterwax.catalog_version`` on ``events``, then ``usage_windows``, then ``usage_corrections``.
-Every write of those tables that depends on the catalog (the main flow's ledger appends and
-first window values, the corrections' audit rows) checks, in the same attempt that commits, that
-the property is not newer than the version it computed with. A property change is a metadata
+``meterwax.catalog_version`` on every table the flows write, in the order the main flow writes
+them (``events``, ``usage_windows``, ``window_conflicts``, ``late_events``, ``quarantine``),
+then ``usage_corrections``. Every write of the main flow, and the corrections' audit rows,
+checks, in the same attempt that commits, that the property is not newer than the version it
+computed with. A property change is a metadata
 change, which delta-rs refuses to let any concurrent commit pass: so once a table's property
 names version N, no write made under an older version lands in it. The main flow then stops
 and says so (a restart picks up version N); the correction flow reloads the catalog and
@@ -26,19 +27,29 @@ import pyarrow as pa
 from deltalake import CommitProperties, DeltaTable, Transaction, write_deltalake
 
 from meterwax.errors import LakeError
-from meterwax.operators.catalog import LEGACY, LEGACY_VERSION, Catalog
+from meterwax.operators.catalog import LEGACY, LEGACY_VERSION, Catalog, CatalogSchedule
 from meterwax.sinks.delta_writes import CommitStats, retry_commit
 from meterwax.sinks.lake import Lake
 from meterwax.sinks.schemas import (
     EVENTS,
+    LATE_EVENTS,
     METER_CATALOG,
+    QUARANTINE,
     USAGE_CORRECTIONS,
     USAGE_WINDOWS,
+    WINDOW_CONFLICTS,
     TableSpec,
 )
 
 CATALOG_PROPERTY = "meterwax.catalog_version"
-FENCED_TABLES = (EVENTS, USAGE_WINDOWS, USAGE_CORRECTIONS)
+FENCED_TABLES = (
+    EVENTS,
+    USAGE_WINDOWS,
+    WINDOW_CONFLICTS,
+    LATE_EVENTS,
+    QUARANTINE,
+    USAGE_CORRECTIONS,
+)
 """In the order the property is set: a writer of a later table has been fenced off the
 earlier ones already."""
 
@@ -75,6 +86,11 @@ def fence(version: int) -> Callable[[DeltaTable], None]:
             raise CatalogChangedError(_table_name(table), version, published)
 
     return guard
+
+
+def switch_app_id(where_key: str, version: int) -> str:
+    """The ``txn`` (on ``events``) with the first offset of a partition ``version`` decides."""
+    return f"meterwax.metering.catalog_from.{version}.{where_key}"
 
 
 def _table_name(table: DeltaTable) -> str:
@@ -197,6 +213,45 @@ class CatalogStore:
             retry_commit(
                 attempt, f"publish catalog version {version} on {spec.name}", CommitStats()
             )
+
+    def schedule(self, where_key: str, catalog: Catalog) -> CatalogSchedule:
+        """The versions that decide ``where_key``'s offsets, up to ``catalog`` (the newest)."""
+        events = self.lake.table(EVENTS)
+        switches: list[tuple[int, Catalog]] = [(0, LEGACY)]
+        for number in range(1, catalog.version + 1):
+            start = events.transaction_version(switch_app_id(where_key, number))
+            if start is None:
+                continue
+            version = catalog if number == catalog.version else self.version(number)
+            # A later version switching at the same offset replaces the earlier one.
+            switches = [s for s in switches if s[0] < start] + [(start, version)]
+        return CatalogSchedule(tuple(switches))
+
+    def record_switches(self, where_keys: dict[str, int], version: int) -> None:
+        """Record that ``version`` decides these partitions from these offsets on.
+
+        Only where no switch to it is recorded yet (a restart keeps the first one).
+        """
+        if version == LEGACY_VERSION or not where_keys:
+            return
+
+        def attempt() -> None:
+            events = self.lake.table(EVENTS)
+            events.update_incremental()
+            missing = [
+                Transaction(switch_app_id(key, version), start)
+                for key, start in sorted(where_keys.items())
+                if events.transaction_version(switch_app_id(key, version)) is None
+            ]
+            if missing:
+                write_deltalake(
+                    events,
+                    EVENTS.schema.empty_table(),
+                    mode="append",
+                    commit_properties=CommitProperties(app_transactions=missing),
+                )
+
+        retry_commit(attempt, f"record where catalog version {version} starts", CommitStats())
 
     def published(self) -> int:
         """The version the last fenced table names: fully published up to it."""

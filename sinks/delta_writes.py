@@ -150,6 +150,8 @@ class OffsetAppender:
             recorded = self._table.transaction_version(markers[0].app_id)
             if recorded is not None and recorded >= markers[0].version:
                 return
+            if self._guard is not None:
+                self._guard(self._table)
             write_deltalake(
                 self._table,
                 empty,

@@ -198,16 +198,25 @@ class _PartitionWriter(StatefulSinkPartition[PartitionOutput, None]):
             self._commit_stats,
             guard=self._guard,
         )
+        # Every table is fenced: a flow on an older catalog writes nothing after a newer one
+        # is published, not even rejects (they were decided under the old version).
         self._conflicts = OffsetAppender(
             lake.table(WINDOW_CONFLICTS),
             app_id(FLOW_NAME, WINDOW_CONFLICTS.name, where),
             self._commit_stats,
+            guard=self._guard,
         )
         self._late = OffsetAppender(
-            lake.table(LATE_EVENTS), app_id(FLOW_NAME, LATE_EVENTS.name, where), self._commit_stats
+            lake.table(LATE_EVENTS),
+            app_id(FLOW_NAME, LATE_EVENTS.name, where),
+            self._commit_stats,
+            guard=self._guard,
         )
         self._quarantine = OffsetAppender(
-            lake.table(QUARANTINE), app_id(FLOW_NAME, QUARANTINE.name, where), self._commit_stats
+            lake.table(QUARANTINE),
+            app_id(FLOW_NAME, QUARANTINE.name, where),
+            self._commit_stats,
+            guard=self._guard,
         )
         self._line_numbers = where.source.startswith("file:")
 

@@ -78,7 +78,9 @@ def replay(
         start, stop = ranges[partition]
         where = SourcePartition(origin, partition)
         _check_main_flow_passed(store, where, topic, stop)
-        meter = PartitionMeter(where, store.rules, catalog=store.catalog)
+        # Each offset decided under the catalog version the main flow decided it with.
+        schedule = store.catalogs.schedule(where.key, store.catalog)
+        meter = PartitionMeter(where, store.rules, schedule=schedule)
         outcomes[partition] = classify_range(meter, _batches(where, stream), start, stop)
 
     late: list[LateEvent] = []

@@ -17,12 +17,13 @@ import yaml
 from click.testing import CliRunner
 
 from meterwax.cli.main import main
+from meterwax.kafka.producer import Record
 from meterwax.sinks.lake import Lake
-from meterwax.sinks.schemas import EVENTS, USAGE_WINDOWS, WINDOW_CONFLICTS
+from meterwax.sinks.schemas import EVENTS, QUARANTINE, USAGE_WINDOWS, WINDOW_CONFLICTS
 from meterwax.synthetic.generator import Workload, generate
 from tests.catalog_reference import comparable, lake_windows, meter_windows, parse_event
 from tests.helpers import rows
-from tests.kafka_helpers import produce_generated
+from tests.kafka_helpers import produce, produce_generated
 from tests.processes import run_meterwax, start_meterwax, table_rows, wait_for
 
 pytestmark = pytest.mark.kafka
@@ -116,4 +117,80 @@ def test_a_catalog_applied_mid_run_stops_the_flow_and_nothing_depends_on_when(
     reasons = {r["reason"] for r in rows(lake, WINDOW_CONFLICTS)}
     assert "catalog_change" in reasons
     assert reasons <= {"catalog_change", "second_writer"}
+    invoke("reconcile", "--lake", lake.root)
+
+
+def quantityless(event_id: str) -> bytes:
+    """An OpenMeter-style CloudEvent: no quantity (quarantined without a catalog)."""
+    return json.dumps(
+        {
+            "specversion": "1.0",
+            "id": event_id,
+            "source": "s",
+            "subject": "acme",
+            "type": "prompt",
+            "time": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "data": {"tokens": 5},
+        }
+    ).encode()
+
+
+def test_a_flow_on_an_older_catalog_commits_no_reject_after_the_new_one_and_replay_agrees(
+    tmp_path, bootstrap, cluster, new_topic
+):
+    topic = new_topic(1)
+    produce(cluster, topic, [Record(b"acme", quantityless("before"))])
+    lake = Lake(tmp_path / "lake")
+    run_args = (
+        *("run", "--brokers", bootstrap, "--topic", topic, "--lake", lake.root),
+        *("--state-dir", str(tmp_path / "state"), "--snapshot-interval", "200ms"),
+    )
+    flow = start_meterwax(tmp_path / "run.log", *run_args)
+    try:
+        wait_for(lambda: table_rows(lake, QUARANTINE), what="the first reject", process=flow)
+        tokens = tmp_path / "tokens.yaml"
+        tokens.write_text(
+            yaml.safe_dump(
+                {
+                    "meters": [
+                        {
+                            "name": "tokens",
+                            "event_meter": "prompt",
+                            "aggregation": "sum",
+                            "value": "data.tokens",
+                        }
+                    ]
+                }
+            )
+        )
+        invoke("meters", "apply", str(tokens), "--lake", lake.root)
+        produce(cluster, topic, [Record(b"acme", quantityless(f"after{n}")) for n in range(3)])
+        flow.wait(timeout=60)
+    finally:
+        if flow.poll() is None:
+            flow.kill()
+    assert flow.returncode == 2, (tmp_path / "run.log").read_text()
+    # Nothing after the apply was decided under no catalog.
+    assert [(r["origin_offset"], r["reason"]) for r in rows(lake, QUARANTINE)] == [
+        (0, "missing_field")
+    ]
+    finished = run_meterwax(*run_args, "--stop-at-end")
+    assert finished.returncode == 0, finished.stderr
+    assert sorted(r["id"] for r in rows(lake, EVENTS)) == ["after0", "after1", "after2"]
+    # A replay of the whole partition decides every offset as the main flow did.
+    replay = run_meterwax(
+        "replay",
+        "--brokers",
+        bootstrap,
+        "--topic",
+        topic,
+        "--lake",
+        lake.root,
+        "--from-offsets",
+        "0:0",
+    )
+    assert replay.returncode == 0, replay.stderr
+    assert "0 missing events counted, 0 missing rejects" in replay.stdout
+    assert sorted(r["id"] for r in rows(lake, EVENTS)) == ["after0", "after1", "after2"]
+    invoke("corrections", "--lake", lake.root, "--once")
     invoke("reconcile", "--lake", lake.root)

@@ -196,3 +196,51 @@ def test_usage_as_of_reads_the_catalog_of_that_time(tmp_path):
         "json",
     )
     assert json.loads(again) == json.loads(then)
+
+
+def cloudevent(event_id: str, second: int, tokens: int) -> bytes:
+    return json.dumps(
+        {
+            "specversion": "1.0",
+            "id": event_id,
+            "source": "s",
+            "subject": "acme",
+            "type": "z",
+            "time": f"2026-03-02T12:00:{second:02d}Z",
+            "data": {"tokens": tokens},
+        }
+    ).encode()
+
+
+def test_a_rerun_after_a_catalog_change_decides_old_lines_as_they_were_decided(tmp_path):
+    # Without a catalog, CloudEvents without a quantity are quarantined; with one they count.
+    source = tmp_path / "in.jsonl"
+    source.write_bytes(
+        cloudevent("z1", 1, 10)
+        + b"\n"
+        + cloudevent("z2", 2, 32)
+        + b"\n"
+        + event("x1", meter="x", at=3)
+        + b"\n"
+    )
+    lake = Lake(tmp_path / "lake")
+    invoke("run", "--input", str(source), "--lake", lake.root)
+    tokens = catalog(
+        tmp_path,
+        "m",
+        {"name": "x", "event_meter": "x", "aggregation": "sum"},
+        {"name": "tok", "event_meter": "z", "aggregation": "sum", "value": "data.tokens"},
+    )
+    invoke("meters", "apply", tokens, "--lake", lake.root)
+    source.write_bytes(
+        source.read_bytes()
+        + cloudevent("z3", 4, 5)
+        + b"\n"
+        + event("x2", meter="x", at=300)
+        + b"\n"
+    )
+    invoke("run", "--input", str(source), "--lake", lake.root)
+    invoke("corrections", "--lake", lake.root, "--once")
+    invoke("reconcile", "--lake", lake.root)  # every window holds exactly its ledger events
+    windows = {r["meter"]: r["quantity"] for r in rows(lake, USAGE_WINDOWS) if r["meter"] == "tok"}
+    assert windows == {"tok": 5}  # z3 only: z1 and z2 stay quarantined, as first decided

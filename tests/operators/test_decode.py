@@ -460,3 +460,33 @@ def test_a_data_field_with_thousands_of_digits_is_decided_by_the_contract_not_cr
     fast = decode(raw, quantity_required=False)
     assert fast == decode(raw, fast=False, quantity_required=False)
     assert isinstance(fast, Rejection) and fast.reason is Reason.INVALID_DATA
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        {"note": "x" * 2000},
+        {f"f{n}": "v" for n in range(65)},
+        {"k" * 70: "v"},
+        {"": "v"},
+        {"note": "bell\u0007"},
+    ],
+)
+def test_data_fields_decide_nothing_without_a_catalog(extra):
+    document = {
+        "specversion": "1.0",
+        "type": "api_calls",
+        "id": "c1",
+        "time": "2026-03-02T12:00:00Z",
+        "source": "s",
+        "subject": "acme",
+        "data": {"quantity": 1, **extra},
+    }
+    raw = orjson.dumps(document)
+    legacy = decode(raw)
+    assert legacy == decode(raw, fast=False)
+    assert isinstance(legacy, Event) and legacy.quantity_nanos == 10**9  # counted, as before
+    assert legacy.data is None  # fields no catalog could read are not kept
+    under_catalog = decode(raw, quantity_required=False)
+    assert under_catalog == decode(raw, fast=False, quantity_required=False)
+    assert isinstance(under_catalog, Rejection)
