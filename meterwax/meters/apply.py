@@ -256,7 +256,9 @@ def apply_catalog(
         # Another apply stored a version in between: recompute every meter that differs from
         # what that one (or the baseline) defined, not only what this plan saw.
         meters |= _changed_since(CatalogStore(lake), proposed, plan.previous.version)
-        batches = _slice_batches(lake, proposed, meters, store.window_us)
+    # The slices again, now the fence is up: a flow still on the old version may have added
+    # ledger rows since they were first listed, and can add none from here on.
+    batches = _slice_batches(lake, proposed, meters, store.window_us)
     store.catalog = proposed
     report.changes = []
     for number, batch in enumerate(batches, start=1):

@@ -244,3 +244,23 @@ def test_a_rerun_after_a_catalog_change_decides_old_lines_as_they_were_decided(t
     invoke("reconcile", "--lake", lake.root)  # every window holds exactly its ledger events
     windows = {r["meter"]: r["quantity"] for r in rows(lake, USAGE_WINDOWS) if r["meter"] == "tok"}
     assert windows == {"tok": 5}  # z3 only: z1 and z2 stay quarantined, as first decided
+
+
+def test_ledger_rows_an_old_flow_adds_before_the_fence_is_up_are_recomputed(tmp_path, monkeypatch):
+    import meterwax.meters.apply as applying
+
+    lake = seats_lake(tmp_path)
+    later = tmp_path / "later.jsonl"
+    later.write_bytes(event("late-flush", meter="seats", quantity="9", at=3600) + b"\n")
+    publish = applying._publish
+
+    def an_old_flow_flushes_first(*args, **kwargs):
+        flushed = run_meterwax("run", "--input", str(later), "--lake", lake.root)
+        assert flushed.returncode == 0, flushed.stderr
+        return publish(*args, **kwargs)
+
+    monkeypatch.setattr(applying, "_publish", an_old_flow_flushes_first)
+    peak = catalog(tmp_path, "p", {"name": "seats", "event_meter": "seats", "aggregation": "max"})
+    invoke("meters", "apply", peak, "--lake", lake.root)
+    invoke("reconcile", "--lake", lake.root)
+    assert daily(lake) == {"seats": "9"}
