@@ -59,10 +59,11 @@ def content_fingerprint(meter: str, quantity_nanos: int, time_us: int) -> int:
     """32 bits that differ, but for a 2⁻³² chance, when two copies differ in what they bill.
 
     What a copy bills is its meter, quantity and time; a copy that differs in any of them is a
-    conflicting duplicate. A multiplicative hash of the quantity's low and high 64 bits and of
-    the time, offset by the meter's CRC-32 (cached: meters are few), then mixed once more so
-    that every input bit reaches the 32 bits kept (a plain fold let quantities 2⁹⁶ apart
-    collide). Stable across processes and runs: it is kept in recovery state.
+    conflicting duplicate. A multiplicative hash of the quantity and time (64-bit), offset by
+    the meter's CRC-32 (cached: meters are few), folded to 32 bits. A quantity past 64 bits
+    first has its high bits multiplied into its low ones (merely XOR-ing them in let
+    quantities 2⁹⁶ apart collide). Stable across processes and runs: it is kept in recovery
+    state.
     """
     start = _METER_CRC.get(meter)
     if start is None:
@@ -70,10 +71,10 @@ def content_fingerprint(meter: str, quantity_nanos: int, time_us: int) -> int:
         if len(_METER_CRC) >= _CACHE_LIMIT:
             _METER_CRC.clear()
         _METER_CRC[meter] = start
-    high = quantity_nanos >> 64  # a decimal(38, 9) quantity has up to 127 bits
-    mixed = (quantity_nanos * _ODD_A ^ high * _ODD_C ^ time_us * _ODD_B ^ start) & _LOW_64
-    mixed = (mixed ^ (mixed >> 29)) * _ODD_B & _LOW_64  # every input bit reaches the top
-    return (mixed >> 32) or 1  # 0 means UNKNOWN_CONTENT
+    if quantity_nanos >> 64:  # rare: fold the high bits in, multiplied so none aliases
+        quantity_nanos ^= (quantity_nanos >> 64) * _ODD_C
+    mixed = (quantity_nanos * _ODD_A ^ time_us * _ODD_B ^ start) & _LOW_64
+    return ((mixed >> 32) ^ mixed) & _LOW_32_INT or 1  # 0: UNKNOWN_CONTENT
 
 
 def event_content(
