@@ -317,22 +317,8 @@ class Ledger:
         window_us = self.window_us
         days = sorted({day for key in slices for day in window_days(key[2], window_us)})
         tenants = pa.array(sorted({key[0] for key in slices}), pa.string())
-        columns = (
-            [*EVENT_COLUMNS, *COORDINATES]
-            if full
-            else [
-                "tenant_id",
-                "meter",
-                "event_time",
-                "quantity",
-                *COORDINATES,
-            ]
-        )
-        present = set(self._events.schema().to_arrow().names) if full else None
-        if present is not None:
-            columns = [c for c in columns if c in present]
         rows = self._events.to_pyarrow_dataset().to_table(
-            columns=columns,
+            columns=self._event_columns(full=full),
             filter=pc.field("event_date").isin(pa.array(days, pa.int32()).cast(pa.date32()))
             & pc.field("tenant_id").isin(tenants),
         )
@@ -409,6 +395,10 @@ class Ledger:
         ]
 
     def _event_columns(self, *, full: bool) -> list[str]:
+        """Columns to read: every one an event is rebuilt from, or only what a sum needs.
+
+        A ledger written before a column existed lacks it; only present columns are asked for.
+        """
         wanted = (
             [*EVENT_COLUMNS, *COORDINATES]
             if full
