@@ -243,13 +243,18 @@ def windows_table(
 
 
 def conflicts_table(
-    where: SourcePartition, rows: Sequence[WindowRow], recompute: Sequence[RecomputeRow] = ()
+    where: SourcePartition,
+    rows: Sequence[WindowRow],
+    recompute: Sequence[RecomputeRow] = (),
+    voided: Sequence[RecomputeRow] = (),
 ) -> pa.Table:
     """Rows for ``window_conflicts``.
 
-    Partial values the main flow did not write (``second_writer``), and slices whose first
-    values it could not form (``catalog_change``).
+    Partial values the main flow did not write (``second_writer``), slices whose first
+    values it could not form (``catalog_change``), and slices whose first values took in
+    events a void had taken back (``voided_while_open``).
     """
+    recompute = [*recompute, *voided]
     keys = [_row_key(r) for r in rows] + [
         (r.tenant_id, r.event_meter, r.window_start_us, "") for r in recompute
     ]
@@ -274,7 +279,10 @@ def conflicts_table(
                 pa.string(),
             ),
             "reason": pa.array(
-                [SECOND_WRITER] * len(rows) + [CATALOG_CHANGE] * len(recompute), pa.string()
+                [SECOND_WRITER] * len(rows)
+                + [CATALOG_CHANGE] * (len(recompute) - len(voided))
+                + [VOIDED_WHILE_OPEN] * len(voided),
+                pa.string(),
             ),
         },
         schema=WINDOW_CONFLICTS.schema,
@@ -285,6 +293,9 @@ SECOND_WRITER = "second_writer"
 """A window conflict: another writer had written the window first."""
 CATALOG_CHANGE = "catalog_change"
 """A window conflict: the slice was open when the meter catalog changed."""
+VOIDED_WHILE_OPEN = "voided_while_open"
+"""A window conflict: the main flow's first values counted events a void had taken back (the
+window was still open when the void found no row to correct)."""
 
 
 def window_keys(table: pa.Table) -> list[tuple[str, str, int, str]]:

@@ -58,6 +58,7 @@ from meterwax.operators.reasons import Reason, conflict_detail, overflow_detail
 from meterwax.operators.records import QuarantineRow, SourcePartition
 from meterwax.sinks.arrow_rows import (
     CATALOG_CHANGE,
+    VOIDED_WHILE_OPEN,
     nullable_decimal_column,
     quarantine_table,
     timestamp_to_micros,
@@ -104,6 +105,13 @@ PROGRESS_APPS = (
     "meterwax.corrections.progress.void_rules",
 )
 """The ``txn`` app ids (on usage_corrections) of the input versions fully applied."""
+
+
+_CONFLICT_REASONS = {
+    CATALOG_CHANGE: ChangeReason.METER_CHANGE,
+    VOIDED_WHILE_OPEN: ChangeReason.VOID,
+}
+"""Why a slice of ``window_conflicts`` is recomputed (any other: a second writer)."""
 
 
 class InputVersions(NamedTuple):
@@ -270,9 +278,7 @@ class CorrectionStore:
         return [
             (
                 (tenant, event_meter or meter, start),
-                ChangeReason.METER_CHANGE
-                if reason == CATALOG_CHANGE
-                else ChangeReason.WINDOW_CONFLICT,
+                _CONFLICT_REASONS.get(reason, ChangeReason.WINDOW_CONFLICT),
             )
             for tenant, meter, event_meter, start, reason in zip(
                 table.column("tenant_id").to_pylist(),
@@ -612,6 +618,20 @@ class CorrectionStore:
                 count += self._void_matching(copies, [by_id[void_id]], reasons, voids)
         count += self._void_matching(appended, active, reasons, voids)
         return reasons, voids, count
+
+    def unapplied_voids(self) -> int:
+        """Ledger rows a void in force selects that are not voided yet.
+
+        Events that arrived after their void (on time, replayed) count until the correction
+        flow's next round lists them; ``reconcile`` reports them instead of calling the lake
+        clean.
+        """
+        count = 0
+        for void in self.voids.active():
+            copies = self.ledger.copies_matching(void.rule)
+            voided = self._voided_coordinates(copies)
+            count += sum(1 for copy in copies if copy.coordinates not in voided)
+        return count
 
     def _void_matching(
         self,

@@ -46,7 +46,7 @@ from meterwax.operators.decode import Event
 from meterwax.operators.dedupe import event_content
 from meterwax.operators.timeline import DAY_US
 from meterwax.operators.voids import VoidRule
-from meterwax.operators.windows import window_days
+from meterwax.operators.windows import window_days, window_start
 from meterwax.sinks.arrow_rows import (
     decimal_to_nanos,
     event_columns,
@@ -57,7 +57,7 @@ from meterwax.sinks.arrow_rows import (
 from meterwax.sinks.delta_writes import CommitStats, retry_commit
 from meterwax.sinks.lake import Lake
 from meterwax.sinks.queries import plain_strings
-from meterwax.sinks.schemas import EVENTS, TIMESTAMP, VOIDED_EVENTS
+from meterwax.sinks.schemas import EVENTS, TIMESTAMP, VOID_RULES, VOIDED_EVENTS
 from meterwax.sinks.voids_table import VoidStore
 
 LEDGER_FENCE = "meterwax.corrections.events"
@@ -180,6 +180,68 @@ def voided_coordinates(
         keep = pc.invert(pc.is_in(listed.column("void_id"), pa.array(sorted(undone))))
         listed = listed.filter(keep)
     return listed.select(COORDINATES)
+
+
+class VoidedSlices:
+    """Which slices (tenant, event meter, window start) hold ledger rows that do not count.
+
+    The main flow forms a window's first total from the events it counted, voided ones
+    included: it does not read voids, and a void of a window still open finds no row to
+    correct. So after inserting first totals, the main flow asks this which of them hold
+    voided rows, and flags those for the correction flow (``window_conflicts``). Read again
+    only when ``voided_events`` or ``void_rules`` has a new version; a slice is kept whatever
+    its age (the set is as large as the slices ever voided, not the rows).
+    """
+
+    def __init__(self, lake: Lake, window_us: int) -> None:
+        self._lake = lake
+        self._window_us = window_us
+        self._voided = lake.table(VOIDED_EVENTS)
+        self._rules: DeltaTable | None = None
+        self._seen: tuple[int, int] | None = None
+        self._slices: frozenset[SliceKey] = frozenset()
+
+    def holding_voided(self, keys: Iterable[SliceKey]) -> set[SliceKey]:
+        """Those of ``keys`` with a voided ledger row (by a void in force, or a repair)."""
+        wanted = set(keys)
+        if not wanted:
+            return set()
+        self._voided.update_incremental()
+        version = (self._voided.version(), self._rules_version())
+        if version != self._seen:
+            self._slices = self._read()
+            self._seen = version
+        return wanted & self._slices
+
+    def _rules_version(self) -> int:
+        if self._rules is None:
+            if not self._lake.exists(VOID_RULES):
+                return -1
+            self._rules = self._lake.table(VOID_RULES)
+        self._rules.update_incremental()
+        return self._rules.version()
+
+    def _read(self) -> frozenset[SliceKey]:
+        listed = self._voided.to_pyarrow_dataset().to_table(
+            columns=["tenant_id", "meter", "event_time", "void_id"]
+        )
+        if listed.num_rows == 0:
+            return frozenset()
+        undone = VoidStore(self._lake).undone_ids()
+        if undone:
+            listed = listed.filter(
+                pc.invert(pc.is_in(listed.column("void_id"), pa.array(sorted(undone))))
+            )
+        micros = listed.column("event_time").cast(TIMESTAMP).cast(pa.int64()).to_numpy()
+        starts = window_start(micros, self._window_us).tolist()
+        return frozenset(
+            zip(
+                listed.column("tenant_id").to_pylist(),
+                listed.column("meter").to_pylist(),
+                starts,
+                strict=True,
+            )
+        )
 
 
 def coordinates_of(table: pa.Table) -> list[Coordinates]:

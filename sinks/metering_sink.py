@@ -7,7 +7,9 @@ writer buffers what arrives during a Bytewax epoch and commits it when the epoch
 
 1. ``events`` (the ledger): append once per offset;
 2. ``usage_windows``: insert first totals (see ``windows_table``), never overwriting a row;
-3. ``window_conflicts``: the windows that already had other totals, once per position;
+3. ``window_conflicts``: the windows that already had other totals, and those whose slice
+   holds a voided ledger row (a void of a window still open: see ``VoidedSlices``), once per
+   position;
 4. ``late_events``: append once per offset;
 5. ``quarantine``: append once per offset;
 6. the progress markers on ``events`` (the last offset finished, and for files the bytes it
@@ -34,6 +36,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable
+from typing import NamedTuple
 
 from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
 from deltalake import Transaction
@@ -51,6 +54,7 @@ from meterwax.sinks.arrow_rows import (
 from meterwax.sinks.catalog_table import CatalogChangedError, fence
 from meterwax.sinks.delta_writes import CommitStats, OffsetAppender
 from meterwax.sinks.lake import Lake
+from meterwax.sinks.ledger import VoidedSlices
 from meterwax.sinks.schemas import (
     EVENTS,
     LATE_EVENTS,
@@ -129,6 +133,18 @@ def _markers(
     if catalog_version:
         markers.append(Transaction(catalog_app_id(where), catalog_version))
     return markers
+
+
+class _VoidedSlice(NamedTuple):
+    """A slice the flush closed windows of, holding a voided ledger row (recomputed)."""
+
+    slice: RecomputeRow
+    position: int
+
+
+def _slices_of(windows: list[WindowRow]) -> dict[tuple[str, str, int], WindowRow]:
+    """The last window row closed in each slice (tenant, event meter, window start)."""
+    return {(w.tenant_id, w.event_meter or w.meter, w.window_start_us): w for w in windows}
 
 
 class MeteringSink(FixedPartitionedSink[PartitionOutput, None]):
@@ -219,6 +235,7 @@ class _PartitionWriter(StatefulSinkPartition[PartitionOutput, None]):
             guard=self._guard,
         )
         self._line_numbers = where.source.startswith("file:")
+        self._voided_slices: VoidedSlices | None = None
 
     def write_batch(self, values: list[PartitionOutput]) -> None:
         self._buffer.extend(values)
@@ -235,6 +252,23 @@ class _PartitionWriter(StatefulSinkPartition[PartitionOutput, None]):
 
     def close(self) -> None:
         self._flush()
+
+    def _voided(self, windows: list[WindowRow]) -> list[_VoidedSlice]:
+        """The slices of ``windows`` whose ledger rows include voided ones."""
+        if not windows:
+            return []
+        if self._voided_slices is None:
+            self._voided_slices = VoidedSlices(self._lake, self._lake.rules().window_us)
+        closed = _slices_of(windows)
+        return [
+            _VoidedSlice(
+                RecomputeRow(
+                    key[0], key[1], key[2], closed[key].window_end_us, closed[key].position
+                ),
+                closed[key].position,
+            )
+            for key in sorted(self._voided_slices.holding_voided(closed))
+        ]
 
     def _flush(self) -> None:
         try:
@@ -278,13 +312,17 @@ class _PartitionWriter(StatefulSinkPartition[PartitionOutput, None]):
         )
         conflicts = first_totals.conflicts
         crash_point("sink.after_windows")
+        # Read after the insert: a void listing its rows later finds these windows written
+        # and corrects them itself; one listing them earlier is seen here.
+        voided = self._voided(windows)
         self._conflicts.append(
-            sorted([*conflicts, *recompute], key=lambda r: r.position),
+            sorted([*conflicts, *recompute, *voided], key=lambda r: r.position),
             lambda r: r.position,
             lambda rows: conflicts_table(
                 where,
                 [r for r in rows if isinstance(r, WindowRow)],
                 [r for r in rows if isinstance(r, RecomputeRow)],
+                [r.slice for r in rows if isinstance(r, _VoidedSlice)],
             ),
         )
         self._late.append(late, lambda r: r.offset, lambda rows: late_table(where, rows))

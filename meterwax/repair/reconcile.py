@@ -98,11 +98,22 @@ class ReconcileReport:
     pending_conflicts: int = 0
     fixed: list[WindowChange] = field(default_factory=list)
     voided: int = 0
+    pending_voids: int = 0
+    """Ledger rows a void in force selects that are not voided yet (they still count)."""
 
     @property
     def ok(self) -> bool:
-        """True when G1 and G2 hold for the range and every row is in its date partition."""
-        return not self.mismatches and not self.duplicate_keys and not self.misfiled_events
+        """True when G1 and G2 hold for the range and every row is in its date partition.
+
+        And no void in force waits to take back rows: until the correction flow lists them,
+        the windows agree with a ledger that still counts them.
+        """
+        return (
+            not self.mismatches
+            and not self.duplicate_keys
+            and not self.misfiled_events
+            and not self.pending_voids
+        )
 
 
 def read_ledger(
@@ -231,6 +242,7 @@ def reconcile(
         ledger.misfiled,
     )
     report.pending_late_events, report.pending_conflicts = store.pending()
+    report.pending_voids = store.unapplied_voids()
     if fix and (report.mismatches or ledger.duplicates):
         later = [copy for copies in ledger.duplicates.values() for copy in copies[1:]]
         report.voided = store.ledger.void(later, void_id=VOID_DUPLICATE, reason=VOID_DUPLICATE)

@@ -270,3 +270,20 @@ def test_a_void_killed_between_its_commits_is_finished_by_a_rerun(tmp_path, cras
     assert windows(lake) == expected(lines, {"e5", "e17"})
     check_g3_audit(lake)
     assert run_meterwax("reconcile", "--lake", lake.root).returncode == 0
+
+
+def test_reconcile_reports_a_void_whose_events_arrived_after_it(tmp_path):
+    lines = stream("e", 20)
+    lake = lake_with(tmp_path, lines)
+    void(lake, "--tenant", "acme", "--id", "late-1", "--reason", "INC-9")  # not there yet
+    later = stream("late-", 3, start=600.0)
+    source = tmp_path / "b.jsonl"
+    source.write_bytes(b"".join(line + b"\n" for line in later))
+    invoke("run", "--input", str(source), "--lake", lake.root)  # on time: counted for now
+
+    out = invoke("reconcile", "--lake", lake.root, expect=1)
+    assert "1 ledger rows are selected by a void in force and still count" in out
+    invoke("corrections", "--lake", lake.root, "--once")
+    assert windows(lake) == expected(lines + later, {"late-1"})
+    check_g3_audit(lake)
+    invoke("reconcile", "--lake", lake.root)

@@ -113,6 +113,7 @@ def _print(report: ReconcileReport, output_format: str, *, fixed: bool) -> None:
                     "misfiled_events": report.misfiled_events,
                     "pending_late_events": report.pending_late_events,
                     "pending_conflicts": report.pending_conflicts,
+                    "pending_voids": report.pending_voids,
                     "fixed": len(report.fixed),
                     "voided": report.voided,
                 }
@@ -150,6 +151,11 @@ def _print(report: ReconcileReport, output_format: str, *, fixed: bool) -> None:
         click.echo(
             f"{report.misfiled_events:,} ledger rows are not in the date partition of their "
             "event time (a table written by something else than meterwax?)"
+        )
+    if report.pending_voids:
+        click.echo(
+            f"{report.pending_voids:,} ledger rows are selected by a void in force and still "
+            "count; run `meterwax corrections --once` to take them back"
         )
     if report.pending_late_events or report.pending_conflicts:
         click.echo(
