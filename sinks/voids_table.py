@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 import pyarrow as pa
 from deltalake import CommitProperties, Transaction, write_deltalake
 
+from meterwax.errors import LakeError
 from meterwax.operators.voids import VoidRule
 from meterwax.sinks.arrow_rows import timestamp_to_micros
 from meterwax.sinks.delta_writes import CommitStats, retry_commit
@@ -60,9 +61,9 @@ class VoidStore:
         voids = [v for v in self.all().values() if not v.undone]
         return sorted(voids, key=lambda v: (v.requested_at, v.void_id))
 
-    def undone_ids(self) -> set[str]:
-        """Ids of voids that were undone."""
-        return {void_id for void_id, v in self.all().items() if v.undone}
+    def undone_ids(self, as_of: str | None = None) -> set[str]:
+        """Ids of voids that were undone (by the time ``as_of``, RFC 3339, when given)."""
+        return {void_id for void_id, v in _recorded(self._rows(as_of)).items() if v.undone}
 
     def record(self, rule: VoidRule, reason: str) -> tuple[RecordedVoid, bool]:
         """Record ``rule``; (the recorded void, True if it is new). Repeating it is a no-op.
@@ -119,10 +120,16 @@ class VoidStore:
             if kind == "insert"
         ]
 
-    def _rows(self) -> pa.Table:
+    def _rows(self, as_of: str | None = None) -> pa.Table:
         if not self.lake.exists(VOID_RULES):
             return VOID_RULES.schema.empty_table()
-        return plain_strings(self.lake.table(VOID_RULES).to_pyarrow_table())
+        try:
+            table = self.lake.table(VOID_RULES, as_of)
+        except LakeError:
+            if as_of is None:
+                raise
+            return VOID_RULES.schema.empty_table()  # a time before the first void
+        return plain_strings(table.to_pyarrow_table())
 
     def _append(self, table, rows: list[dict]) -> None:  # noqa: ANN001 - a DeltaTable
         write_deltalake(

@@ -313,7 +313,8 @@ def _ledger_windows(lake: Lake, query: Rollup, window_us: int) -> pa.Table:
     tables = [EVENTS]
     if lake.exists(VOIDED_EVENTS):
         # Voided copies do not count (voids undone since do).
-        undone = sorted(VoidStore(lake).undone_ids())
+        as_of = query.as_of if isinstance(query.as_of, str) else None
+        undone = sorted(VoidStore(lake).undone_ids(as_of))
         still = f" AND v.void_id NOT IN ({', '.join(map(literal, undone))})" if undone else ""
         conditions.append(
             "NOT EXISTS (SELECT 1 FROM voided_events v WHERE v.origin = events.origin AND "

@@ -287,3 +287,23 @@ def test_reconcile_reports_a_void_whose_events_arrived_after_it(tmp_path):
     assert windows(lake) == expected(lines + later, {"late-1"})
     check_g3_audit(lake)
     invoke("reconcile", "--lake", lake.root)
+
+
+def test_usage_as_of_a_time_a_void_was_in_force_still_leaves_its_events_out_after_an_undo(
+    tmp_path,
+):
+    lines = stream("e", 20)
+    lake = Lake(tmp_path / "lake")  # no catalog: rollups by dimension read the ledger
+    run(tmp_path, lake, lines, "a")
+    done = void(lake, "--tenant", "acme", "--id", "e3", "--reason", "INC-3")
+    voided_then = str(lake.table(USAGE_WINDOWS).version())
+
+    def by_user(*as_of: str) -> list:
+        out = invoke("usage", "--lake", lake.root, "--group-by", "user", *as_of, "--format", "json")
+        return json.loads(out)
+
+    billed_then = by_user("--as-of", voided_then)
+    assert billed_then == by_user()  # the void is in force now too
+    invoke("void", "--lake", lake.root, "--undo", done["void_id"], "--reason", "wrong one")
+    assert by_user() != billed_then  # e3 counts again from now on
+    assert by_user("--as-of", voided_then) == billed_then
