@@ -307,3 +307,22 @@ def test_usage_as_of_a_time_a_void_was_in_force_still_leaves_its_events_out_afte
     invoke("void", "--lake", lake.root, "--undo", done["void_id"], "--reason", "wrong one")
     assert by_user() != billed_then  # e3 counts again from now on
     assert by_user("--as-of", voided_then) == billed_then
+
+
+def test_an_undo_killed_after_its_rule_is_finished_by_running_it_again(tmp_path):
+    lines = stream("e", 30)
+    lake = lake_with(tmp_path, lines)
+    done = void(lake, "--tenant", "acme", "--id", "e4", "--id", "e9", "--reason", "INC-4")
+    undo = ("void", "--lake", lake.root, "--undo", done["void_id"], "--reason", "wrong ones")
+    killed = run_meterwax(*undo, env_extra={"METERWAX_CRASH_AT": "void.after_undo_rule"})
+    assert killed.returncode == -9, killed.stdout + killed.stderr
+    assert windows(lake) == expected(lines, {"e4", "e9"})  # recorded, not applied yet
+
+    again = run_meterwax(*undo)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "was undone already" in again.stdout
+    assert windows(lake) == expected(lines, set())
+    audit = [r for r in rows(lake, USAGE_CORRECTIONS) if r["reason"] == "void_undone"]
+    assert audit and {r["void_id"] for r in audit} == {done["void_id"]}
+    check_g3_audit(lake)
+    assert run_meterwax("reconcile", "--lake", lake.root).returncode == 0

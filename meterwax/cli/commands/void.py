@@ -269,19 +269,35 @@ def _undo(
     if not reason or not reason.strip():
         raise ConfigError("--reason: required with --undo (say why it is undone)")
     known = store.voids.all().get(void_id)
-    if known is None or known.undone:
-        state = "was undone already" if known is not None else "is not a void of this lake"
-        raise ConfigError(f"--undo {void_id}: {state} (see `meterwax void --list`)")
+    if known is None:
+        raise ConfigError(
+            f"--undo {void_id}: is not a void of this lake (see `meterwax void --list`)"
+        )
     if dry_run:
-        click.echo(f"would undo {void_id}: {known.rule.describe()} ({known.reason!r})")
+        state = "was undone already" if known.undone else "would undo"
+        click.echo(f"{state} {void_id}: {known.rule.describe()} ({known.reason!r})")
         return
-    store.voids.undo(void_id, reason)
+    # Undone already: an undo interrupted after its rule was recorded is finished here (its
+    # windows are recomputed; those already back are left alone).
+    again = known.undone
+    if not again:
+        store.voids.undo(void_id, reason)
+        crash_point("void.after_undo_rule")
     correction = store.undo_void(void_id)
     if output_format == "json":
-        click.echo(to_json({"undone": void_id, "windows_changed": len(correction.changes)}))
+        click.echo(
+            to_json(
+                {
+                    "undone": void_id,
+                    "undone_before": again,
+                    "windows_changed": len(correction.changes),
+                }
+            )
+        )
         return
     click.echo(
-        f"undid {void_id}: {len(correction.changes):,} windows changed back, "
+        f"{'was undone already; checked ' if again else 'undid '}{void_id}: "
+        f"{len(correction.changes):,} windows changed back, "
         f"{len(correction.audited):,} audit rows (reason void_undone)"
     )
 
