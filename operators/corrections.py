@@ -101,6 +101,9 @@ class LedgerEntry:
     coordinates: tuple[str, int, int]
     content: int = UNKNOWN_CONTENT
     """The counted copy's content fingerprint (``dedupe.event_content``)."""
+    voided: bool = False
+    """The copy was taken back (a void in force, or a repair): the key is never counted again,
+    whichever copy comes later or from where."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,7 +136,8 @@ def classify_late_events(
     """Split late events into new, already inserted by this correction, and duplicates.
 
     Within the batch the first event of a key (by source coordinates) wins, and so it does
-    against a late copy an earlier batch counted with later coordinates (``superseding``). A
+    against a late copy an earlier batch counted with later coordinates (``superseding``),
+    unless that copy was voided: a voided key is not counted again through another copy. A
     copy whose content differs from the counted one (or from the batch's first) is
     conflicting, not a duplicate.
     """
@@ -156,7 +160,11 @@ def classify_late_events(
         elif entry.coordinates == item.coordinates:
             first_content[item.key] = content
             already.append(item)  # the very same message, counted by an earlier run (or replay)
-        elif entry.counted_by == CORRECTIONS_FLOW and item.coordinates < entry.coordinates:
+        elif (
+            entry.counted_by == CORRECTIONS_FLOW
+            and item.coordinates < entry.coordinates
+            and not entry.voided
+        ):
             first_content[item.key] = content  # it comes first: it counts, in that one's place
             new.append(item)
             superseding.append((item, entry))

@@ -310,13 +310,15 @@ class Ledger:
             ),
             key=lambda row: row[2],
         )
+        tenants = pa.array(sorted({tenant for tenant, _ in wanted}), pa.string())
+        voided = set(coordinates_of(self.voided(tenants, refresh=refresh)))
         for event, counted_by, where in rows:
             key = (event.tenant_id, event.id)
             if key in wanted and key not in entries:
                 content = event_content(
                     event.meter, event.quantity_nanos, event.time_us, event.data
                 )
-                entries[key] = LedgerEntry(counted_by, where, content)
+                entries[key] = LedgerEntry(counted_by, where, content, where in voided)
         return entries
 
     def window_values(

@@ -326,3 +326,39 @@ def test_an_undo_killed_after_its_rule_is_finished_by_running_it_again(tmp_path)
     assert audit and {r["void_id"] for r in audit} == {done["void_id"]}
     check_g3_audit(lake)
     assert run_meterwax("reconcile", "--lake", lake.root).returncode == 0
+
+
+@pytest.mark.parametrize("second_copy_from", ["aa", "zz"])
+def test_a_voided_late_key_is_not_counted_again_through_a_copy_from_elsewhere(
+    tmp_path, second_copy_from
+):
+    """Whichever file's coordinates sort first, the voided key stays voided, and undoing the
+    void makes it count once (a copy that superseded the voided one counted it twice)."""
+    lake = Lake(tmp_path / "lake")
+
+    def late_copy(name: str, closer: str, quantity: int) -> None:
+        lines = [  # the closer moves the file's watermark first; the copy of k is then late
+            event(closer, meter="other", quantity=str(quantity), at=600.0),
+            event("k", quantity="7", at=5.0),
+        ]
+        (tmp_path / f"{name}.jsonl").write_bytes(b"".join(line + b"\n" for line in lines))
+        invoke("run", "--input", str(tmp_path / f"{name}.jsonl"), "--lake", lake.root)
+        invoke("corrections", "--lake", lake.root, "--once")
+
+    def k_window() -> list[tuple[int, int]]:
+        found = [r for r in rows(lake, USAGE_WINDOWS) if r["meter"] == "api_calls"]
+        return [(int(r["quantity"] or 0), r["event_count"]) for r in found]
+
+    late_copy("zb", "fz", 100)
+    assert k_window() == [(7, 1)]
+    done = void(lake, "--tenant", "acme", "--id", "k", "--reason", "double emit")
+    assert k_window() == [(0, 0)]
+    late_copy(second_copy_from, "fa", 1000)
+    assert k_window() == [(0, 0)]  # still voided
+    assert run_meterwax("reconcile", "--lake", lake.root).returncode == 0
+
+    invoke("void", "--lake", lake.root, "--undo", done["void_id"], "--reason", "it was real")
+    invoke("corrections", "--lake", lake.root, "--once")
+    assert k_window() == [(7, 1)]  # counted once, not once per copy
+    check_g3_audit(lake)
+    assert run_meterwax("reconcile", "--lake", lake.root).returncode == 0
