@@ -251,6 +251,7 @@ VOID_RULES = TableSpec(
             _field("reason", pa.string()),
             _field("requested_by", pa.string(), nullable=True),
             _field("requested_at", TIMESTAMP),
+            _field("sequence", pa.int64(), nullable=True),
         ]
     ),
     properties=CHANNEL_PROPERTIES,

@@ -78,7 +78,7 @@ class VoidStore:
             existing = known.get(rule.void_id)
             if existing is not None and not existing.undone:
                 return existing, False
-            self._append(table, [_row(rule, VOID, reason)])
+            self._append(table, [_row(rule, VOID, reason, table.version() + 1)])
             return _recorded(plain_strings(self.lake.table(VOID_RULES).to_pyarrow_table()))[
                 rule.void_id
             ], True
@@ -94,7 +94,7 @@ class VoidStore:
             known = _recorded(plain_strings(table.to_pyarrow_table())).get(void_id)
             if known is None or known.undone:
                 return None
-            self._append(table, [_row(known.rule, UNDO, reason)])
+            self._append(table, [_row(known.rule, UNDO, reason, table.version() + 1)])
             return known
 
         return retry_commit(attempt, "undo a void", self.stats)
@@ -141,7 +141,13 @@ class VoidStore:
         self.stats.commits += 1
 
 
-def _row(rule: VoidRule, action: str, reason: str) -> dict:
+def _row(rule: VoidRule, action: str, reason: str, sequence: int) -> dict:
+    """A ``void_rules`` row; ``sequence`` is the table version it commits as.
+
+    Every append is fenced (a concurrent one makes it retry, reading the table again), so
+    the version read plus one is the version it lands in: the order of voids and undos is
+    the commit order, whatever the writers' clocks say.
+    """
     return {
         "void_id": rule.void_id,
         "action": action,
@@ -154,6 +160,7 @@ def _row(rule: VoidRule, action: str, reason: str) -> dict:
         "reason": reason,
         "requested_by": _user(),
         "requested_at": datetime.now(UTC),
+        "sequence": sequence,
     }
 
 
@@ -164,7 +171,16 @@ def _instant(micros: int | None) -> datetime | None:
 
 
 def _recorded(rows: pa.Table) -> dict[str, RecordedVoid]:
-    """Every void by id: its latest ``void`` row, undone if an ``undo`` row follows it."""
+    """Every void by id: its latest ``void`` row, undone if an ``undo`` row follows it.
+
+    In commit order (``sequence``); rows of a lake written before it had one come first,
+    by their clock.
+    """
+    sequences = (
+        rows.column("sequence").to_pylist()
+        if "sequence" in rows.column_names
+        else [None] * rows.num_rows
+    )
     froms = timestamp_to_micros(rows.column("time_from"))
     tos = timestamp_to_micros(rows.column("time_to"))
     entries = sorted(
@@ -180,12 +196,13 @@ def _recorded(rows: pa.Table) -> dict[str, RecordedVoid]:
             rows.column("reason").to_pylist(),
             rows.column("requested_by").to_pylist(),
             rows.column("requested_at").to_pylist(),
+            sequences,
             strict=True,
         ),
-        key=lambda entry: entry[10],
+        key=lambda entry: (entry[11] is not None, entry[11] or 0, entry[10]),
     )
     found: dict[str, RecordedVoid] = {}
-    for void_id, action, tenant, ids, meter, source, start, end, reason, by, at in entries:
+    for void_id, action, tenant, ids, meter, source, start, end, reason, by, at, _ in entries:
         if action == UNDO:
             if void_id in found:
                 previous = found[void_id]
