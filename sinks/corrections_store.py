@@ -592,6 +592,33 @@ class CorrectionStore:
         self._void_matching(copies, self.voids.active(), reasons, voids)
         return self.correct_windows(reasons, void_ids=voids)
 
+    def undo_overflows(self, void_id: str) -> list[WindowKey]:
+        """The ``sum`` windows that would pass decimal(38, 9) if this void's rows counted again.
+
+        Events counted since the void can fill a window its rows left room in; counting them
+        back would then void other, billed events instead (the overflow rule), so
+        ``void --undo`` refuses. Rows another void in force selects stay voided and are not
+        counted here.
+        """
+        others = [v for v in self.voids.active() if v.void_id != void_id]
+        back = [
+            copy
+            for copy in self.ledger.voided_by(void_id)
+            if not any(v.rule.matches(copy.event) for v in others)
+        ]
+        if not back:
+            return []
+        catalog = self.follow_catalog()
+        slices = {self.ledger.slice_of(copy) for copy in back}
+        values = self.ledger.window_values(catalog, slices, extra=[c.event for c in back])
+        return sorted(
+            key
+            for key, value in values.items()
+            if (meter := catalog.meter(key[1])) is not None
+            and meter.aggregation is SUM
+            and (value.quantity_nanos or 0) > MAX_QUANTITY_NANOS
+        )
+
     def sweep_voids(
         self, rule_changes: list[tuple[str, str]], appended: list[LedgerCopy]
     ) -> tuple[dict[SliceKey, set[ChangeReason]], dict[SliceKey, set[str]], int]:

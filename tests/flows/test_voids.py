@@ -362,3 +362,21 @@ def test_a_voided_late_key_is_not_counted_again_through_a_copy_from_elsewhere(
     assert k_window() == [(7, 1)]  # counted once, not once per copy
     check_g3_audit(lake)
     assert run_meterwax("reconcile", "--lake", lake.root).returncode == 0
+
+
+def test_an_undo_that_would_overflow_a_window_is_refused(tmp_path):
+    big = "60000000000000000000000000000"  # 6e28: two of them pass decimal(38, 9)
+    lake = Lake(tmp_path / "lake")
+    for name, event_id, at in (("ua", "A", 5.0), ("ub", "B", 10.0)):
+        (tmp_path / f"{name}.jsonl").write_bytes(event(event_id, quantity=big, at=at) + b"\n")
+    invoke("run", "--input", str(tmp_path / "ua.jsonl"), "--lake", lake.root)
+    done = void(lake, "--tenant", "acme", "--id", "A", "--reason", "test traffic")
+    invoke("run", "--input", str(tmp_path / "ub.jsonl"), "--lake", lake.root)
+    invoke("corrections", "--lake", lake.root, "--once")
+    billed = [(r["quantity"], r["event_count"]) for r in rows(lake, USAGE_WINDOWS)]
+
+    out = invoke("void", "--lake", lake.root, "--undo", done["void_id"], "--reason", "no", expect=2)
+    assert "past decimal(38, 9)" in out and "Nothing was undone" in out
+    assert [(r["quantity"], r["event_count"]) for r in rows(lake, USAGE_WINDOWS)] == billed
+    assert {r["id"] for r in rows(lake, VOIDED_EVENTS)} == {"A"}  # B still counts
+    assert run_meterwax("reconcile", "--lake", lake.root).returncode == 0

@@ -281,6 +281,7 @@ def _undo(
     # windows are recomputed; those already back are left alone).
     again = known.undone
     if not again:
+        _refuse_overflow(store, void_id)
         store.voids.undo(void_id, reason)
         crash_point("void.after_undo_rule")
     correction = store.undo_void(void_id)
@@ -300,6 +301,20 @@ def _undo(
         f"{len(correction.changes):,} windows changed back, "
         f"{len(correction.audited):,} audit rows (reason void_undone)"
     )
+
+
+def _refuse_overflow(store: CorrectionStore, void_id: str) -> None:
+    """ConfigError if counting the void's events again takes a sum past decimal(38, 9)."""
+    over = store.undo_overflows(void_id)
+    if not over:
+        return
+    shown = ", ".join(f"{key[1]} of {key[0]} at {format_micros(key[2])}" for key in over[:5])
+    msg = (
+        f"--undo {void_id}: its events counted again would take {len(over):,} windows past "
+        f"decimal(38, 9) (29 digits before the point), e.g. {shown}: events counted since the "
+        "void fill them. Nothing was undone"
+    )
+    raise ConfigError(msg)
 
 
 def _list(store: CorrectionStore, output_format: str) -> None:
