@@ -8,7 +8,7 @@ aggregation, and ends with a clean ``reconcile``.
 from __future__ import annotations
 
 import json
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import pytest
 import yaml
@@ -380,3 +380,16 @@ def test_an_undo_that_would_overflow_a_window_is_refused(tmp_path):
     assert [(r["quantity"], r["event_count"]) for r in rows(lake, USAGE_WINDOWS)] == billed
     assert {r["id"] for r in rows(lake, VOIDED_EVENTS)} == {"A"}  # B still counts
     assert run_meterwax("reconcile", "--lake", lake.root).returncode == 0
+
+
+def test_a_range_of_dates_means_the_days_of_tz_as_in_usage(tmp_path):
+    lake = Lake(tmp_path / "lake")
+    times = {"a": "2026-03-01T23:30:00Z", "b": "2026-03-02T12:00:00Z", "c": "2026-03-02T23:30:00Z"}
+    lines = [event(i, at=datetime.fromisoformat(t)) for i, t in times.items()]
+    (tmp_path / "tz.jsonl").write_bytes(b"".join(line + b"\n" for line in lines))
+    invoke("run", "--input", str(tmp_path / "tz.jsonl"), "--lake", lake.root, "--max-future", "off")
+    day = ("--tenant", "acme", "--from", "2026-03-02", "--to", "2026-03-03", "--reason", "x")
+    berlin = void(lake, *day, "--tz", "Europe/Berlin", "--dry-run")
+    assert sorted(e["id"] for e in berlin["events"]) == ["a", "b"]  # 23:00Z to 23:00Z
+    utc = void(lake, *day, "--dry-run")
+    assert sorted(e["id"] for e in utc["events"]) == ["b", "c"]

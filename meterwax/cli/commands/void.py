@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from decimal import Decimal
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import click
 import pyarrow.compute as pc
 
 from meterwax.cli import config
-from meterwax.cli.arguments import parse_instant
+from meterwax.cli.arguments import parse_bound
 from meterwax.cli.options import CONTEXT, format_option, lake_option
 from meterwax.cli.render import format_decimal, text_table, to_json
 from meterwax.durations import parse_duration_us
@@ -18,6 +19,7 @@ from meterwax.faults import crash_point
 from meterwax.operators.aggregates import WindowValue
 from meterwax.operators.timeline import format_micros, from_micros, to_micros
 from meterwax.operators.voids import DEFAULT_MAX_RANGE_US, VoidRule, VoidRuleError, check_rule
+from meterwax.reports.periods import zone
 from meterwax.sinks.corrections_store import CorrectionStore, VoidOutcome
 from meterwax.sinks.lake import Lake
 from meterwax.sinks.schemas import EVENTS
@@ -43,8 +45,17 @@ Examples:
 @click.option("--id", "ids", multiple=True, metavar="ID", help="An event id to void (repeatable).")
 @click.option("--meter", help="With a range: only events of this meter.")
 @click.option("--source", help="With a range: only events with this source.")
-@click.option("--from", "start", help="With --to: void event times in [from, to) (RFC 3339).")
+@click.option(
+    "--from",
+    "start",
+    help="With --to: void event times in [from, to) (RFC 3339, or a date: its start in --tz).",
+)
 @click.option("--to", "end", help="End of the range (exclusive).")
+@click.option(
+    "--tz",
+    help="IANA time zone of dates given to --from/--to, as in `usage`.  "
+    "[env METERWAX_TZ; default UTC]",
+)
 @click.option("--reason", help="Why (kept with the void, shown in every audit row's void).")
 @click.option("--dry-run", is_flag=True, help="Print the events and windows it would change.")
 @click.option(
@@ -69,6 +80,7 @@ def void(
     source: str | None,
     start: str | None,
     end: str | None,
+    tz: str | None,
     reason: str | None,
     dry_run: bool,
     max_range: str,
@@ -87,7 +99,7 @@ def void(
     are voided by the correction flow. Repeating a void changes nothing. To amend an event,
     void it and send the corrected event with a new id.
     """
-    settings = config.load(config.LakeSettings, lake=lake)
+    settings = config.load(config.UsageSettings, lake=lake, tz=tz)
     the_lake = Lake(settings.lake)
     store = CorrectionStore(the_lake)
     if list_voids:
@@ -96,7 +108,7 @@ def void(
     if undo_id is not None:
         _undo(store, undo_id, reason, dry_run=dry_run, output_format=output_format)
         return
-    rule = _rule(tenant, ids, meter, source, start, end)
+    rule = _rule(tenant, ids, meter, source, start, end, zone(settings.tz))
     try:
         check_rule(
             rule,
@@ -134,6 +146,7 @@ def _rule(
     source: str | None,
     start: str | None,
     end: str | None,
+    tz: ZoneInfo,
 ) -> VoidRule:
     if not tenant:
         raise ConfigError("--tenant: required (voids are per tenant)")
@@ -148,8 +161,8 @@ def _rule(
         ids,
         meter,
         source,
-        to_micros(parse_instant(start, option="--from")) if start else None,
-        to_micros(parse_instant(end, option="--to")) if end else None,
+        to_micros(parse_bound(start, option="--from", tz=tz)) if start else None,
+        to_micros(parse_bound(end, option="--to", tz=tz)) if end else None,
     )
 
 
