@@ -49,10 +49,8 @@ def apply_work(store: CorrectionStore, work: CorrectionWork) -> Counter[str]:
     inserted = store.insert_late(
         work.late, counted_by=CORRECTIONS_FLOW, fence_version=work.through.late
     )
-    late_ids: dict[SliceKey, list[str]] = defaultdict(list)
     reasons: dict[SliceKey, set[ChangeReason]] = defaultdict(set)
     for event in inserted.counted:
-        late_ids[event.slice].append(event.event.id)
         reasons[event.slice].add(ChangeReason.LATE_EVENTS)
     for copy in inserted.superseded:
         reasons[store.ledger.slice_of(copy)].add(ChangeReason.LATE_EVENTS)
@@ -66,6 +64,12 @@ def apply_work(store: CorrectionStore, work: CorrectionWork) -> Counter[str]:
         for key, found in void_reasons.items():
             reasons[key] |= found
     crash_point("corrections.after_voids")
+    # The audit rows name the late events that count: not those a void took back at once.
+    taken_back = store.voided_among(inserted.counted) if voided else set()
+    late_ids: dict[SliceKey, list[str]] = defaultdict(list)
+    for event in inserted.counted:
+        if event.coordinates not in taken_back:
+            late_ids[event.slice].append(event.event.id)
     correction = store.correct_windows(reasons, late_ids=late_ids, void_ids=void_ids)
     crash_point("corrections.after_windows")
     store.record_progress(work.through)

@@ -76,6 +76,7 @@ from meterwax.sinks.ledger import (
     LateInsert,
     Ledger,
     LedgerCopy,
+    coordinates_of,
     events_of,
     overflowing_copies,
 )
@@ -691,6 +692,14 @@ class CorrectionStore:
             self.ledger.void(chosen, void_id=void_id, reason=ChangeReason.VOID)
             for void_id, chosen in taken.items()
         )
+
+    def voided_among(self, late: list[LateEvent]) -> set[Coordinates]:
+        """The coordinates of those late events that are voided now."""
+        if not late:
+            return set()
+        tenants = pa.array(sorted({e.event.tenant_id for e in late}), pa.string())
+        listed = set(coordinates_of(self.ledger.voided(tenants)))
+        return {e.coordinates for e in late} & listed
 
     def _voided_coordinates(self, copies: list[LedgerCopy]) -> set[Coordinates]:
         """Which of these rows are voided now (by a void in force, or a duplicate fix)."""

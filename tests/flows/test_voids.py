@@ -393,3 +393,27 @@ def test_a_range_of_dates_means_the_days_of_tz_as_in_usage(tmp_path):
     assert sorted(e["id"] for e in berlin["events"]) == ["a", "b"]  # 23:00Z to 23:00Z
     utc = void(lake, *day, "--dry-run")
     assert sorted(e["id"] for e in utc["events"]) == ["b", "c"]
+
+
+def test_audit_rows_name_only_the_late_events_that_count(tmp_path):
+    lake = Lake(tmp_path / "lake")
+    closer = event("f1", quantity="10", at=600.0)  # moves the watermark: the rest is late
+    first = [event("e1", quantity="1", at=5.0), closer, event("late1", quantity="100", at=20.0)]
+    source = tmp_path / "l1.jsonl"
+    source.write_bytes(b"".join(line + b"\n" for line in first))
+    invoke("run", "--input", str(source), "--lake", lake.root, "--max-future", "off")
+    void(lake, "--tenant", "acme", "--id", "late1", "--id", "late2", "--reason", "test")
+    more = [
+        event("f2", quantity="20", at=610.0),
+        event("late2", quantity="1000", at=30.0),
+        event("late3", quantity="5", at=40.0),
+    ]
+    (tmp_path / "l2.jsonl").write_bytes(b"".join(line + b"\n" for line in more))
+    invoke("run", "--input", str(tmp_path / "l2.jsonl"), "--lake", lake.root, "--max-future", "off")
+    invoke("corrections", "--lake", lake.root, "--once")
+
+    first = [r for r in rows(lake, USAGE_WINDOWS) if r["window_start"] == T0]
+    assert [(int(r["quantity"]), r["event_count"]) for r in first] == [(6, 2)]
+    named = {i for r in rows(lake, USAGE_CORRECTIONS) for i in (r["late_event_ids"] or [])}
+    assert named == {"late3"}
+    check_g3_audit(lake)
