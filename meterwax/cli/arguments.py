@@ -51,7 +51,16 @@ def parse_instant(text: str, *, option: str) -> datetime:
             msg = f"{option} {text!r} has no UTC offset; add Z or +hh:mm"
             raise ConfigError(msg)
         value = value.replace(tzinfo=UTC)
-    return value.astimezone(UTC)
+    return _in_utc(value, text, option)
+
+
+def _in_utc(value: datetime, text: str, option: str) -> datetime:
+    """``value`` in UTC; ConfigError when that falls outside years 1–9999."""
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:
+        msg = f"{option} {text!r} is outside years 1–9999 in UTC"
+        raise ConfigError(msg) from None
 
 
 def parse_bound(text: str, *, option: str, tz: ZoneInfo) -> datetime:
@@ -64,7 +73,7 @@ def parse_bound(text: str, *, option: str, tz: ZoneInfo) -> datetime:
             pass
         else:
             # fold=0 puts a midnight skipped by a DST jump at the jump itself.
-            return datetime.combine(day, time(), tz).astimezone(UTC)
+            return _in_utc(datetime.combine(day, time(), tz), text, option)
     return parse_instant(text, option=option)
 
 
