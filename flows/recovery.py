@@ -285,30 +285,39 @@ def discard_unfinished_epochs(part: Path, resume_at: int | None = None) -> int:
         return db.execute("DELETE FROM snaps WHERE snap_epoch >= ?", (resume_epoch,)).rowcount
 
 
-def source_positions(directory: Path, step_id: str = SOURCE_STEP) -> dict[str, object]:
+def source_positions(*directories: Path, step_id: str = SOURCE_STEP) -> dict[str, object]:
     """Where each source partition of a store would resume: ``{partition: position}``.
 
     The position is the input's own snapshot (the next Kafka offset, a file position), read
     the way Bytewax will read it: the newest snapshot of an epoch before the resume epoch.
     A partition missing from the result resumes at its start. Operators and tests use this to
-    know whether a store holds progress, without starting a flow.
+    know whether a store holds progress, without starting a flow. For a cluster, pass every
+    process's store: the resume epoch and the snapshots are spread over all of them.
     """
-    positions: dict[str, object] = {}
-    for part in sorted(directory.glob("part-*.sqlite3")):
+    parts = sorted(part for directory in directories for part in directory.glob("part-*.sqlite3"))
+    executions: list[tuple[int, int, int]] = []
+    frontiers: list[tuple[int, int, int]] = []
+    for part in parts:
         with closing(sqlite3.connect(part)) as db:
-            resume_epoch = _resume_epoch(db)
-            if resume_epoch is None:
-                continue
-            newest = db.execute(
-                "SELECT state_key, ser_change FROM snaps WHERE step_id = ? AND snap_epoch < ?"
-                " ORDER BY snap_epoch",
-                (step_id, resume_epoch),
+            executions += db.execute("SELECT ex_num, worker_count, resume_epoch FROM exs")
+            frontiers += db.execute("SELECT ex_num, worker_index, worker_frontier FROM fronts")
+    resume_at = resume_epoch_of(executions, frontiers)
+    if resume_at is None:
+        return {}
+    newest: list[tuple[int, str, bytes | None]] = []
+    for part in parts:
+        with closing(sqlite3.connect(part)) as db:
+            newest += db.execute(
+                "SELECT snap_epoch, state_key, ser_change FROM snaps"
+                " WHERE step_id = ? AND snap_epoch < ?",
+                (step_id, resume_at),
             ).fetchall()
-        for state_key, change in newest:
-            if change is None:
-                positions.pop(state_key, None)
-            else:
-                positions[state_key] = pickle.loads(change)  # Bytewax pickles snapshots
+    positions: dict[str, object] = {}
+    for _, state_key, change in sorted(newest, key=lambda row: row[0]):
+        if change is None:
+            positions.pop(state_key, None)
+        else:
+            positions[state_key] = pickle.loads(change)  # Bytewax pickles snapshots
     return positions
 
 
