@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from meterwax.flows.recovery import source_positions
 from meterwax.sinks.lake import Lake
 from meterwax.sinks.schemas import EVENTS
 from meterwax.synthetic.generator import generate
@@ -26,7 +27,7 @@ from tests.guarantees import (
     check_g4_accounting,
 )
 from tests.helpers import comparable_tables
-from tests.kafka_helpers import read_topic
+from tests.kafka_helpers import produce_generated, read_topic
 from tests.processes import (
     loopback_addresses,
     run_meterwax,
@@ -50,6 +51,12 @@ def _process_args(bootstrap: str, topic: str, lake: Lake, state_dir: Path) -> tu
     )
 
 
+def _resumes_past_start(state_dirs: list[Path]) -> bool:
+    """Whether the processes' stores, read together, would resume a partition past offset 0."""
+    stores = [store for state in state_dirs for store in state.glob("recovery/*")]
+    return any(offset > 0 for offset in source_positions(*stores).values())
+
+
 def _start_cluster(
     args_of, addresses: str, logs: list[Path], *extra: str
 ) -> list:  # list[subprocess.Popen[str]]
@@ -68,22 +75,27 @@ def test_a_killed_process_of_a_two_process_cluster_resumes_exactly(
     lake = Lake(tmp_path / "lake")
     hosts = [tmp_path / "host-0", tmp_path / "host-1"]
     addresses = loopback_addresses(2)
-    producer = SlowProducer(cluster, topic, messages, seconds=20)
-    producer.start()
+    # Half the stream is in the topic before the cluster starts, the rest is written after
+    # the kill: the kill is mid-stream whatever the machine's speed.
+    half = len(messages) // 2
+    produce_generated(cluster, topic, messages[:half])
 
     def args_of(process: int, state_dirs=hosts) -> tuple[str, ...]:
         return _process_args(bootstrap, topic, lake, state_dirs[process])
 
     logs = [tmp_path / "first-0.log", tmp_path / "first-1.log"]
     first = _start_cluster(args_of, addresses, logs)
-    # Mid-run: the cluster has committed events and the producer is still writing.
+    # Mid-run: the cluster has committed events and its stores would resume past them.
     wait_for(lambda: table_rows(lake, EVENTS), what="a first commit", process=first[0])
-    assert producer.is_alive(), "the stream was written before the cluster committed anything"
+    wait_for(lambda: _resumes_past_start(hosts), what="a snapshot past it", process=first[0])
     first[1].send_signal(signal.SIGKILL)
     assert first[1].wait(timeout=30) == -signal.SIGKILL
     # The survivor cannot go on alone: it stops and says why.
     assert first[0].wait(timeout=60) == 2, logs[0].read_text()[-3000:]
     assert "cluster stopped: a peer process exited" in logs[0].read_text()
+
+    producer = SlowProducer(cluster, topic, messages[half:], seconds=10)
+    producer.start()
 
     # Process 1's disk was replaced: both refuse rather than resume without its state.
     lost = [hosts[0], tmp_path / "host-1-new-disk"]
