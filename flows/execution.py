@@ -23,7 +23,7 @@ from bytewax.dataflow import Dataflow
 from bytewax.errors import BytewaxRuntimeError
 from bytewax.recovery import RecoveryConfig
 
-from meterwax.errors import MeterwaxError
+from meterwax.errors import ClusterStoppedError, MeterwaxError
 
 
 def execute(
@@ -60,6 +60,18 @@ def execute(
         if cause is None:
             raise
         raise cause from None
+    except BaseException as error:
+        # pyo3 raises a Rust panic as ``pyo3_runtime.PanicException``, a BaseException
+        # that cannot be imported by name. In a cluster, Timely's network threads panic
+        # when a peer process goes away, and the whole cluster stops.
+        if addresses is None or len(addresses) < 2 or type(error).__name__ != "PanicException":
+            raise
+        msg = (
+            f"process {process_id or 0} of the {len(addresses)}-process cluster stopped: a "
+            f"peer process exited or its connection broke ({error}); a Bytewax cluster "
+            "stops whole, so restart every process (each resumes from its own store)"
+        )
+        raise ClusterStoppedError(msg) from None
 
 
 def _meterwax_cause(error: BaseException) -> MeterwaxError | None:

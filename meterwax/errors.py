@@ -17,6 +17,30 @@ class BrokerError(MeterwaxError):
     """Kafka is unreachable, a topic is missing, or a read or write failed for good."""
 
 
+class RecoveryStoreError(MeterwaxError):
+    """A recovery store this run cannot use: another run holds it, or it does not fit the cluster.
+
+    Resuming a store that belongs to another process, another cluster size or an older state
+    would silently break exactly-once, so these are refused before anything runs.
+    """
+
+
+class StoreBusyError(RecoveryStoreError):
+    """Another run holds the recovery store: two runs on one store corrupt it."""
+
+    def __init__(self, directory: str, holder: str) -> None:
+        super().__init__(
+            f"recovery store {directory} is held by another run ({holder}): two runs on one "
+            "store corrupt it; stop the other run, or give this one its own store"
+        )
+        self.directory = directory
+        self.holder = holder
+
+
+class ClusterStoppedError(MeterwaxError):
+    """A process of a multi-process run lost a peer: the whole cluster stops and restarts."""
+
+
 class SourceChangedError(MeterwaxError):
     """An input the lake counted part of has changed in that part: it cannot be continued."""
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -104,3 +105,16 @@ def stop_cleanly(process: subprocess.Popen[str], log: Path, sig: int = signal.SI
     assert code == 128 + sig, output
     assert "panicked" not in output and "stack backtrace" not in output, output
     return output
+
+
+def loopback_addresses(count: int) -> str:
+    """A cluster's ``--addresses``: process k on its own loopback address ``127.0.0.<k+1>``
+    (all of 127/8 is loopback on Linux), each on a port free there, as separate hosts would
+    be."""
+    addresses = []
+    for process in range(count):
+        host = f"127.0.0.{process + 1}"
+        with socket.socket() as probe:
+            probe.bind((host, 0))
+            addresses.append(f"{host}:{probe.getsockname()[1]}")
+    return ";".join(addresses)

@@ -20,15 +20,14 @@ import os
 import random
 import shutil
 import signal
-import threading
 import time
 from pathlib import Path
 
 import pytest
 
-from meterwax.kafka.producer import Record, RecordWriter
 from meterwax.sinks.lake import Lake
-from meterwax.synthetic.generator import Workload, generate
+from meterwax.synthetic.generator import generate
+from tests.fault.streams import SlowProducer, fault_workload
 from tests.guarantees import (
     check_g1_ledger,
     check_g2_totals,
@@ -52,39 +51,6 @@ CORRECTION_CRASHES = (
 )
 
 pytestmark = [pytest.mark.kafka, pytest.mark.fault, pytest.mark.slow]
-
-
-def _workload(seed: int) -> Workload:
-    return Workload(
-        events=EVENTS,
-        tenants=25,
-        seed=seed,
-        duplicates=0.03,
-        late=0.02,
-        invalid=0.003,
-        max_retry_delay=2_000,
-        events_per_second=40,
-        jitter_s=1,
-        allowed_lateness_s=LATENESS_S,
-    )
-
-
-class _Producer(threading.Thread):
-    """Writes the stream in small chunks, so it is still writing while the flow is killed."""
-
-    def __init__(self, cluster, topic: str, messages, seconds: float) -> None:
-        super().__init__(daemon=True)
-        self._writer = RecordWriter(cluster, topic)
-        self._messages = messages
-        self._pause = seconds / max(1, len(messages) // 200)
-        self.undelivered = 0
-
-    def run(self) -> None:
-        for start in range(0, len(self._messages), 200):
-            chunk = self._messages[start : start + 200]
-            report = self._writer.write_all(Record(m.key, m.payload) for m in chunk)
-            self.undelivered += report.undelivered
-            time.sleep(self._pause)
 
 
 def _run_args(bootstrap: str, topic: str, lake: Lake, recovery: Path) -> tuple[str, ...]:
@@ -156,10 +122,10 @@ def test_g1_to_g5_hold_when_the_flows_are_killed_at_random_and_at_every_commit(
     tmp_path, bootstrap, cluster, new_topic
 ):
     rng = random.Random(SEED)
-    messages = list(generate(_workload(SEED)))
+    messages = list(generate(fault_workload(SEED, events=EVENTS, lateness_s=LATENESS_S)))
     topic = new_topic(4)
     lake, recovery = Lake(tmp_path / "lake"), tmp_path / "recovery"
-    producer = _Producer(cluster, topic, messages, seconds=max(30.0, KILLS * 2.5))
+    producer = SlowProducer(cluster, topic, messages, seconds=max(30.0, KILLS * 2.5))
     producer.start()
     kills = _kill_rounds(bootstrap, topic, lake, recovery, tmp_path, rng, producer)
     producer.join()

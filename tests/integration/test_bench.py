@@ -82,8 +82,10 @@ def test_smoke_benchmark_reads_everything_and_totals_agree(bootstrap, tmp_path):
     assert "floor" in done.stdout  # the table
 
 
-def test_resume_benchmark_resumes_to_the_clean_lake(bootstrap, tmp_path):
-    """bench/resume.py kills a run, restarts it, and fails unless the lake equals a clean run's."""
+@pytest.mark.parametrize("processes", [1, 2])
+def test_resume_benchmark_resumes_to_the_clean_lake(bootstrap, tmp_path, processes):
+    """bench/resume.py kills a run (one process of a cluster), restarts it, and fails unless the
+    lake equals a clean run's."""
     out = tmp_path / "resume.json"
     done = subprocess.run(
         [
@@ -98,6 +100,8 @@ def test_resume_benchmark_resumes_to_the_clean_lake(bootstrap, tmp_path):
             "1",
             "--snapshot-interval",
             "200ms",
+            "--processes",
+            str(processes),
             "--json",
             str(out),
         ],
@@ -112,3 +116,5 @@ def test_resume_benchmark_resumes_to_the_clean_lake(bootstrap, tmp_path):
     assert measured["ledger_rows_at_kill"] > 0
     assert 0 < measured["resume_to_first_commit_seconds"] <= measured["restart_seconds"]
     assert measured["recovery_store_bytes"] > 0
+    assert measured["processes"] == processes
+    assert (measured["peers_stopped_after_seconds"] > 0) == (processes > 1)

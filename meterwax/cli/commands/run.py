@@ -28,11 +28,15 @@ from meterwax.flows.file_source import FileSource
 from meterwax.flows.kafka_source import KafkaSource
 from meterwax.flows.metering import run_to_lake
 from meterwax.flows.recovery import (
+    SINGLE,
+    Member,
     default_directory,
+    hold_store,
     prepare_store,
     source_positions,
     store_identity,
 )
+from meterwax.flows.store_agreement import agree_on_stores
 from meterwax.metrics import RunStats, serve
 from meterwax.operators.partition import MeteringRules
 from meterwax.operators.records import SourcePartition
@@ -166,7 +170,10 @@ def run(
         what = f"{label} ({len(source.partitions)} partitions)"
     if addresses is not None:
         what += f", process {settings.process_id} of {len(addresses)}"
-    recovery_dir = _recovery_store(settings, lake, source.partitions, rules, kafka=not inputs)
+    member = SINGLE if addresses is None else Member(settings.process_id, len(addresses))
+    recovery_dir = _recovery_store(
+        ctx, settings, lake, source.partitions, rules, member, kafka=not inputs
+    )
     if recovery_dir is not None:
         what += f", recovery {recovery_dir}"
     stats = RunStats()
@@ -185,6 +192,10 @@ def run(
             click.echo(f"{title}: tailing (Ctrl-C or SIGTERM stops it)", err=True)
         started = time.monotonic()
         try:
+            if recovery_dir is not None and member.processes > 1:
+                # Every process's store must be the one it ran with, and all resume at one
+                # epoch: the processes compare their stores before the flow starts.
+                agree_on_stores(recovery_dir, member, addresses or [])
             run_to_lake(
                 source,
                 source.partitions,
@@ -213,17 +224,20 @@ def run(
 
 
 def _recovery_store(
+    ctx: click.Context,
     settings: config.RunSettings,
     lake: Lake,
     partitions: list[SourcePartition],
     rules: MeteringRules,
+    member: Member,
     *,
     kafka: bool,
 ) -> Path | None:
-    """The prepared recovery store of this run, or None when it keeps none.
+    """The prepared recovery store of this run, held until the command ends, or None.
 
     Kafka input keeps one by default, under ``--state-dir``; file input only with
     ``--recovery-dir`` (a rerun of a file reads it again and the lake skips what it holds).
+    Each process of a cluster keeps its own.
     """
     if settings.recovery_dir is None and not (kafka and settings.recovery):
         return None
@@ -231,9 +245,11 @@ def _recovery_store(
     if settings.recovery_dir is not None:
         directory, flag = Path(settings.recovery_dir), "--recovery-dir"
     else:
-        directory, flag = default_directory(Path(settings.state_dir), identity), "--state-dir"
+        directory = default_directory(Path(settings.state_dir), identity, member)
+        flag = "--state-dir"
     try:
-        prepare_store(directory, identity)
+        ctx.with_resource(hold_store(directory))
+        prepare_store(directory, identity, member=member)
     except OSError as error:
         msg = (
             f"cannot use the recovery store {directory} ({flag}): {error.strerror}; "
