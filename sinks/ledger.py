@@ -429,10 +429,10 @@ class Ledger:
         self._events.update_incremental()
         condition = pc.field("tenant_id") == rule.tenant_id
         if rule.is_range:
-            first = (rule.from_us or 0) // DAY_US
-            last = ((rule.to_us or 0) - 1) // DAY_US
-            days = pa.array(list(range(first, last + 1)), pa.int32()).cast(pa.date32())
-            condition &= pc.field("event_date").isin(days)
+            # A range, not a list of days: a void over centuries reads as fast as one over a day.
+            first = pa.scalar((rule.from_us or 0) // DAY_US, pa.int32()).cast(pa.date32())
+            last = pa.scalar(((rule.to_us or 0) - 1) // DAY_US, pa.int32()).cast(pa.date32())
+            condition &= (pc.field("event_date") >= first) & (pc.field("event_date") <= last)
         else:
             condition &= pc.field("id").isin(pa.array(list(rule.ids), pa.string()))
         rows = self._events.to_pyarrow_dataset().to_table(

@@ -417,3 +417,12 @@ def test_audit_rows_name_only_the_late_events_that_count(tmp_path):
     named = {i for r in rows(lake, USAGE_CORRECTIONS) for i in (r["late_event_ids"] or [])}
     assert named == {"late3"}
     check_g3_audit(lake)
+
+
+def test_a_catalog_meter_name_given_as_the_events_meter_is_refused(tmp_path):
+    lake = lake_with(tmp_path, stream("e", 5))
+    args = ("--tenant", "acme", "--meter", "requests", "--reason", "x")
+    span = ("--from", "2026-03-02T00:00:00Z", "--to", "2026-03-03T00:00:00Z")
+    out = void(lake, *args, *span, expect=2)
+    assert "--meter 'requests': a catalog meter" in out and "--meter 'api_calls'" in out
+    assert void(lake, "--tenant", "acme", "--meter", "api_calls", *span, "--reason", "x")["voided"]

@@ -118,6 +118,7 @@ def void(
         )
     except VoidRuleError as error:
         raise ConfigError(f"--{error.setting.replace('_', '-')}: {error.problem}") from None
+    _refuse_catalog_meter(store, rule.meter)
     if not force and not _has_events(the_lake, rule.tenant_id):
         msg = (
             f"--tenant {rule.tenant_id!r}: the ledger has no events of this tenant (a typo?); "
@@ -314,6 +315,24 @@ def _undo(
         f"{len(correction.changes):,} windows changed back, "
         f"{len(correction.audited):,} audit rows (reason void_undone)"
     )
+
+
+def _refuse_catalog_meter(store: CorrectionStore, meter: str | None) -> None:
+    """ConfigError for ``--meter`` naming a catalog meter that is no event's meter.
+
+    Voids select events, by the ``meter`` field they were sent with; a catalog meter's name
+    (``requests``) would select nothing and be recorded as a rule that never matches.
+    """
+    catalog = store.catalog
+    if meter is None or catalog.is_legacy or catalog.meters_for(meter):
+        return
+    named = catalog.meter(meter)
+    if named is not None:
+        msg = (
+            f"--meter {meter!r}: a catalog meter, not an event meter; voids select events by "
+            f"the meter they were sent with: --meter {named.event_meter!r}"
+        )
+        raise ConfigError(msg)
 
 
 def _refuse_overflow(store: CorrectionStore, void_id: str) -> None:
