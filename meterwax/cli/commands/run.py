@@ -140,7 +140,7 @@ def run(
         msg = "nothing to read: give --input FILE or --brokers HOST:PORT (or set METERWAX_BROKERS)"
         raise ConfigError(msg)
     addresses = settings.cluster_addresses()
-    lake = Lake(settings.lake)
+    lake = settings.open_lake(writes=True)
     rules = settings.rules(lake.recorded_rules())
     lake.ensure_tables(rules)  # before the recovery store, which records the lake id
     source: FileSource | KafkaSource
