@@ -99,6 +99,9 @@ class Lake:
                 "(has `meterwax run` written to this lake yet?)"
             )
             raise LakeError(msg) from None
+        except OSError as error:  # an object store that cannot be reached or read
+            msg = f"cannot open table {spec.name!r} in lake {self.root}: {error}"
+            raise LakeError(msg) from None
         if isinstance(version, int) and not 0 <= version <= table.version():
             msg = f"{spec.name} has versions 0 to {table.version()}; there is no version {version}"
             raise LakeError(msg)

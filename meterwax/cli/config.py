@@ -53,6 +53,10 @@ class _Settings(BaseSettings):
 def _option_values(value: object) -> object:
     """A map of settings as strings (JSON ``true`` → ``"true"``, numbers → text)."""
     if isinstance(value, dict):
+        nested = [key for key, item in value.items() if isinstance(item, (dict, list))]
+        if nested:
+            msg = f"values are strings, numbers or booleans, not lists or maps: {nested}"
+            raise ValueError(msg)
         return {
             key: str(item).lower() if isinstance(item, bool) else str(item)
             for key, item in value.items()
