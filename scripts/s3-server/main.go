@@ -71,6 +71,11 @@ func run() error {
 		return fmt.Errorf("listen on %s: %w", *addr, err)
 	}
 	server := &http.Server{Handler: handler, ReadHeaderTimeout: 30 * time.Second}
+	if !*verbose {
+		// gofakes3 writes an error status twice on some failed requests (a refused conditional
+		// PUT among them); net/http logs each such "superfluous WriteHeader". Noise, not news.
+		server.ErrorLog = log.New(io.Discard, "", 0)
+	}
 	failed := make(chan error, 1)
 	go func() { failed <- server.Serve(listener) }()
 	fmt.Printf("listening on %s\n", listener.Addr())
