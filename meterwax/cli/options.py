@@ -29,7 +29,7 @@ def storage_option(function: Any) -> Any:
         callback=_parse_storage_options,
         help="delta-rs storage option for an object-store lake, e.g. AWS_ENDPOINT_URL=http://"
         "minio:9000 (repeat for more; secrets are never shown).  "
-        "[env METERWAX_STORAGE_OPTIONS as JSON; AWS_* variables also apply]",
+        "[env METERWAX_STORAGE_OPTIONS as JSON, under the flags; AWS_* variables also apply]",
     )(function)
 
 
