@@ -10,7 +10,7 @@ from typing import Any
 import click
 from bytewax.errors import BytewaxRuntimeError
 
-from meterwax.cli import config
+from meterwax.cli import config, secrets
 from meterwax.cli.options import (
     CONTEXT,
     format_option,
@@ -257,9 +257,9 @@ def print_summary(report: RunReport, title: str, output_format: str) -> None:
     if report.stopped_by:
         data["stopped_by"] = report.stopped_by
     if output_format == "json":
-        click.echo(to_json(data))
+        click.echo(secrets.redact(to_json(data)))
         return
-    click.echo(render_summary(data))
+    click.echo(secrets.redact(render_summary(data)))
     if report.stopped_by:
         click.echo(
             f"  stopped by {report.stopped_by}: the numbers above are what was committed; "
