@@ -77,7 +77,7 @@ def test_two_processes_of_one_cluster_compaction_and_replay_on_one_s3_lake(
         # Both at once: one process of a cluster stops only when the whole cluster does.
         for process in processes:
             process.send_signal(signal.SIGTERM)
-        codes = [process.wait(timeout=120) for process in processes]
+        codes = [_wait_or_kill(process) for process in processes]
     assert codes == [128 + signal.SIGTERM] * 2, [p.read_text() for p in tmp_path.glob("*.log")]
     check_g1_ledger(lake, messages)
     assert window_totals(lake) == generated_windows(messages)
@@ -109,6 +109,16 @@ def test_two_processes_of_one_cluster_compaction_and_replay_on_one_s3_lake(
     check_g1_ledger(lake, messages)
     checked = run_meterwax("reconcile", "--lake", lake.root, env_extra=env)
     assert checked.returncode == 0, checked.stdout + checked.stderr
+
+
+def _wait_or_kill(process: subprocess.Popen[str]) -> int:
+    """The exit status of a stopped process; killed (and the test failed) if it hangs."""
+    try:
+        return process.wait(timeout=120)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+        raise
 
 
 def test_three_correction_flows_at_once_on_an_s3_lake(tmp_path, s3_server: S3Server, monkeypatch):
