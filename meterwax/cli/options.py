@@ -7,6 +7,7 @@ from typing import Any
 import click
 
 from meterwax.errors import ConfigError
+from meterwax.sinks.storage import is_secret
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
@@ -120,22 +121,23 @@ def _parse_kafka_config(
     _ctx: click.Context, _param: click.Parameter, pairs: tuple[str, ...]
 ) -> dict[str, str] | None:
     """``("a=1", "b=x")`` → ``{"a": "1", "b": "x"}``; None when no pair was given (env applies)."""
-    return _pairs(pairs, "--kafka-config", "security.protocol=SSL")
+    return _pairs(pairs, "--kafka-config", "security.protocol=SSL", hide=False)
 
 
 def _parse_storage_options(
     _ctx: click.Context, _param: click.Parameter, pairs: tuple[str, ...]
 ) -> dict[str, str] | None:
     """Like ``--kafka-config``: the pairs as a map, None when none was given (env applies)."""
-    return _pairs(pairs, "--storage-option", "AWS_REGION=us-east-1")
+    return _pairs(pairs, "--storage-option", "AWS_REGION=us-east-1", hide=True)
 
 
-def _pairs(pairs: tuple[str, ...], flag: str, example: str) -> dict[str, str] | None:
+def _pairs(pairs: tuple[str, ...], flag: str, example: str, *, hide: bool) -> dict[str, str] | None:
     """Parse ``KEY=VALUE`` pairs.
 
     Raises ConfigError naming a pair that is not ``key=value`` (one line, like every other
     bad setting, rather than click's usage block). A malformed pair is not shown when it
-    may hold a secret (``--storage-option SECRET`` without ``=``).
+    may hold a secret: ``hide`` (a storage option without ``=`` may be a bare credential),
+    or a secret-sounding name.
     """
     if not pairs:
         return None
@@ -143,7 +145,7 @@ def _pairs(pairs: tuple[str, ...], flag: str, example: str) -> dict[str, str] | 
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep or not key.strip():
-            shown = "'***'" if not sep else repr(pair)
+            shown = "'***'" if hide or is_secret(pair) else repr(pair)
             msg = f"{flag} {shown}: expected KEY=VALUE, e.g. {example}"
             raise ConfigError(msg)
         parsed[key.strip()] = value
