@@ -35,7 +35,6 @@ _NOT_SECRET = {
     "account_name",
     "azure_storage_account_key_id",
 }
-_SCHEMES = ("s3", "s3a", "gs", "az", "abfs", "abfss", "azure", "adl", "r2")
 
 
 def is_secret(key: str) -> bool:
@@ -101,9 +100,3 @@ def is_object_store(root: str) -> bool:
 def is_s3(root: str) -> bool:
     """True for ``s3://`` and ``s3a://`` roots: stores whose commit safety must be checked."""
     return scheme(root) in {"s3", "s3a"}
-
-
-def known_scheme(root: str) -> bool:
-    """True if delta-rs can open a lake at this root's scheme (or the root is a path)."""
-    found = scheme(root)
-    return found is None or found in _SCHEMES or found == "memory"

@@ -8,6 +8,7 @@ microseconds; ``off`` disables the optional limits.
 
 from __future__ import annotations
 
+import logging
 import re
 from typing import Annotated, Any, TypeVar
 
@@ -24,7 +25,9 @@ from meterwax.kafka.clients import Cluster
 from meterwax.operators.partition import MeteringRules, RulesError
 from meterwax.operators.records import DEFAULT_BATCH_SIZE
 from meterwax.sinks.lake import Lake
-from meterwax.sinks.storage import is_secret
+from meterwax.sinks.storage import is_secret, masked
+
+_log = logging.getLogger(__name__)
 
 
 def _duration(value: object) -> object:
@@ -80,6 +83,8 @@ class LakeSettings(_Settings):
         commit to a concurrent writer is refused first (:meth:`Lake.check_commits`).
         """
         secrets.remember(self.storage_options)
+        if self.storage_options:
+            _log.info("lake %s, storage options %s", self.lake, masked(self.storage_options))
         lake = Lake(self.lake, dict(self.storage_options) or None)
         if writes:
             lake.check_commits()

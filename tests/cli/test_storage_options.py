@@ -134,3 +134,14 @@ def test_log_records_are_redacted(caplog):
     record = logging.LogRecord("x", logging.WARNING, __file__, 1, "key is %s", (SECRET,), None)
     handler.filter(record)
     assert record.getMessage() == "key is ***"
+
+
+def test_verbose_output_shows_the_options_in_effect_without_the_secret(tmp_path, caplog):
+    options = json.dumps({"AWS_REGION": "eu-central-1", "AWS_SECRET_ACCESS_KEY": SECRET})
+    with caplog.at_level(logging.INFO, logger="meterwax.cli.config"):
+        _, out = invoke("-v", "usage", "--lake", str(tmp_path), METERWAX_STORAGE_OPTIONS=options)
+    logged = "\n".join(record.getMessage() for record in caplog.records)
+    assert (
+        "storage options {'AWS_REGION': 'eu-central-1', 'AWS_SECRET_ACCESS_KEY': '***'}" in logged
+    )
+    assert SECRET not in logged + out
