@@ -49,6 +49,7 @@ class S3Target:
     access_key_id: str | None
     secret_access_key: str | None
     session_token: str | None
+    profile: str | None
     virtual_hosted: bool
 
     @property
@@ -82,6 +83,7 @@ def s3_target(root: str, options: Mapping[str, str]) -> S3Target:
         access_key_id=_lookup(options, "aws_access_key_id", "access_key_id"),
         secret_access_key=_lookup(options, "aws_secret_access_key", "secret_access_key"),
         session_token=_lookup(options, "aws_session_token", "session_token", "aws_token", "token"),
+        profile=_lookup(options, "aws_profile", "profile"),
         virtual_hosted=(hosted or "").strip().lower() in {"true", "1", "yes"},
     )
 
@@ -138,6 +140,8 @@ def _client(target: S3Target) -> Any:  # botocore has no type stubs
     import botocore.session
 
     session = botocore.session.get_session()
+    if target.profile:
+        session.set_config_variable("profile", target.profile)
     config = botocore.config.Config(
         s3={"addressing_style": "virtual" if target.virtual_hosted else "path"},
         retries={"max_attempts": 3, "mode": "standard"},

@@ -11,6 +11,7 @@ from click.testing import CliRunner
 
 from meterwax.cli import config, secrets
 from meterwax.cli.main import main
+from meterwax.sinks.commit_check import s3_target, uses_copy_if_not_exists
 from meterwax.sinks.storage import is_secret, masked, redact
 
 SECRET = "s3cr3t-never-printed"
@@ -145,3 +146,28 @@ def test_verbose_output_shows_the_options_in_effect_without_the_secret(tmp_path,
         "storage options {'AWS_REGION': 'eu-central-1', 'AWS_SECRET_ACCESS_KEY': '***'}" in logged
     )
     assert SECRET not in logged + out
+
+
+def test_the_commit_check_reads_delta_rs_option_names_in_any_case_and_alias():
+    target = s3_target(
+        "s3://bucket/some/lake/",
+        {
+            "aws_endpoint": "http://minio:9000",
+            "REGION": "eu-west-1",
+            "Access_Key_Id": "id",
+            "secret_access_key": SECRET,
+            "AWS_PROFILE": "ops",
+            "aws_virtual_hosted_style_request": "TRUE",
+        },
+    )
+    assert (target.bucket, target.prefix) == ("bucket", "some/lake")
+    assert (target.endpoint, target.region, target.profile) == (
+        "http://minio:9000",
+        "eu-west-1",
+        "ops",
+    )
+    assert (target.access_key_id, target.secret_access_key) == ("id", SECRET)
+    assert target.virtual_hosted is True
+    assert SECRET not in target.store
+    assert uses_copy_if_not_exists({"AWS_COPY_IF_NOT_EXISTS": "multipart"})
+    assert not uses_copy_if_not_exists({"aws_conditional_put": "etag"})
