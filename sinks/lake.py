@@ -23,14 +23,20 @@ from deltalake.exceptions import DeltaError, TableNotFoundError
 from meterwax.durations import format_duration_us
 from meterwax.errors import LakeError, LakeRulesError, SourceChangedError
 from meterwax.operators.partition import MeteringRules
+from meterwax.sinks.commit_check import check_conditional_put
 from meterwax.sinks.delta_writes import CommitStats, retry_commit
 from meterwax.sinks.schemas import ALL_TABLES, EVENTS, USAGE_WINDOWS, TableSpec
+from meterwax.sinks.storage import is_s3
 
 WINDOW_PROPERTY = "meterwax.window_us"
 RULES_PROPERTY = "meterwax.rules"
 SOURCE_PROPERTY_PREFIX = "meterwax.source_id."
 """``events`` property per Kafka origin: the id of the topic the lake reads."""
 """The rules as JSON (every field of MeteringRules); lakes of meterwax 0.1 have the window only."""
+
+
+_CHECKED: set[str] = set()
+"""Lake roots whose store this process has found safe for concurrent commits."""
 
 
 def _has_scheme(root: str) -> bool:
@@ -54,7 +60,19 @@ class Lake:
         self.storage_options = storage_options or None
 
     def __repr__(self) -> str:
-        return f"Lake({self.root!r})"
+        return f"Lake({self.root!r})"  # never the storage options: they hold credentials
+
+    def check_commits(self) -> None:
+        """Refuse an object store on which two writers could commit the same table version.
+
+        Every command that writes calls this first. S3 stores are probed once per process
+        (:mod:`meterwax.sinks.commit_check`); local directories, GCS and Azure commit with
+        put-if-absent natively. Raises UnsafeStoreError (a LakeError) naming the setting.
+        """
+        if not is_s3(self.root) or self.root in _CHECKED:
+            return
+        check_conditional_put(self.root, self.storage_options or {})
+        _CHECKED.add(self.root)
 
     def uri(self, spec: TableSpec) -> str:
         """Where the table lives."""
@@ -80,6 +98,9 @@ class Lake:
                 f"table {spec.name!r} not found in lake {self.root} "
                 "(has `meterwax run` written to this lake yet?)"
             )
+            raise LakeError(msg) from None
+        except OSError as error:  # an object store that cannot be reached or read
+            msg = f"cannot open table {spec.name!r} in lake {self.root}: {error}"
             raise LakeError(msg) from None
         if isinstance(version, int) and not 0 <= version <= table.version():
             msg = f"{spec.name} has versions 0 to {table.version()}; there is no version {version}"

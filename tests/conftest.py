@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, settings
 
-pytest_plugins = ["tests.kafka_fixtures"]
-"""The real Kafka broker's fixtures, for the integration and fault tests."""
+pytest_plugins = ["tests.kafka_fixtures", "tests.s3_fixtures"]
+"""The real Kafka broker's and the real S3-compatible server's fixtures."""
 
 settings.register_profile(
     "ci", max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow]

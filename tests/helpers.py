@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from deltalake import DeltaTable
 
 from meterwax.sinks.lake import Lake
 from meterwax.sinks.schemas import TableSpec
@@ -48,7 +47,7 @@ def event(
 
 def rows(lake: Lake, spec: TableSpec) -> list[dict[str, Any]]:
     """All rows of a table, as dicts."""
-    return DeltaTable(lake.uri(spec)).to_pyarrow_table().to_pylist()
+    return lake.table(spec).to_pyarrow_table().to_pylist()
 
 
 def window_totals(lake: Lake) -> dict[tuple[str, str, datetime], tuple[Decimal, int]]:

@@ -12,8 +12,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
-from deltalake import DeltaTable
-
 from meterwax.sinks.lake import Lake
 from meterwax.sinks.schemas import TableSpec
 
@@ -41,9 +39,9 @@ def run_meterwax(
 
 def table_rows(lake: Lake, spec: TableSpec) -> list[dict] | None:
     """A table's rows, or None while the table does not exist yet."""
-    if not DeltaTable.is_deltatable(lake.uri(spec)):
+    if not lake.exists(spec):
         return None
-    return DeltaTable(lake.uri(spec)).to_pyarrow_table().to_pylist()
+    return lake.table(spec).to_pyarrow_table().to_pylist()
 
 
 def wait_for(

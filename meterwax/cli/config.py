@@ -8,6 +8,7 @@ microseconds; ``off`` disables the optional limits.
 
 from __future__ import annotations
 
+import logging
 import re
 from typing import Annotated, Any, TypeVar
 
@@ -15,6 +16,7 @@ from pydantic import BeforeValidator, Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from pydantic_settings.exceptions import SettingsError
 
+from meterwax.cli import secrets
 from meterwax.cli.arguments import parse_brokers, parse_host_list
 from meterwax.durations import format_duration_us, parse_duration_us
 from meterwax.errors import ConfigError
@@ -22,6 +24,10 @@ from meterwax.flows.metering import DEFAULT_EPOCH_US
 from meterwax.kafka.clients import Cluster
 from meterwax.operators.partition import MeteringRules, RulesError
 from meterwax.operators.records import DEFAULT_BATCH_SIZE
+from meterwax.sinks.lake import Lake
+from meterwax.sinks.storage import is_secret, masked
+
+_log = logging.getLogger(__name__)
 
 
 def _duration(value: object) -> object:
@@ -47,10 +53,42 @@ class _Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="METERWAX_", extra="forbid", frozen=True)
 
 
+def _option_values(value: object) -> object:
+    """A map of settings as strings (JSON ``true`` → ``"true"``, numbers → text)."""
+    if isinstance(value, dict):
+        nested = [key for key, item in value.items() if isinstance(item, (dict, list))]
+        if nested:
+            msg = f"values are strings, numbers or booleans, not lists or maps: {nested}"
+            raise ValueError(msg)
+        return {
+            key: str(item).lower() if isinstance(item, bool) else str(item)
+            for key, item in value.items()
+        }
+    return value
+
+
 class LakeSettings(_Settings):
-    """Where the lake lives."""
+    """Where the lake lives, and the delta-rs storage options to reach it."""
 
     lake: str = Field("./lake", description="lake root: a directory or s3://… URI")
+    storage_options: Annotated[dict[str, str], BeforeValidator(_option_values)] = Field(
+        default_factory=dict,
+        description="delta-rs storage options (endpoint, credentials…); the variable holds JSON",
+    )
+
+    def open_lake(self, *, writes: bool = False) -> Lake:
+        """The lake, with its storage options (whose secrets are hidden from all output).
+
+        ``writes``: the command commits to the lake, so an object store that could lose a
+        commit to a concurrent writer is refused first (:meth:`Lake.check_commits`).
+        """
+        secrets.remember(self.storage_options)
+        if self.storage_options:
+            _log.info("lake %s, storage options %s", self.lake, masked(self.storage_options))
+        lake = Lake(self.lake, dict(self.storage_options) or None)
+        if writes:
+            lake.check_commits()
+        return lake
 
 
 class UsageSettings(LakeSettings):
@@ -143,15 +181,6 @@ def _topic(value: object) -> object:
     return value
 
 
-def _string_values(value: object) -> object:
-    if isinstance(value, dict):
-        return {
-            key: str(item).lower() if isinstance(item, bool) else str(item)
-            for key, item in value.items()
-        }
-    return value
-
-
 def _addresses(value: object) -> object:
     if not isinstance(value, str):
         return value
@@ -170,7 +199,7 @@ class KafkaSettings(_Settings):
     topic: Annotated[str, BeforeValidator(_topic)] = Field(
         "usage-events", description="the topic of usage events"
     )
-    kafka_config: Annotated[dict[str, str], BeforeValidator(_string_values)] = Field(
+    kafka_config: Annotated[dict[str, str], BeforeValidator(_option_values)] = Field(
         default_factory=dict, description="extra librdkafka settings; the variable holds JSON"
     )
 
@@ -275,13 +304,35 @@ def load(model: type[Settings], **given: Any) -> Settings:
         return model(**explicit)
     except SettingsError as error:
         msg = f'{error} (METERWAX_* variables of map settings hold JSON, e.g. \'{{"k": "v"}}\')'
-        raise ConfigError(msg) from None
+        raise ConfigError(secrets.redact(msg)) from None
     except ValidationError as error:
         problems = []
         for problem in error.errors(include_url=False):
             name = ".".join(str(part) for part in problem["loc"])
-            flag = "--" + name.replace("_", "-")
-            source = "flag" if name in explicit else f"METERWAX_{name.upper()}"
-            value = problem.get("input")
-            problems.append(f"{flag} ({source}) = {value!r}: {problem['msg']}")
+            setting = str(problem["loc"][0]) if problem["loc"] else name
+            flag = "--" + _FLAGS.get(setting, setting).replace("_", "-")
+            source = "flag" if setting in explicit else f"METERWAX_{setting.upper()}"
+            value = _shown(name, problem.get("input"))
+            problems.append(f"{flag} ({source}) = {value}: {problem['msg']}")
         raise ConfigError("; ".join(problems)) from None
+
+
+_MAP_SETTINGS = {"storage_options", "kafka_config"}
+_FLAGS = {"storage_options": "storage_option"}
+"""Settings whose flag is not named after them (a repeatable flag gives one item)."""
+
+
+def _shown(name: str, value: object) -> str:
+    """A bad value as an error may show it: the secrets of map settings hidden.
+
+    A map setting that is not even a map (a mistyped JSON variable) may hold a secret
+    anywhere, so it is not shown at all.
+    """
+    setting = name.split(".")[0]
+    if setting not in _MAP_SETTINGS:
+        return repr(value)
+    if isinstance(value, dict):
+        return repr({k: "***" if is_secret(str(k)) else v for k, v in value.items()})
+    if "." in name and is_secret(name.split(".", 1)[1]):
+        return "'***'"
+    return "(hidden: it may hold credentials)"

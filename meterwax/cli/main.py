@@ -10,11 +10,13 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import traceback
 from typing import Any
 
 import click
 
 from meterwax import __version__
+from meterwax.cli import secrets
 from meterwax.cli.commands.bench import bench
 from meterwax.cli.commands.corrections import corrections
 from meterwax.cli.commands.demo import demo
@@ -30,6 +32,7 @@ from meterwax.cli.commands.usage import usage
 from meterwax.cli.commands.void import void
 from meterwax.cli.options import CONTEXT
 from meterwax.errors import LakeRulesError, MeterwaxError
+from meterwax.sinks.commit_check import UnsafeStoreError
 
 
 class _Group(click.Group):
@@ -39,12 +42,25 @@ class _Group(click.Group):
         try:
             return super().invoke(ctx)
         except MeterwaxError as error:
-            click.echo(f"error: {error}{_hint(error)}", err=True)
+            click.echo(secrets.redact(f"error: {error}{_hint(error)}"), err=True)
             sys.exit(2)
+        except (click.exceptions.ClickException, click.exceptions.Exit, click.exceptions.Abort):
+            raise
+        except Exception:
+            if not secrets.any_known():
+                raise
+            # A failure below, with storage secrets about: the traceback, without them.
+            click.echo(secrets.redact(traceback.format_exc()).rstrip(), err=True)
+            sys.exit(1)
 
 
 def _hint(error: MeterwaxError) -> str:
     """What to do about a typed error from below the command line, in terms of its flags."""
+    if isinstance(error, UnsafeStoreError):
+        return (
+            f". Pass it with --storage-option {error.setting}=... (or in "
+            "METERWAX_STORAGE_OPTIONS), or point --lake at a store with conditional writes"
+        )
     if isinstance(error, LakeRulesError):
         flags = " ".join(
             "--" + name.removesuffix("_us").replace("_", "-") for name in error.differences
@@ -66,6 +82,7 @@ def main(verbose: int) -> None:
     logging.basicConfig(
         level=max(level, logging.DEBUG), format="%(levelname)s %(name)s: %(message)s"
     )
+    secrets.install_log_filter()
 
 
 for command in (run, demo, usage, meters, void, corrections, reconcile_command, maintain):

@@ -7,15 +7,30 @@ from typing import Any
 import click
 
 from meterwax.errors import ConfigError
+from meterwax.sinks.storage import is_secret
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
 
 def lake_option(function: Any) -> Any:
-    """Add ``--lake``."""
+    """Add ``--lake`` and ``--storage-option key=value`` (repeatable: delta-rs options)."""
     return click.option(
         "--lake",
         help="Lake root: a directory or an object-store URI.  [env METERWAX_LAKE; default ./lake]",
+    )(storage_option(function))
+
+
+def storage_option(function: Any) -> Any:
+    """Add ``--storage-option key=value`` (into ``storage_options``)."""
+    return click.option(
+        "--storage-option",
+        "storage_options",
+        multiple=True,
+        metavar="KEY=VALUE",
+        callback=_parse_storage_options,
+        help="delta-rs storage option for an object-store lake, e.g. AWS_ENDPOINT_URL=http://"
+        "minio:9000 (repeat for more; secrets are never shown).  "
+        "[env METERWAX_STORAGE_OPTIONS as JSON, under the flags; AWS_* variables also apply]",
     )(function)
 
 
@@ -105,10 +120,24 @@ def kafka_options(function: Any) -> Any:
 def _parse_kafka_config(
     _ctx: click.Context, _param: click.Parameter, pairs: tuple[str, ...]
 ) -> dict[str, str] | None:
-    """``("a=1", "b=x")`` → ``{"a": "1", "b": "x"}``; None when no pair was given (env applies).
+    """``("a=1", "b=x")`` → ``{"a": "1", "b": "x"}``; None when no pair was given (env applies)."""
+    return _pairs(pairs, "--kafka-config", "security.protocol=SSL", hide=False)
+
+
+def _parse_storage_options(
+    _ctx: click.Context, _param: click.Parameter, pairs: tuple[str, ...]
+) -> dict[str, str] | None:
+    """Like ``--kafka-config``: the pairs as a map, None when none was given (env applies)."""
+    return _pairs(pairs, "--storage-option", "AWS_REGION=us-east-1", hide=True)
+
+
+def _pairs(pairs: tuple[str, ...], flag: str, example: str, *, hide: bool) -> dict[str, str] | None:
+    """Parse ``KEY=VALUE`` pairs.
 
     Raises ConfigError naming a pair that is not ``key=value`` (one line, like every other
-    bad setting, rather than click's usage block).
+    bad setting, rather than click's usage block). A malformed pair is not shown when it
+    may hold a secret: ``hide`` (a storage option without ``=`` may be a bare credential),
+    or a secret-sounding name.
     """
     if not pairs:
         return None
@@ -116,7 +145,8 @@ def _parse_kafka_config(
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep or not key.strip():
-            msg = f"--kafka-config {pair!r}: expected KEY=VALUE, e.g. security.protocol=SSL"
+            shown = "'***'" if hide or is_secret(pair) else repr(pair)
+            msg = f"{flag} {shown}: expected KEY=VALUE, e.g. {example}"
             raise ConfigError(msg)
         parsed[key.strip()] = value
     return parsed

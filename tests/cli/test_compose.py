@@ -78,5 +78,33 @@ def test_every_volume_a_meterwax_service_mounts_belongs_to_the_image_user():
     created, chowned = set(owned.group(1).split()), set(owned.group(2).split())
     mounts = set(re.findall(r"^      - [a-z-]+:(/[a-z/]+)$", COMPOSE, re.MULTILINE))
     mounts.discard("/var/lib/kafka/data")  # the Kafka image's own
+    mounts.discard("/data")  # the MinIO image's own
     assert mounts == {"/lake", "/state"}
     assert mounts <= created & chowned
+
+
+def test_the_s3_profile_runs_both_flows_on_one_object_store_lake(monkeypatch):
+    import yaml
+
+    from meterwax.cli import config
+
+    services = yaml.safe_load(COMPOSE)["services"]
+    s3 = {name for name, service in services.items() if "s3" in service.get("profiles", [])}
+    assert s3 == {"minio", "meterwax-s3", "corrections-s3"}
+    commands = service_commands()
+    lakes = {parse(commands[name]).params["lake"] for name in ("meterwax-s3", "corrections-s3")}
+    assert lakes == {"s3://meterwax/lake"}
+    # The bucket the flows write is the one MinIO creates at start.
+    assert "mkdir -p /data/meterwax" in " ".join(services["minio"]["entrypoint"])
+    for name in ("meterwax-s3", "corrections-s3"):
+        environment = services[name]["environment"]
+        variable = environment["METERWAX_STORAGE_OPTIONS"]
+        # The secret comes from the MinIO password variable, never a literal of its own.
+        assert '"AWS_SECRET_ACCESS_KEY": "${MINIO_ROOT_PASSWORD:-' in variable
+        monkeypatch.setenv("METERWAX_STORAGE_OPTIONS", variable)
+        options = config.load(config.LakeSettings).storage_options
+        assert options["AWS_ENDPOINT_URL"] == "http://minio:9000"
+        assert options["AWS_ALLOW_HTTP"] == "true"
+        assert environment["METERWAX_BROKERS"] == "kafka:9092"
+        assert services[name]["depends_on"]  # started after MinIO / the main flow
+    assert services["meterwax-s3"]["depends_on"]["minio"]["condition"] == "service_healthy"

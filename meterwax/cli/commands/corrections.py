@@ -43,6 +43,7 @@ Examples:
 @format_option("json")
 def corrections(
     lake: str | None,
+    storage_options: dict[str, str] | None,
     once: bool,
     poll_interval: str,
     metrics_port: int | None,
@@ -57,8 +58,8 @@ def corrections(
     usage_corrections: previous and new totals, the delta, the late event ids, when and why.
     Rerunning, or crashing anywhere and rerunning, changes nothing more.
     """
-    settings = config.load(config.LakeSettings, lake=lake)
-    lake_root = Lake(settings.lake)
+    settings = config.load(config.LakeSettings, lake=lake, storage_options=storage_options)
+    lake_root = settings.open_lake(writes=not show)
     if show:
         _show(lake_root, tenant, output_format)
         return

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import tempfile
 import time
 from pathlib import Path
 
@@ -9,7 +10,7 @@ import click
 
 from meterwax.cli import config
 from meterwax.cli.commands.run import print_summary
-from meterwax.cli.options import CONTEXT
+from meterwax.cli.options import CONTEXT, storage_option
 from meterwax.cli.render import text_table
 from meterwax.cli.summary import RunReport
 from meterwax.flows.corrections import run_corrections
@@ -21,7 +22,7 @@ from meterwax.operators.catalog import Aggregation, MeterDefinition
 from meterwax.repair.reconcile import reconcile
 from meterwax.reports.periods import Granularity, zone
 from meterwax.reports.rollups import Rollup, rollup
-from meterwax.sinks.lake import Lake
+from meterwax.sinks.storage import is_object_store
 from meterwax.synthetic.generator import METERS, Workload, describe_intents, write_jsonl
 
 _DEMO_EXAMPLES = """
@@ -33,11 +34,19 @@ Examples:
 
 
 @click.command(epilog=_DEMO_EXAMPLES, context_settings=CONTEXT)
-@click.option("--lake", default="./demo-lake", show_default=True, help="Lake directory to fill.")
+@click.option(
+    "--lake",
+    default="./demo-lake",
+    show_default=True,
+    help="Lake to fill: a directory or an object-store URI.",
+)
 @click.option("--events", type=int, default=50_000, show_default=True, help="Messages to generate.")
 @click.option("--tenants", type=int, default=12, show_default=True, help="Distinct tenants.")
 @click.option("--seed", type=int, default=7, show_default=True, help="Generator seed.")
-def demo(lake: str, events: int, tenants: int, seed: int) -> None:
+@storage_option
+def demo(
+    lake: str, events: int, tenants: int, seed: int, storage_options: dict[str, str] | None
+) -> None:
     """Generate a realistic stream, meter it into a local lake, print usage per tenant and day.
 
     The stream has several tenants, meters and users, 2% retried duplicates, 1% late events
@@ -46,9 +55,14 @@ def demo(lake: str, events: int, tenants: int, seed: int) -> None:
     run` and `meterwax corrections --once` use, then checks the result with `meterwax
     reconcile`.
     """
-    settings = config.load(config.RunSettings, lake=lake)
-    lake_root = Lake(settings.lake)
-    input_path = Path(lake_root.root) / "_input" / f"demo-{seed}-{events}.jsonl"
+    settings = config.load(config.RunSettings, lake=lake, storage_options=storage_options)
+    lake_root = settings.open_lake(writes=True)
+    inputs = (
+        Path(tempfile.gettempdir(), "meterwax-demo")  # the generated stream stays local
+        if is_object_store(lake_root.root)
+        else Path(lake_root.root, "_input")
+    )
+    input_path = inputs / f"demo-{seed}-{events}.jsonl"
     workload = Workload(events=events, tenants=tenants, seed=seed, users=DEMO_USERS)
     intents = write_jsonl(input_path, workload)
     click.echo(f"generated {events:,} messages into {input_path}: {describe_intents(intents)}")

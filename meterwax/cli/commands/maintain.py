@@ -9,7 +9,6 @@ from meterwax.cli.options import CONTEXT, format_option, lake_option
 from meterwax.cli.render import text_table, to_json
 from meterwax.durations import parse_duration_us
 from meterwax.errors import ConfigError, LakeError, RetentionFloorError
-from meterwax.sinks.lake import Lake
 from meterwax.sinks.maintenance import (
     RETENTION_FLOOR,
     Plan,
@@ -55,6 +54,7 @@ and expired commit logs are cleaned only when the table keeps them at least that
 @format_option("json")
 def maintain(
     lake: str | None,
+    storage_options: dict[str, str] | None,
     compact: bool,
     vacuum: bool,
     retain: str,
@@ -68,7 +68,7 @@ def maintain(
     commit conflicts are retried from a fresh snapshot, and vacuum only deletes files that
     left the table more than --retain ago.
     """
-    settings = config.load(config.LakeSettings, lake=lake)
+    settings = config.load(config.LakeSettings, lake=lake, storage_options=storage_options)
     everything = not (compact or vacuum or checkpoint)
     try:
         plan = Plan(
@@ -83,7 +83,7 @@ def maintain(
             f"Use --retain {error.floor} or more."
         )
         raise ConfigError(msg) from None
-    the_lake = Lake(settings.lake)
+    the_lake = settings.open_lake(writes=True)
     specs = [s for s in ALL_TABLES if s.name in tables] if tables else list(ALL_TABLES)
     reports = [
         maintain_table(the_lake, spec, plan) for spec in specs if tables or the_lake.exists(spec)

@@ -18,7 +18,6 @@ from meterwax.operators.aggregates import WindowValue
 from meterwax.operators.catalog import CatalogError
 from meterwax.operators.timeline import from_micros
 from meterwax.sinks.catalog_table import CatalogStore
-from meterwax.sinks.lake import Lake
 
 _EXAMPLES = """
 \b
@@ -57,6 +56,7 @@ def meters() -> None:
 def apply_command(
     file: Path,
     lake: str | None,
+    storage_options: dict[str, str] | None,
     dry_run: bool,
     retire: tuple[str, ...],
     note: str | None,
@@ -74,8 +74,8 @@ def apply_command(
     (restart it), the correction flow follows. Repeating an apply is a no-op; an interrupted
     one is finished by running it again.
     """
-    settings = config.load(config.LakeSettings, lake=lake)
-    the_lake = Lake(settings.lake)
+    settings = config.load(config.LakeSettings, lake=lake, storage_options=storage_options)
+    the_lake = settings.open_lake(writes=True)
     try:
         definitions, source_format = read_catalog_file(file)
     except CatalogError as error:
@@ -200,10 +200,15 @@ def _value_json(value: WindowValue | None) -> dict[str, object] | None:
 @lake_option
 @click.option("--version", "number", type=int, help="This version.  [default: the current one]")
 @format_option("json")
-def show_command(lake: str | None, number: int | None, output_format: str) -> None:
+def show_command(
+    lake: str | None,
+    storage_options: dict[str, str] | None,
+    number: int | None,
+    output_format: str,
+) -> None:
     """Print a version of the lake's meter catalog (as YAML, the form `apply` takes)."""
-    settings = config.load(config.LakeSettings, lake=lake)
-    store = CatalogStore(Lake(settings.lake))
+    settings = config.load(config.LakeSettings, lake=lake, storage_options=storage_options)
+    store = CatalogStore(settings.open_lake())
     catalog = store.current() if number is None else store.version(number)
     if output_format == "json":
         click.echo(
@@ -220,10 +225,12 @@ def show_command(lake: str | None, number: int | None, output_format: str) -> No
 @meters.command("history", epilog=_EXAMPLES, context_settings=CONTEXT)
 @lake_option
 @format_option("json")
-def history_command(lake: str | None, output_format: str) -> None:
+def history_command(
+    lake: str | None, storage_options: dict[str, str] | None, output_format: str
+) -> None:
     """List every version of the lake's meter catalog: when, by whom, why."""
-    settings = config.load(config.LakeSettings, lake=lake)
-    the_lake = Lake(settings.lake)
+    settings = config.load(config.LakeSettings, lake=lake, storage_options=storage_options)
+    the_lake = settings.open_lake()
     rows = CatalogStore(the_lake).history().to_pylist()
     applied = applied_version(the_lake)
     for row in rows:

@@ -14,7 +14,6 @@ from meterwax.cli.render import format_decimal, text_table, to_json
 from meterwax.operators.aggregates import WindowValue
 from meterwax.operators.timeline import from_micros
 from meterwax.repair.reconcile import ReconcileReport, mismatch_counts, reconcile
-from meterwax.sinks.lake import Lake
 
 _EXAMPLES = """
 \b
@@ -32,7 +31,12 @@ Examples:
 @click.option("--fix", is_flag=True, help="Repair mismatches, with one audit row per change.")
 @format_option("json")
 def reconcile_command(
-    lake: str | None, start: str | None, end: str | None, fix: bool, output_format: str
+    lake: str | None,
+    storage_options: dict[str, str] | None,
+    start: str | None,
+    end: str | None,
+    fix: bool,
+    output_format: str,
 ) -> None:
     """Check that every window equals its events in the ledger, and that no event is twice.
 
@@ -41,8 +45,8 @@ def reconcile_command(
     With --fix, repairs the windows through the same audited path as corrections and exits 0
     when the lake is consistent afterwards.
     """
-    settings = config.load(config.LakeSettings, lake=lake)
-    lake_root = Lake(settings.lake)
+    settings = config.load(config.LakeSettings, lake=lake, storage_options=storage_options)
+    lake_root = settings.open_lake(writes=fix)
     since, until = time_range(
         parse_instant(start, option="--from") if start else None,
         parse_instant(end, option="--to") if end else None,

@@ -18,7 +18,6 @@ from meterwax.kafka.clients import read_watermarks
 from meterwax.kafka.ranges import read_range, resolve_ranges
 from meterwax.operators.timeline import from_micros
 from meterwax.repair.replay import replay, summary
-from meterwax.sinks.lake import Lake
 
 _EXAMPLES = """
 \b
@@ -74,7 +73,7 @@ def replay_command(
         raise ConfigError(f"topic {settings.topic!r} does not exist on {settings.brokers}")
     topic_id = cluster.topic_id(settings.topic)
     if topic_id is not None:  # a recreated topic's offsets are not the ones the lake read
-        Lake(settings.lake).check_source_identity(f"kafka:{settings.topic}", topic_id)
+        settings.open_lake().check_source_identity(f"kafka:{settings.topic}", topic_id)
     consumer = cluster.client(
         Consumer,
         **{
@@ -106,7 +105,7 @@ def replay_command(
             sum(stop - start for start, stop in logs.values()), f"replaying {settings.topic}"
         )
         report = replay(
-            Lake(settings.lake),
+            settings.open_lake(writes=True),
             settings.topic,
             ranges,
             counting(read_range(consumer, settings.topic, logs), progress),

@@ -10,7 +10,7 @@ from typing import Any
 import click
 from bytewax.errors import BytewaxRuntimeError
 
-from meterwax.cli import config
+from meterwax.cli import config, secrets
 from meterwax.cli.options import (
     CONTEXT,
     format_option,
@@ -144,7 +144,7 @@ def run(
         msg = "nothing to read: give --input FILE or --brokers HOST:PORT (or set METERWAX_BROKERS)"
         raise ConfigError(msg)
     addresses = settings.cluster_addresses()
-    lake = Lake(settings.lake)
+    lake = settings.open_lake(writes=True)
     rules = settings.rules(lake.recorded_rules())
     lake.ensure_tables(rules)  # before the recovery store, which records the lake id
     source: FileSource | KafkaSource
@@ -273,9 +273,9 @@ def print_summary(report: RunReport, title: str, output_format: str) -> None:
     if report.stopped_by:
         data["stopped_by"] = report.stopped_by
     if output_format == "json":
-        click.echo(to_json(data))
+        click.echo(secrets.redact(to_json(data)))
         return
-    click.echo(render_summary(data))
+    click.echo(secrets.redact(render_summary(data)))
     if report.stopped_by:
         click.echo(
             f"  stopped by {report.stopped_by}: the numbers above are what was committed; "

@@ -13,7 +13,6 @@ from meterwax.cli.render import csv_text, text_table, to_json
 from meterwax.reports.periods import Granularity, zone
 from meterwax.reports.rollups import Rollup, report_columns, rollup
 from meterwax.reports.usage import UsageFilter, window_columns, window_rows
-from meterwax.sinks.lake import Lake
 
 _USAGE_EXAMPLES = """
 \b
@@ -60,6 +59,7 @@ Examples:
 @format_option("json", "csv")
 def usage(
     lake: str | None,
+    storage_options: dict[str, str] | None,
     tenant: str | None,
     meter: str | None,
     start: str | None,
@@ -81,14 +81,14 @@ def usage(
     one of them. In a lake without a catalog, --group-by totals by an event dimension from
     the events ledger; late events count there once the correction flow has run.
     """
-    settings = config.load(config.UsageSettings, lake=lake, tz=tz)
+    settings = config.load(config.UsageSettings, lake=lake, tz=tz, storage_options=storage_options)
     tzinfo = zone(settings.tz)
     lower, upper = time_range(
         parse_bound(start, option="--from", tz=tzinfo) if start else None,
         parse_bound(end, option="--to", tz=tzinfo) if end else None,
         options=("--from", "--to"),
     )
-    the_lake = Lake(settings.lake)
+    the_lake = settings.open_lake()
     if granularity is None and group_by is None:
         version = parse_as_of(as_of) if as_of else None
         rows = window_rows(the_lake, UsageFilter(tenant, meter, lower, upper, as_of=version))

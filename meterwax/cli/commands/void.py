@@ -74,6 +74,7 @@ Examples:
 @format_option("json")
 def void(
     lake: str | None,
+    storage_options: dict[str, str] | None,
     tenant: str | None,
     ids: tuple[str, ...],
     meter: str | None,
@@ -99,8 +100,8 @@ def void(
     are voided by the correction flow. Repeating a void changes nothing. To amend an event,
     void it and send the corrected event with a new id.
     """
-    settings = config.load(config.UsageSettings, lake=lake, tz=tz)
-    the_lake = Lake(settings.lake)
+    settings = config.load(config.UsageSettings, lake=lake, tz=tz, storage_options=storage_options)
+    the_lake = settings.open_lake(writes=True)
     store = CorrectionStore(the_lake)
     if list_voids:
         _list(store, output_format)
