@@ -23,7 +23,7 @@ from bytewax.dataflow import Dataflow
 from bytewax.errors import BytewaxRuntimeError
 from bytewax.recovery import RecoveryConfig
 
-from meterwax.errors import ClusterStoppedError, MeterwaxError
+from meterwax.errors import ClusterAddressError, ClusterStoppedError, MeterwaxError
 
 
 def execute(
@@ -60,6 +60,18 @@ def execute(
         if cause is None:
             raise
         raise cause from None
+    except RuntimeError as error:
+        # Timely binds this process's own address first: in use means a second process with
+        # the same id, or another program on the port.
+        if addresses is None or "failed to initialize networking" not in str(error):
+            raise
+        own = addresses[process_id or 0] if (process_id or 0) < len(addresses) else "?"
+        msg = (
+            f"process {process_id or 0} of the {len(addresses)}-process cluster cannot listen "
+            f"on {own}: {str(error).rsplit(':', 1)[-1].strip()} (is another process running "
+            "with the same process id, or another program on that port?)"
+        )
+        raise ClusterAddressError(msg) from None
     except BaseException as error:
         # pyo3 raises a Rust panic as ``pyo3_runtime.PanicException``, a BaseException
         # that cannot be imported by name. In a cluster, Timely's network threads panic

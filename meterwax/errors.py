@@ -41,6 +41,10 @@ class ClusterStoppedError(MeterwaxError):
     """A process of a multi-process run lost a peer: the whole cluster stops and restarts."""
 
 
+class ClusterAddressError(MeterwaxError):
+    """A process of a multi-process run cannot listen on its own address (already in use)."""
+
+
 class SourceChangedError(MeterwaxError):
     """An input the lake counted part of has changed in that part: it cannot be continued."""
 
