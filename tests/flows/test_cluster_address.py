@@ -1,11 +1,14 @@
-"""A cluster process whose own address is taken stops with one line that says so."""
+"""A cluster process that cannot start (its address taken, its peers absent) stops cleanly."""
 
 from __future__ import annotations
 
+import signal
 import socket
+import subprocess
+import time
 
 from tests.helpers import event
-from tests.processes import run_meterwax
+from tests.processes import meterwax_command, run_meterwax
 
 
 def test_a_process_whose_address_is_in_use_is_refused_in_one_line(tmp_path):
@@ -25,3 +28,43 @@ def test_a_process_whose_address_is_in_use_is_refused_in_one_line(tmp_path):
     assert "Traceback" not in done.stderr
     assert f"cannot listen on {addresses.split(';')[0]}" in done.stderr
     assert "same process id" in done.stderr
+
+
+def _listening(port: int) -> bool:
+    """True once some process listens on this loopback TCP port (Linux /proc)."""
+    with open("/proc/net/tcp") as table:
+        next(table)
+        return any(
+            int(line.split()[1].split(":")[1], 16) == port and line.split()[3] == "0A"
+            for line in table
+        )
+
+
+def test_a_process_waiting_for_its_peers_stops_on_sigterm(tmp_path):
+    source = tmp_path / "events.jsonl"
+    source.write_bytes(event("e1") + b"\n")
+    ports = []
+    for _ in range(2):
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            ports.append(probe.getsockname()[1])
+    addresses = ";".join(f"127.0.0.1:{port}" for port in ports)
+    alone = subprocess.Popen(
+        meterwax_command(
+            "run", "--input", str(source), "--lake", str(tmp_path / "lake"),
+            "-i", "0", "-a", addresses,
+        ),
+        stderr=subprocess.PIPE,
+        text=True,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 60
+        while not _listening(ports[0]):  # it is past start-up, waiting for process 1
+            assert alone.poll() is None and time.monotonic() < deadline, alone.stderr
+            time.sleep(0.1)
+        alone.send_signal(signal.SIGTERM)
+        _, stderr = alone.communicate(timeout=60)
+    finally:
+        alone.kill()
+    assert alone.returncode == 128 + signal.SIGTERM, stderr
+    assert "SIGTERM could not stop the flow" in stderr
