@@ -63,13 +63,19 @@ def execute(
     except RuntimeError as error:
         # Timely binds this process's own address first: in use means a second process with
         # the same id, or another program on the port.
-        if addresses is None or "failed to initialize networking" not in str(error):
+        if addresses is None or "timely communication" not in str(error):
             raise
         own = addresses[process_id or 0] if (process_id or 0) < len(addresses) else "?"
+        cause = str(error).rsplit("Exception:", 1)[-1].strip()
+        hint = (
+            " (is another process running with the same process id, or another program on "
+            "that port?)"
+            if "in use" in cause
+            else " (does every address resolve, and is this process's own one on this host?)"
+        )
         msg = (
-            f"process {process_id or 0} of the {len(addresses)}-process cluster cannot listen "
-            f"on {own}: {str(error).rsplit(':', 1)[-1].strip()} (is another process running "
-            "with the same process id, or another program on that port?)"
+            f"process {process_id or 0} of the {len(addresses)}-process cluster cannot start "
+            f"its network on {own}: {cause}{hint}"
         )
         raise ClusterAddressError(msg) from None
     except BaseException as error:

@@ -11,7 +11,11 @@ to), and the snapshots of epochs the last run did not finish must be removed at 
 the whole cluster resumes from, which no single store knows.
 
 So before the main flow, the processes run a small dataflow over the same addresses in which
-every process sends a report of its store to every process. Each then decides the same thing
+every process sends a report of its store to every process. The report also carries the
+process's setup (which lake, which input, its counting rules, workers, whether it keeps a
+store): processes started with different ones would split one input over two lakes, or never
+meet in the same dataflow, so they are refused here too. Processes without a recovery store
+take part all the same. Each then decides the same thing
 from the same reports (:func:`agree`): refuse with one message naming every bad store, or go
 on with a common cluster id, execution number and resume epoch, which each process records in
 and applies to its own store.
@@ -62,6 +66,8 @@ class StoreReport:
     frontiers: list[tuple[int, int, int]]
     proposal: str
     """A fresh cluster id, used if no store has one yet (process 0's wins)."""
+    setup: tuple[tuple[str, str], ...] = ()
+    """What every process must have alike: lake, input, rules, workers, recovery."""
 
 
 @dataclass(frozen=True)
@@ -75,7 +81,9 @@ class Agreement:
     """The epoch the cluster resumes at (None: it never ran)."""
 
 
-def report_store(directory: Path, member: Member) -> StoreReport:
+def report_store(
+    directory: Path, member: Member, setup: tuple[tuple[str, str], ...] = ()
+) -> StoreReport:
     """Read this process's store for the others."""
     executions: list[tuple[int, int, int]] = []
     frontiers: list[tuple[int, int, int]] = []
@@ -102,7 +110,38 @@ def report_store(directory: Path, member: Member) -> StoreReport:
         executions=executions,
         frontiers=frontiers,
         proposal=uuid.uuid4().hex,
+        setup=setup,
     )
+
+
+def report_no_store(member: Member, setup: tuple[tuple[str, str], ...]) -> StoreReport:
+    """The report of a process that keeps no recovery store (``--no-recovery``)."""
+    return StoreReport(
+        process=member.process,
+        directory="",
+        problem=None,
+        membership=None,
+        has_rows=False,
+        oldest_snapshot=None,
+        executions=[],
+        frontiers=[],
+        proposal=uuid.uuid4().hex,
+        setup=setup,
+    )
+
+
+def setup_problems(reports: list[StoreReport]) -> list[str]:
+    """Why these processes cannot run as one cluster: settings that differ between them."""
+    problems = []
+    keys = sorted({key for report in reports for key, _ in report.setup})
+    for key in keys:
+        values = {r.process: dict(r.setup).get(key, "—") for r in reports}
+        if len(set(values.values())) > 1:
+            listed = ", ".join(f"process {p}: {v}" for p, v in sorted(values.items()))
+            problems.append(f"the processes differ in {key} ({listed})")
+    if problems:
+        problems[-1] += "; start every process of a cluster with the same settings"
+    return problems
 
 
 def agree(reports: list[StoreReport], processes: int) -> Agreement:
@@ -115,6 +154,11 @@ def agree(reports: list[StoreReport], processes: int) -> Agreement:
         heard = [report.process for report in reports]
         msg = f"expected a store report from each of {processes} processes, got {heard}"
         raise RecoveryStoreError(msg)
+    problems = setup_problems(reports)
+    if problems or not any(report.directory for report in reports):
+        if problems:
+            raise RecoveryStoreError("; ".join(problems))
+        return Agreement(cluster=reports[0].proposal, execution=0, resume_epoch=None)
     problems = [report.problem for report in reports if report.problem]
     executions = [row for report in reports for row in report.executions]
     frontiers = [row for report in reports for row in report.frontiers]
@@ -173,16 +217,27 @@ def apply_agreement(directory: Path, member: Member, agreement: Agreement) -> No
 
 
 def agree_on_stores(
-    directory: Path, member: Member, addresses: list[str], *, workers: int = 1
+    directory: Path | None,
+    member: Member,
+    addresses: list[str],
+    *,
+    setup: tuple[tuple[str, str], ...] = (),
+    workers: int = 1,
 ) -> Agreement:
     """Exchange store reports with the other processes, decide, and apply the decision.
 
     Every process of the cluster must call this with the same addresses; it returns once all
     have reported (Bytewax retries connecting to peers that are not up yet).
     """
-    reports = exchange(report_store(directory, member), member, addresses, workers=workers)
+    report = (
+        report_store(directory, member, setup)
+        if directory is not None
+        else report_no_store(member, setup)
+    )
+    reports = exchange(report, member, addresses, workers=workers)
     agreement = agree(reports, member.processes)
-    apply_agreement(directory, member, agreement)
+    if directory is not None:
+        apply_agreement(directory, member, agreement)
     return agreement
 
 

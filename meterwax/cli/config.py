@@ -227,6 +227,13 @@ class ProcessSettings(_Settings):
             msg = "--process-id and --addresses go together (give both, or neither)"
             raise ConfigError(msg)
         addresses = self.addresses.split(";")
+        repeated = sorted({a for a in addresses if addresses.count(a) > 1})
+        if repeated:
+            msg = (
+                f"--addresses {self.addresses!r} names {', '.join(repeated)} more than once: "
+                "each process needs its own HOST:PORT"
+            )
+            raise ConfigError(msg)
         if self.process_id >= len(addresses):
             msg = (
                 f"--process-id {self.process_id} is not an index into the {len(addresses)} "

@@ -63,6 +63,7 @@ def test_run_refuses_kafka_flags_with_file_input(tmp_path, args, message):
         (["--brokers", "k:9092", "--topic", "no spaces"], "--topic (flag) = 'no spaces'"),
         (["--brokers", "k:9092", "-i", "0"], "--process-id and --addresses go together"),
         (["--brokers", "k:9092", "-i", "2", "-a", "h:1;h:2"], "--process-id 2 is not an index"),
+        (["--brokers", "k:9092", "-i", "0", "-a", "h:1;h:1"], "names h:1 more than once"),
         (["--brokers", "k:9092", "-i", "0", "-a", "h:1;h"], "'h' is not HOST:PORT"),
         (["--brokers", "k:9092", "--kafka-config", "acks"], "--kafka-config 'acks': expected"),
         (

@@ -7,6 +7,8 @@ import socket
 import subprocess
 import time
 
+from deltalake import DeltaTable
+
 from tests.helpers import event
 from tests.processes import meterwax_command, run_meterwax
 
@@ -26,7 +28,7 @@ def test_a_process_whose_address_is_in_use_is_refused_in_one_line(tmp_path):
         )  # fmt: skip
     assert done.returncode == 2, done.stderr
     assert "Traceback" not in done.stderr
-    assert f"cannot listen on {addresses.split(';')[0]}" in done.stderr
+    assert f"cannot start its network on {addresses.split(';')[0]}" in done.stderr
     assert "same process id" in done.stderr
 
 
@@ -68,3 +70,38 @@ def test_a_process_waiting_for_its_peers_stops_on_sigterm(tmp_path):
         alone.kill()
     assert alone.returncode == 128 + signal.SIGTERM, stderr
     assert "SIGTERM could not stop the flow" in stderr
+
+
+def test_processes_of_one_cluster_pointed_at_two_lakes_are_both_refused(tmp_path):
+    source = tmp_path / "events.jsonl"
+    source.write_bytes(b"".join(event(f"e{n}", at=float(n)) + b"\n" for n in range(20)))
+    ports = []
+    for _ in range(2):
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            ports.append(probe.getsockname()[1])
+    addresses = ";".join(f"127.0.0.1:{port}" for port in ports)
+
+    def start(process: int) -> subprocess.Popen[str]:
+        lake = str(tmp_path / f"lake-{process}")
+        command = ["run", "--input", str(source), "--lake", lake, "-i", str(process)]
+        return subprocess.Popen(
+            meterwax_command(*command, "-a", addresses), stderr=subprocess.PIPE, text=True
+        )
+
+    processes = [start(0), start(1)]
+    try:
+        errors = [p.communicate(timeout=120)[1] for p in processes]
+    finally:
+        for p in processes:
+            p.kill()
+    assert [p.returncode for p in processes] == [2, 2], errors
+    assert all("the processes differ in lake" in e for e in errors), errors
+    assert not any(
+        (tmp_path / f"lake-{n}" / "events").exists() and _ledger(tmp_path, n) for n in (0, 1)
+    )
+
+
+def _ledger(tmp_path, process: int) -> int:
+
+    return DeltaTable(str(tmp_path / f"lake-{process}" / "events")).to_pyarrow_table().num_rows

@@ -136,3 +136,25 @@ def test_a_second_holder_of_a_store_is_refused_and_told_who_holds_it(tmp_path):
         assert "held by another run (pid " in str(busy.value)
     with hold_store(store):  # released with its holder
         pass
+
+
+SETUP = (("lake", "id 1"), ("input", "kafka:usage"), ("--workers", "1"), ("recovery", "a store"))
+
+
+def test_processes_started_with_different_lakes_inputs_or_workers_are_refused():
+    for key, other in (("lake", "id 2"), ("input", "kafka:other"), ("--workers", "2")):
+        changed = tuple((k, other if k == key else v) for k, v in SETUP)
+        reports = [_report(0, setup=SETUP), _report(1, setup=changed)]
+        with pytest.raises(RecoveryStoreError, match=rf"differ in {key} \(process 0: .*, "):
+            agree(reports, 2)
+    assert agree([_report(0, setup=SETUP), _report(1, setup=SETUP)], 2).cluster == "c1"
+
+
+def test_a_cluster_without_stores_agrees_and_one_with_some_stores_is_refused():
+    bare = tuple((k, "--no-recovery" if k == "recovery" else v) for k, v in SETUP)
+    without = [
+        _report(p, directory="", membership=None, has_rows=False, setup=bare) for p in (0, 1)
+    ]
+    assert agree(without, 2).resume_epoch is None
+    with pytest.raises(RecoveryStoreError, match=r"differ in recovery"):
+        agree([_report(0, setup=SETUP), without[1]], 2)

@@ -192,10 +192,20 @@ def run(
             click.echo(f"{title}: tailing (Ctrl-C or SIGTERM stops it)", err=True)
         started = time.monotonic()
         try:
-            if recovery_dir is not None and member.processes > 1:
-                # Every process's store must be the one it ran with, and all resume at one
-                # epoch: the processes compare their stores before the flow starts.
-                agree_on_stores(recovery_dir, member, addresses or [])
+            if member.processes > 1:
+                # Every process's store must be the one it ran with, all resume at one epoch,
+                # and all run with the same lake, input and settings: the processes compare
+                # their stores and setups before the flow starts.
+                setup = (
+                    ("lake", f"id {lake.ledger_id()}"),
+                    ("input", label),
+                    ("input partitions", str(len(source.partitions))),
+                    ("rules", config.describe_rules(rules)),
+                    ("--workers", str(settings.workers)),
+                    ("--addresses", ";".join(addresses or [])),
+                    ("recovery", "a store" if recovery_dir is not None else "--no-recovery"),
+                )
+                agree_on_stores(recovery_dir, member, addresses or [], setup=setup)
             run_to_lake(
                 source,
                 source.partitions,
