@@ -58,8 +58,8 @@ def _hint(error: MeterwaxError) -> str:
     """What to do about a typed error from below the command line, in terms of its flags."""
     if isinstance(error, UnsafeStoreError):
         return (
-            f". Pass it with --storage-option {error.setting}=... (or in "
-            "METERWAX_STORAGE_OPTIONS), or point --lake at a store with conditional writes"
+            f". Point --lake (and --storage-option {error.setting}=..., or "
+            "METERWAX_STORAGE_OPTIONS) at a store with conditional writes"
         )
     if isinstance(error, LakeRulesError):
         flags = " ".join(

@@ -11,7 +11,7 @@ from click.testing import CliRunner
 
 from meterwax.cli import config, secrets
 from meterwax.cli.main import main
-from meterwax.sinks.commit_check import s3_target, uses_copy_if_not_exists
+from meterwax.sinks.commit_check import s3_target
 from meterwax.sinks.storage import is_secret, masked, redact
 
 SECRET = "s3cr3t-never-printed"
@@ -169,5 +169,3 @@ def test_the_commit_check_reads_delta_rs_option_names_in_any_case_and_alias():
     assert (target.access_key_id, target.secret_access_key) == ("id", SECRET)
     assert target.virtual_hosted is True
     assert SECRET not in target.store
-    assert uses_copy_if_not_exists({"AWS_COPY_IF_NOT_EXISTS": "multipart"})
-    assert not uses_copy_if_not_exists({"aws_conditional_put": "etag"})
