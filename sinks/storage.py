@@ -75,12 +75,19 @@ def redact(text: str, secrets: Iterable[str]) -> str:
     return _redact_userinfo(text)
 
 
-_USERINFO = re.compile(r"(?P<scheme>[a-z][a-z0-9+.-]*://)(?P<user>[^/@:\s]+):(?P<pw>[^/@\s]+)@")
+_USERINFO = re.compile(r"(?P<scheme>[a-z][a-z0-9+.-]*://)[^\s@'\"]+@", re.IGNORECASE)
+_QUERY = re.compile(r"(?P<head>[a-z][a-z0-9+.-]*://[^\s?'\"]*\?)[^\s'\"]+", re.IGNORECASE)
 
 
 def _redact_userinfo(text: str) -> str:
-    """``scheme://user:password@host`` → ``scheme://user:***@host``."""
-    return _USERINFO.sub(lambda m: f"{m['scheme']}{m['user']}:{MASK}@", text)
+    """Hide credentials inside URIs: the user part, and the query string.
+
+    ``scheme://user:pass@host`` and ``scheme://TOKEN@host`` become ``scheme://***@host``; a
+    query string (an Azure ``?sig=`` SAS) becomes ``?***``. The whole user part goes,
+    whatever it holds (a secret with ``/`` or ``+`` in it).
+    """
+    text = _USERINFO.sub(lambda m: f"{m['scheme']}{MASK}@", text)
+    return _QUERY.sub(lambda m: f"{m['head']}{MASK}", text)
 
 
 def scheme(root: str) -> str | None:

@@ -339,7 +339,12 @@ def _shown(name: str, value: object) -> str:
     if setting not in _MAP_SETTINGS:
         return repr(value)
     if isinstance(value, dict):
-        return repr({k: "***" if is_secret(str(k)) else v for k, v in value.items()})
+        return repr(
+            {
+                k: "***" if is_secret(str(k)) or isinstance(v, (dict, list)) else v
+                for k, v in value.items()
+            }
+        )
     if "." in name and is_secret(name.split(".", 1)[1]):
         return "'***'"
     return "(hidden: it may hold credentials)"

@@ -83,6 +83,10 @@ def main(verbose: int) -> None:
         level=max(level, logging.DEBUG), format="%(levelname)s %(name)s: %(message)s"
     )
     secrets.install_log_filter()
+    # botocore's debug log prints request headers, a session token from an AWS profile among
+    # them (a value meterwax never sees, so cannot mask): never below INFO.
+    for noisy in ("botocore", "urllib3"):
+        logging.getLogger(noisy).setLevel(max(level, logging.INFO))
 
 
 for command in (run, demo, usage, meters, void, corrections, reconcile_command, maintain):

@@ -75,7 +75,13 @@ def test_masked_options_keep_what_a_reader_needs():
 
 def test_redact_hides_secrets_and_passwords_in_uris():
     text = f"failed: key {SECRET} at https://user:{SECRET[:6]}xyz@host/path"
-    assert redact(text, [SECRET]) == "failed: key *** at https://user:***@host/path"
+    assert redact(text, [SECRET]) == "failed: key *** at https://***@host/path"
+    # Whatever the user part holds, and a SAS in the query string.
+    for uri in ("s3://AKIA:ab/c+d@bucket/lake", "s3://TOKEN@bucket/lake"):
+        assert (
+            redact(f"cannot open {uri}: denied", []) == "cannot open s3://***@bucket/lake: denied"
+        )
+    assert redact("az://acct/c?sv=1&sig=abc%2F denied", []) == "az://acct/c?*** denied"
 
 
 def test_the_flag_and_the_variable_give_the_options(monkeypatch):

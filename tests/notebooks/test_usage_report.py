@@ -8,6 +8,7 @@ from the ledger, MERGEd at revision 1, with an audit row.
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -116,7 +117,9 @@ def test_the_usage_report_runs_top_to_bottom(tmp_path, monkeypatch, request, whe
     second = write(tmp_path / "b.jsonl", list(generate(Workload(seed=2, **shape))))
     if where == "s3":  # the lake on the S3 server; the notebook reads METERWAX_STORAGE_OPTIONS
         server = request.getfixturevalue("s3_server")
-        monkeypatch.setenv("METERWAX_STORAGE_OPTIONS", server.env()["METERWAX_STORAGE_OPTIONS"])
+        # As an operator may write it: a JSON boolean, which meterwax takes as "true".
+        options = {**server.storage_options(), "AWS_ALLOW_HTTP": True}
+        monkeypatch.setenv("METERWAX_STORAGE_OPTIONS", json.dumps(options))
         lake = server.lake()
     else:
         lake = Lake(tmp_path / "lake")
