@@ -175,3 +175,10 @@ def test_the_commit_check_reads_delta_rs_option_names_in_any_case_and_alias():
     assert (target.access_key_id, target.secret_access_key) == ("id", SECRET)
     assert target.virtual_hosted is True
     assert SECRET not in target.store
+
+
+def test_a_map_nested_in_the_options_variable_is_never_shown():
+    nested = json.dumps({"google_service_account": {"private_key": "PRIVATE-KEY-VALUE"}})
+    code, out = invoke("usage", "--lake", "gs://b/lake", METERWAX_STORAGE_OPTIONS=nested)
+    assert code == 2, out
+    assert "METERWAX_STORAGE_OPTIONS" in out and "PRIVATE-KEY-VALUE" not in out
