@@ -71,9 +71,12 @@ def replay_command(
     partitions = cluster.partitions(settings.topic)
     if partitions is None:
         raise ConfigError(f"topic {settings.topic!r} does not exist on {settings.brokers}")
+    # Opened for writing first: a store that could lose a commit is refused before the
+    # topic's identity is recorded in the lake.
+    lake = settings.open_lake(writes=True)
     topic_id = cluster.topic_id(settings.topic)
     if topic_id is not None:  # a recreated topic's offsets are not the ones the lake read
-        settings.open_lake().check_source_identity(f"kafka:{settings.topic}", topic_id)
+        lake.check_source_identity(f"kafka:{settings.topic}", topic_id)
     consumer = cluster.client(
         Consumer,
         **{
@@ -105,7 +108,7 @@ def replay_command(
             sum(stop - start for start, stop in logs.values()), f"replaying {settings.topic}"
         )
         report = replay(
-            settings.open_lake(writes=True),
+            lake,
             settings.topic,
             ranges,
             counting(read_range(consumer, settings.topic, logs), progress),
