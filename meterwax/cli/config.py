@@ -67,11 +67,35 @@ def _option_values(value: object) -> object:
     return value
 
 
+def _one_spelling(value: object) -> object:
+    """Refuse a setting given in two spellings with two values.
+
+    delta-rs reads names in any case (``AWS_ENDPOINT_URL``, ``aws_endpoint_url``) and does
+    not say which one wins: the commit check and delta-rs could reach two different stores.
+    """
+    if isinstance(value, dict):
+        seen: dict[str, list[str]] = {}
+        for key in value:
+            seen.setdefault(str(key).lower(), []).append(str(key))
+        clashing = [
+            names
+            for names in seen.values()
+            if len(names) > 1 and len({str(value[n]) for n in names}) > 1
+        ]
+        if clashing:
+            listed = "; ".join(" and ".join(names) for names in clashing)
+            msg = f"one setting in two spellings with different values: {listed}; give it once"
+            raise ValueError(msg)
+    return value
+
+
 class LakeSettings(_Settings):
     """Where the lake lives, and the delta-rs storage options to reach it."""
 
     lake: str = Field("./lake", description="lake root: a directory or s3://… URI")
-    storage_options: Annotated[dict[str, str], BeforeValidator(_option_values)] = Field(
+    storage_options: Annotated[
+        dict[str, str], BeforeValidator(_one_spelling), BeforeValidator(_option_values)
+    ] = Field(
         default_factory=dict,
         description="delta-rs storage options (endpoint, credentials…); the variable holds JSON",
     )

@@ -182,3 +182,17 @@ def test_a_map_nested_in_the_options_variable_is_never_shown():
     code, out = invoke("usage", "--lake", "gs://b/lake", METERWAX_STORAGE_OPTIONS=nested)
     assert code == 2, out
     assert "METERWAX_STORAGE_OPTIONS" in out and "PRIVATE-KEY-VALUE" not in out
+
+
+def test_one_setting_in_two_spellings_with_two_values_is_refused():
+    code, out = invoke(
+        "usage",
+        "--lake",
+        "s3://b/lake",
+        "--storage-option",
+        "AWS_ENDPOINT_URL=http://127.0.0.1:1",
+        "--storage-option",
+        "aws_endpoint_url=http://127.0.0.1:2",
+    )
+    assert code == 2, out
+    assert "AWS_ENDPOINT_URL and aws_endpoint_url" in out and "give it once" in out
