@@ -14,6 +14,7 @@ import traceback
 from typing import Any
 
 import click
+from deltalake.exceptions import DeltaError
 
 from meterwax import __version__
 from meterwax.cli import secrets
@@ -46,12 +47,31 @@ class _Group(click.Group):
             sys.exit(2)
         except (click.exceptions.ClickException, click.exceptions.Exit, click.exceptions.Abort):
             raise
-        except Exception:
+        except Exception as error:
+            storage = _storage_failure(error)
+            if storage is not None:
+                # The lake's store failed (unreachable, refused, an option delta-rs rejects):
+                # what it said, in one line; the run can be started again once it is fixed.
+                text = " ".join(str(storage).split())
+                click.echo(secrets.redact(f"error: the lake's storage failed: {text}"), err=True)
+                sys.exit(1)
             if not secrets.any_known():
                 raise
             # A failure below, with storage secrets about: the traceback, without them.
             click.echo(secrets.redact(traceback.format_exc()).rstrip(), err=True)
             sys.exit(1)
+
+
+def _storage_failure(error: BaseException) -> BaseException | None:
+    """The delta-rs or object-store error behind ``error`` (Bytewax wraps a flow's), if any."""
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, (DeltaError, OSError)):
+            return current
+        current = current.__cause__ or current.__context__
+    return None
 
 
 def _hint(error: MeterwaxError) -> str:

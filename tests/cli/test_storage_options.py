@@ -196,3 +196,18 @@ def test_one_setting_in_two_spellings_with_two_values_is_refused():
     )
     assert code == 2, out
     assert "AWS_ENDPOINT_URL and aws_endpoint_url" in out and "give it once" in out
+
+
+def test_a_failure_of_the_lakes_storage_is_one_line_without_secrets():
+    code, out = invoke(
+        "usage",
+        "--lake",
+        "s3://lake//doubled",
+        "--storage-option",
+        "AWS_ENDPOINT_URL=http://127.0.0.1:9",
+        "--storage-option",
+        f"AWS_SECRET_ACCESS_KEY={SECRET}",
+    )
+    assert code == 1, out
+    assert out.startswith("error: the lake's storage failed: ") and "empty path segment" in out
+    assert "Traceback" not in out and SECRET not in out
