@@ -18,7 +18,8 @@ from meterwax.sinks.schemas import (
 )
 from meterwax.synthetic.generator import Generated
 from tests.helpers import generated_windows, rows
-from tests.kafka_helpers import Stored
+from tests.kafka_helpers import Stored, read_topic
+from tests.processes import run_meterwax
 
 
 def check_g1_ledger(lake: Lake, messages: list[Generated]) -> None:
@@ -137,3 +138,17 @@ def check_g4_line_by_line(
             else "heartbeat"
         ] += 1
     return seen
+
+
+def check_g1_to_g4_against_the_topic(
+    lake: Lake, bootstrap: str, topic: str, messages: list[Generated]
+) -> None:
+    """Apply pending corrections, then G1–G4 against what ``topic`` holds (reconcile clean)."""
+    assert run_meterwax("corrections", "--lake", lake.root, "--once").returncode == 0
+    assert run_meterwax("reconcile", "--lake", lake.root).returncode == 0
+    stored = read_topic(bootstrap, topic)
+    assert len(stored) == len(messages)
+    check_g1_ledger(lake, messages)
+    check_g2_totals(lake, messages)
+    check_g3_audit(lake)
+    check_g4_accounting(lake, stored, origin=f"kafka:{topic}")

@@ -116,3 +116,21 @@ def loopback_addresses(count: int) -> str:
             probe.bind((host, 0))
             addresses.append(f"{host}:{probe.getsockname()[1]}")
     return ";".join(addresses)
+
+
+def replay_from_start(
+    bootstrap: str,
+    topic: str,
+    lake: Lake,
+    partitions: int,
+    *extra: str,
+    env_extra: dict[str, str] | None = None,
+) -> subprocess.CompletedProcess[str]:
+    """``meterwax replay`` of every partition of ``topic`` from offset 0."""
+    offsets = ",".join(f"{p}:0" for p in range(partitions))
+    return run_meterwax(
+        "replay",
+        *("--brokers", bootstrap, "--topic", topic, "--lake", lake.root),
+        *("--from-offsets", offsets, *extra),
+        env_extra=env_extra,
+    )

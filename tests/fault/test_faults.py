@@ -28,15 +28,9 @@ import pytest
 from meterwax.sinks.lake import Lake
 from meterwax.synthetic.generator import generate
 from tests.fault.streams import SlowProducer, fault_workload
-from tests.guarantees import (
-    check_g1_ledger,
-    check_g2_totals,
-    check_g3_audit,
-    check_g4_accounting,
-)
+from tests.guarantees import check_g1_to_g4_against_the_topic
 from tests.helpers import comparable_tables
-from tests.kafka_helpers import read_topic
-from tests.processes import run_meterwax, start_meterwax, wait_for
+from tests.processes import replay_from_start, run_meterwax, start_meterwax, wait_for
 
 KILLS = int(os.environ.get("METERWAX_FAULT_KILLS", "12"))
 EVENTS = int(os.environ.get("METERWAX_FAULT_EVENTS", "12000"))
@@ -139,15 +133,7 @@ def test_g1_to_g5_hold_when_the_flows_are_killed_at_random_and_at_every_commit(
         )
         assert crashed.returncode == -signal.SIGKILL, crashed.stderr[-2000:]
         assert f"crash point {point} reached" in crashed.stderr
-    assert run_meterwax("corrections", "--lake", lake.root, "--once").returncode == 0
-    assert run_meterwax("reconcile", "--lake", lake.root).returncode == 0
-
-    stored = read_topic(bootstrap, topic)
-    assert len(stored) == len(messages)
-    check_g1_ledger(lake, messages)
-    check_g2_totals(lake, messages)
-    check_g3_audit(lake)
-    check_g4_accounting(lake, stored, origin=f"kafka:{topic}")
+    check_g1_to_g4_against_the_topic(lake, bootstrap, topic, messages)
 
     # G5: the same tables as a run that was never interrupted.
     reference = Lake(tmp_path / "reference")
@@ -169,17 +155,7 @@ def test_g1_to_g5_hold_when_the_flows_are_killed_at_random_and_at_every_commit(
     assert final == comparable_tables(reference)
 
     # Replaying the whole topic, and starting over without the recovery store, change nothing.
-    replayed = run_meterwax(
-        "replay",
-        "--brokers",
-        bootstrap,
-        "--topic",
-        topic,
-        "--lake",
-        lake.root,
-        "--from-offsets",
-        "0:0,1:0,2:0,3:0",
-    )
+    replayed = replay_from_start(bootstrap, topic, lake, 4)
     assert replayed.returncode == 0, replayed.stderr[-3000:]
     assert "0 missing events counted" in replayed.stdout
     shutil.rmtree(recovery)

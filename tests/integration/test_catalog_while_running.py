@@ -24,7 +24,7 @@ from meterwax.synthetic.generator import Workload, generate
 from tests.catalog_reference import comparable, lake_windows, meter_windows, parse_event
 from tests.helpers import rows
 from tests.kafka_helpers import produce, produce_generated
-from tests.processes import run_meterwax, start_meterwax, table_rows, wait_for
+from tests.processes import replay_from_start, run_meterwax, start_meterwax, table_rows, wait_for
 
 pytestmark = pytest.mark.kafka
 
@@ -178,17 +178,7 @@ def test_a_flow_on_an_older_catalog_commits_no_reject_after_the_new_one_and_repl
     assert finished.returncode == 0, finished.stderr
     assert sorted(r["id"] for r in rows(lake, EVENTS)) == ["after0", "after1", "after2"]
     # A replay of the whole partition decides every offset as the main flow did.
-    replay = run_meterwax(
-        "replay",
-        "--brokers",
-        bootstrap,
-        "--topic",
-        topic,
-        "--lake",
-        lake.root,
-        "--from-offsets",
-        "0:0",
-    )
+    replay = replay_from_start(bootstrap, topic, lake, 1)
     assert replay.returncode == 0, replay.stderr
     assert "0 missing events counted, 0 missing rejects" in replay.stdout
     assert sorted(r["id"] for r in rows(lake, EVENTS)) == ["after0", "after1", "after2"]

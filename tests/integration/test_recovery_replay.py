@@ -20,7 +20,14 @@ from meterwax.synthetic.generator import Workload, generate
 from tests.guarantees import check_g1_ledger
 from tests.helpers import comparable_tables, event, rows
 from tests.kafka_helpers import produce, produce_generated
-from tests.processes import run_meterwax, start_meterwax, stop, table_rows, wait_for
+from tests.processes import (
+    replay_from_start,
+    run_meterwax,
+    start_meterwax,
+    stop,
+    table_rows,
+    wait_for,
+)
 
 pytestmark = pytest.mark.kafka
 
@@ -112,20 +119,7 @@ def metered(tmp_path, bootstrap, cluster, new_topic):
 
 
 def _replay(bootstrap: str, topic: str, lake: Lake, *extra: str):
-    return run_meterwax(
-        "replay",
-        "--brokers",
-        bootstrap,
-        "--topic",
-        topic,
-        "--lake",
-        lake.root,
-        "--from-offsets",
-        "0:0,1:0",
-        "--format",
-        "json",
-        *extra,
-    )
+    return replay_from_start(bootstrap, topic, lake, 2, "--format", "json", *extra)
 
 
 def test_replaying_a_fully_counted_range_changes_nothing(bootstrap, metered):

@@ -22,7 +22,13 @@ from tests.guarantees import check_g1_ledger, check_g3_audit
 from tests.helpers import generated_windows, rows, run_cli, window_totals, write
 from tests.integration.test_kafka_run import START, free_ports
 from tests.kafka_helpers import produce_generated
-from tests.processes import meterwax_command, run_meterwax, start_meterwax, wait_for
+from tests.processes import (
+    meterwax_command,
+    replay_from_start,
+    run_meterwax,
+    start_meterwax,
+    wait_for,
+)
 from tests.s3_fixtures import S3Server
 
 pytestmark = [pytest.mark.s3, pytest.mark.slow]
@@ -88,20 +94,7 @@ def test_two_processes_of_one_cluster_compaction_and_replay_on_one_s3_lake(
     victims = sorted({m.tenant_id for m in messages})[:2]
     ledger.delete(" OR ".join(f"tenant_id = '{t}'" for t in victims))
     assert run_meterwax("reconcile", "--lake", lake.root, env_extra=env).returncode == 1
-    replayed = run_meterwax(
-        "replay",
-        "--brokers",
-        bootstrap,
-        "--topic",
-        topic,
-        "--lake",
-        lake.root,
-        "--from-offsets",
-        "0:0,1:0,2:0,3:0",
-        "--format",
-        "json",
-        env_extra=env,
-    )
+    replayed = replay_from_start(bootstrap, topic, lake, 4, "--format", "json", env_extra=env)
     assert replayed.returncode == 0, replayed.stderr
     assert json.loads(replayed.stdout)["inserted"] == sum(
         1 for m in messages if m.intent == "valid" and m.tenant_id in victims
