@@ -6,7 +6,8 @@
 #
 # `make test` starts a private broker (scripts/kafka) unless METERWAX_KAFKA_BOOTSTRAP names
 # one already running (e.g. `docker compose up -d kafka` → 127.0.0.1:9092), and always stops
-# the broker it started, also when tests fail. Pass pytest arguments with PYTEST_ARGS="...".
+# the broker it started, also when tests fail. Pass pytest arguments with PYTEST_ARGS="...";
+# the suite runs on PYTEST_WORKERS=2 pytest-xdist workers (a test file stays on one worker).
 #
 #   make bench  meterwax bench (README "Benchmark"); arguments with BENCH_ARGS="..."
 
@@ -15,6 +16,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
+PYTEST_WORKERS ?= 2
 BENCH_ARGS ?=
 
 .PHONY: demo test lint bench clean
@@ -36,7 +38,8 @@ lint: $(STAMP)
 # overlaps the broker's start and the first tests; its fixture waits on the same build lock.
 test: lint
 	@(bash scripts/s3 build >/dev/null 2>&1 &)
-	@PATH="$(CURDIR)/$(BIN):$$PATH" bash scripts/with-kafka $(BIN)/python -m pytest $(PYTEST_ARGS)
+	@PATH="$(CURDIR)/$(BIN):$$PATH" bash scripts/with-kafka \
+		$(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 bench: $(STAMP)
 	@PATH="$(CURDIR)/$(BIN):$$PATH" bash scripts/with-kafka $(BIN)/meterwax bench $(BENCH_ARGS)

@@ -7,7 +7,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TypeVar
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
 
 from meterwax.kafka.clients import Cluster
 from meterwax.kafka.producer import Record, RecordWriter
@@ -27,6 +27,21 @@ class Stored:
     value: bytes | None
 
 
+def _end_offset(consumer: Consumer, topic: str, partition: int) -> int:
+    """A partition's end offset, asked again while the broker answers a retriable error.
+
+    A topic just created may still be electing its leaders (``NOT_LEADER_FOR_PARTITION``).
+    """
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            return consumer.get_watermark_offsets(TopicPartition(topic, partition), 10)[1]
+        except KafkaException as error:
+            if not error.args[0].retriable() or time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
+
+
 def read_topic(bootstrap: str, topic: str) -> list[Stored]:
     """Every message of every partition, read back with a plain consumer."""
     consumer = Consumer(
@@ -39,9 +54,7 @@ def read_topic(bootstrap: str, topic: str) -> list[Stored]:
     )
     try:
         partitions = sorted(consumer.list_topics(topic, timeout=10).topics[topic].partitions)
-        ends = {
-            p: consumer.get_watermark_offsets(TopicPartition(topic, p), 10)[1] for p in partitions
-        }
+        ends = {p: _end_offset(consumer, topic, p) for p in partitions}
         remaining = {p for p, end in ends.items() if end > 0}
         consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in remaining])
         stored: list[Stored] = []
