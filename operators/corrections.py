@@ -30,11 +30,12 @@ from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import TypeVar
 
-from meterwax.operators.aggregates import SliceKey, WindowKey, WindowValue, empty_value
+from meterwax.operators.aggregates import SUM, SliceKey, WindowKey, WindowValue, empty_value
 from meterwax.operators.catalog import Catalog
 from meterwax.operators.contract import MAX_QUANTITY_NANOS
 from meterwax.operators.decode import Event
 from meterwax.operators.dedupe import UNKNOWN_CONTENT, event_content
+from meterwax.operators.timeline import format_micros
 
 __all__ = ["SliceKey", "WindowKey", "WindowValue"]
 
@@ -173,6 +174,28 @@ def classify_late_events(
             same = entry.content in (content, UNKNOWN_CONTENT)
             (duplicates if same else conflicting).append(item)
     return LateClassification(new, already, duplicates, conflicting, superseding)
+
+
+def sums_past_bound(catalog: Catalog, values: Mapping[WindowKey, WindowValue]) -> list[WindowKey]:
+    """The ``sum`` windows among ``values`` whose total passes decimal(38, 9), by key.
+
+    One test for every place that must refuse or repair such a total: a catalog change, an
+    undo, and two partitions' shares of one window met in a correction.
+    """
+    return sorted(
+        key
+        for key, value in values.items()
+        if (meter := catalog.meter(key[1])) is not None
+        and meter.aggregation is SUM
+        and (value.quantity_nanos or 0) > MAX_QUANTITY_NANOS
+    )
+
+
+def describe_windows(keys: Iterable[WindowKey], *, most: int = 5) -> str:
+    """``meter of tenant at time`` for the first ``most`` windows, for an error message."""
+    return ", ".join(
+        f"{key[1]} of {key[0]} at {format_micros(key[2])}" for key in list(keys)[:most]
+    )
 
 
 Item = TypeVar("Item")

@@ -37,9 +37,8 @@ from deltalake import CommitProperties, DeltaTable, Transaction, write_deltalake
 
 from meterwax.errors import LakeError
 from meterwax.faults import crash_point
-from meterwax.operators.aggregates import SUM, SliceKey, WindowValue
+from meterwax.operators.aggregates import SliceKey, WindowValue
 from meterwax.operators.catalog import Catalog
-from meterwax.operators.contract import MAX_QUANTITY_NANOS
 from meterwax.operators.corrections import (
     ChangeReason,
     CurrentWindow,
@@ -52,6 +51,7 @@ from meterwax.operators.corrections import (
     plan_window_changes,
     reconcile_with_audit,
     slice_of,
+    sums_past_bound,
 )
 from meterwax.operators.decode import Event
 from meterwax.operators.reasons import Reason, conflict_detail, overflow_detail
@@ -612,13 +612,7 @@ class CorrectionStore:
         catalog = self.follow_catalog()
         slices = {self.ledger.slice_of(copy) for copy in back}
         values = self.ledger.window_values(catalog, slices, extra=[c.event for c in back])
-        return sorted(
-            key
-            for key, value in values.items()
-            if (meter := catalog.meter(key[1])) is not None
-            and meter.aggregation is SUM
-            and (value.quantity_nanos or 0) > MAX_QUANTITY_NANOS
-        )
+        return sums_past_bound(catalog, values)
 
     def sweep_voids(
         self, rule_changes: list[tuple[str, str]], appended: list[LedgerCopy]
@@ -716,15 +710,11 @@ class CorrectionStore:
         (each partition's processor keeps its own share within the bound), so the copies are
         read only for slices with a window past the bound. True if anything was voided.
         """
-        over = set()
-        for key, value in values.items():
-            meter = catalog.meter(key[1])
-            if (
-                meter is not None
-                and meter.aggregation is SUM
-                and (value.quantity_nanos or 0) > MAX_QUANTITY_NANOS
-            ):
-                over.add((key[0], meter.event_meter, key[2]))
+        over = {
+            where
+            for key in sums_past_bound(catalog, values)
+            if (where := slice_of(catalog, key)) is not None
+        }
         if not over:
             return False
         copies = self.ledger.copies_in(over)

@@ -35,10 +35,14 @@ from deltalake import CommitProperties, Transaction, write_deltalake
 
 from meterwax.errors import ConfigError
 from meterwax.operators.aggregates import SliceKey
-from meterwax.operators.catalog import LEGACY_VERSION, Aggregation, Catalog, MeterDefinition
-from meterwax.operators.contract import MAX_QUANTITY_NANOS
-from meterwax.operators.corrections import ChangeReason, WindowChange
-from meterwax.operators.timeline import DAY_US, format_micros
+from meterwax.operators.catalog import LEGACY_VERSION, Catalog, MeterDefinition
+from meterwax.operators.corrections import (
+    ChangeReason,
+    WindowChange,
+    describe_windows,
+    sums_past_bound,
+)
+from meterwax.operators.timeline import DAY_US
 from meterwax.sinks.arrow_rows import timestamp_to_micros
 from meterwax.sinks.catalog_table import CatalogStore
 from meterwax.sinks.corrections_store import CorrectionStore
@@ -296,19 +300,13 @@ def _changed_since(store: CatalogStore, catalog: Catalog, baseline: int) -> set[
 
 def _refuse_overflow(catalog: Catalog, changes: list[WindowChange]) -> None:
     """ConfigError if a ``sum`` window of the new definitions passes decimal(38, 9)."""
-    over = [
-        change
-        for change in changes
-        if (meter := catalog.meter(change.key[1])) is not None
-        and meter.aggregation is Aggregation.SUM
-        and (change.new.quantity_nanos or 0) > MAX_QUANTITY_NANOS
-    ]
+    over = sums_past_bound(catalog, {change.key: change.new for change in changes})
     if not over:
         return
-    shown = ", ".join(f"{c.key[1]} of {c.key[0]} at {format_micros(c.key[2])}" for c in over[:5])
     msg = (
         f"this catalog's sums would pass decimal(38, 9) (29 digits before the point) in "
-        f"{len(over):,} windows, e.g. {shown}: the values are in another unit than the meter "
+        f"{len(over):,} windows, e.g. {describe_windows(over)}: the values are in another unit "
+        "than the meter "
         "expects. Nothing was applied"
     )
     raise ConfigError(msg)

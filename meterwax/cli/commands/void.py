@@ -17,6 +17,7 @@ from meterwax.durations import parse_duration_us
 from meterwax.errors import ConfigError
 from meterwax.faults import crash_point
 from meterwax.operators.aggregates import WindowValue
+from meterwax.operators.corrections import describe_windows
 from meterwax.operators.timeline import format_micros, from_micros, to_micros
 from meterwax.operators.voids import DEFAULT_MAX_RANGE_US, VoidRule, VoidRuleError, check_rule
 from meterwax.reports.periods import zone
@@ -341,10 +342,10 @@ def _refuse_overflow(store: CorrectionStore, void_id: str) -> None:
     over = store.undo_overflows(void_id)
     if not over:
         return
-    shown = ", ".join(f"{key[1]} of {key[0]} at {format_micros(key[2])}" for key in over[:5])
     msg = (
         f"--undo {void_id}: its events counted again would take {len(over):,} windows past "
-        f"decimal(38, 9) (29 digits before the point), e.g. {shown}: events counted since the "
+        f"decimal(38, 9) (29 digits before the point), e.g. {describe_windows(over)}: events "
+        "counted since the "
         "void fill them. Nothing was undone"
     )
     raise ConfigError(msg)
