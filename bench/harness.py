@@ -29,7 +29,7 @@ from meterwax.bench.contestants import CONTESTANTS, DEFAULT, Contestant, Target
 from meterwax.bench.quixenv import REPO, quix_python, quix_versions
 from meterwax.bench.runner import ContestantFailedError, Measured, run_processes
 from meterwax.bench.totals import Totals, compare, read_meterwax_windows, read_windows
-from meterwax.bench.workload import LoadedTopic, delete_topic, load_topic
+from meterwax.bench.workload import TENANTS, LoadedTopic, delete_topic, load_topic
 from meterwax.kafka.clients import Cluster
 from meterwax.synthetic.generator import describe_intents
 
@@ -43,6 +43,7 @@ class BenchOptions:
     brokers: str
     events: int = 1_000_000
     partitions: int = 4
+    tenants: int = TENANTS
     runs: int = 3
     contestants: tuple[str, ...] = DEFAULT
 
@@ -64,8 +65,11 @@ def run_bench(options: BenchOptions, echo: Echo) -> dict[str, Any]:
     load_start = os.getloadavg()
     workdir = Path(tempfile.mkdtemp(prefix="meterwax-bench-"))
     problems: list[str] = []
-    echo(f"loading {options.events:,} events (B1) into {options.partitions} partitions…")
-    loaded = load_topic(cluster, options.events, options.partitions)
+    echo(
+        f"loading {options.events:,} events (B1, {options.tenants:,} tenants) into "
+        f"{options.partitions} partitions…"
+    )
+    loaded = load_topic(cluster, options.events, options.partitions, options.tenants)
     echo(
         f"  {loaded.topic}: {describe_intents(loaded.intents)} in {loaded.seconds:.1f}s; "
         f"load average {_load()}"
@@ -176,18 +180,24 @@ def _median_entry(record: _Record, events: int) -> dict[str, Any]:
         for m, messages in record.runs
     ]
     seconds = statistics.median(r["seconds"] for r in runs)
+    cpu_seconds = statistics.median(m.cpu_seconds for m, _ in record.runs)
     entry: dict[str, Any] = {
         "events_per_s": round(events / seconds),
         "seconds": seconds,
         "peak_rss_bytes": round(statistics.median(r["peak_rss_bytes"] for r in runs)),
-        "cpu_seconds": round(statistics.median(r["cpu_seconds"] for r in runs), 2),
+        "cpu_seconds": round(cpu_seconds, 2),
+        "cpu_us_per_event": round(cpu_seconds / events * 1e6, 2),
         "processes": len(record.runs[0][0].outputs),
         "runs": runs,
     }
     if record.contestant.outcomes is not None:
         entry["outcomes"] = record.contestant.outcomes(record.runs[0][0].outputs)
+    per_id = _dedupe_bytes_per_id(record)
+    if per_id is not None:
+        entry["dedupe_bytes_per_id"] = per_id
     if record.totals is not None:
         entry["windows"] = len(record.totals)
+        entry["window_tenants"] = len({tenant for tenant, _meter, _start in record.totals})
     return entry
 
 
@@ -222,6 +232,7 @@ def _result(
     meterwax = records.get("meterwax")
     return {
         "events": options.events,
+        "tenants": options.tenants,
         "partitions": options.partitions,
         "runs_per_contestant": options.runs,
         "totals_identical": identical and not problems,
@@ -231,7 +242,7 @@ def _result(
         ),
         "workload": {
             "name": "B1",
-            "tenants": 1000,
+            "tenants": loaded.tenants,
             "meters": 3,
             "window": "1m",
             "allowed_lateness": "30s",
@@ -324,7 +335,8 @@ def render_table(result: dict[str, Any]) -> str:
         f"{'contestant':<16}{'events/s':>10}{'× floor':>9}{'peak RSS':>11}{'CPU s':>8}  runs (s)"
     )
     lines = [
-        f"meterwax bench: {result['events']:,} events, {result['partitions']} partitions, "
+        f"meterwax bench: {result['events']:,} events, {result['tenants']:,} tenants, "
+        f"{result['partitions']} partitions, "
         f"median of {result['runs_per_contestant']} runs",
         header,
         "-" * len(header),

@@ -1,7 +1,8 @@
 """Workload B1 (docs/benchmarks.md), loaded once into a fresh topic that every contestant reads.
 
-B1 is the generator's stream with 1,000 tenants, 3 meters, 2% retried duplicates, 1% late and
-0.1% invalid events, keyed by tenant. Three choices make the engines' totals comparable:
+B1 is the generator's stream with 1,000 tenants (``meterwax bench --tenants`` sets another
+count), 3 meters, 2% retried duplicates, 1% late and 0.1% invalid events, keyed by tenant.
+Three choices make the engines' totals comparable:
 
 - ``late_follows_valid``: a late event lands behind the latest valid event of its own
   (tenant, meter), so it is late for per-key clocks (naive, quix) as for meterwax's
@@ -30,15 +31,20 @@ from meterwax.kafka.topics import ensure_topic
 from meterwax.synthetic.generator import Workload, generate
 
 EVENTS_PER_SECOND = 1000.0
+TENANTS = 1000
+"""B1's tenants; ``meterwax bench --tenants`` and the sweep run it with other counts."""
 TOPIC_RETENTION_US = 7 * 86_400_000_000
 
 
-def b1(events: int, *, end: datetime | None = None, seed: int = 1) -> Workload:
-    """Workload B1 with ``events`` messages whose event times end at ``end`` (default now)."""
+def b1(
+    events: int, *, tenants: int = TENANTS, end: datetime | None = None, seed: int = 1
+) -> Workload:
+    """Workload B1 with ``events`` messages from ``tenants`` tenants whose event times end at
+    ``end`` (default now)."""
     last = end or datetime.now(UTC)
     return Workload(
         events=events,
-        tenants=1000,
+        tenants=tenants,
         duplicates=0.02,
         late=0.01,
         invalid=0.001,
@@ -57,12 +63,16 @@ class LoadedTopic:
     topic: str
     partitions: int
     events: int
+    tenants: int
     intents: dict[str, int]
     seconds: float
 
 
-def load_topic(cluster: Cluster, events: int, partitions: int) -> LoadedTopic:
-    """Create a fresh topic and produce B1 into it (idempotent producer, keyed by tenant)."""
+def load_topic(
+    cluster: Cluster, events: int, partitions: int, tenants: int = TENANTS
+) -> LoadedTopic:
+    """Create a fresh topic and produce B1 (with ``tenants`` tenants) into it (idempotent
+    producer, keyed by tenant)."""
     topic = f"meterwax-bench-{uuid.uuid4().hex[:12]}"
     ensure_topic(
         cluster,
@@ -75,7 +85,7 @@ def load_topic(cluster: Cluster, events: int, partitions: int) -> LoadedTopic:
     intents: Counter[str] = Counter()
 
     def records() -> Iterator[Record]:
-        for message in generate(b1(events)):
+        for message in generate(b1(events, tenants=tenants)):
             intents[message.intent] += 1
             yield Record(message.key, message.payload)
 
@@ -83,7 +93,8 @@ def load_topic(cluster: Cluster, events: int, partitions: int) -> LoadedTopic:
     if report.undelivered:
         msg = f"loading {topic}: {report.undelivered:,} messages undelivered"
         raise RuntimeError(msg + (f" ({report.describe_failures()})" if report.failed else ""))
-    return LoadedTopic(topic, partitions, events, dict(intents), time.monotonic() - started)
+    seconds = time.monotonic() - started
+    return LoadedTopic(topic, partitions, events, tenants, dict(intents), seconds)
 
 
 def delete_topic(cluster: Cluster, topic: str) -> None:

@@ -11,9 +11,12 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from datetime import UTC, datetime
 
 import pytest
 
+from meterwax.bench.workload import b1
+from meterwax.synthetic.generator import generate
 from tests.processes import run_meterwax
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
@@ -80,6 +83,66 @@ def test_smoke_benchmark_reads_everything_and_totals_agree(bootstrap, tmp_path):
     assert len(machine["load_avg_start"]) == 3
     assert machine["quix_venv"]["quixstreams"]
     assert "floor" in done.stdout  # the table
+
+
+def test_sweep_runs_every_point_on_its_own_workload(bootstrap, tmp_path):
+    """Tenants 10 and 50 at 2,000 events, then 10 tenants at 4,000: every point's meterwax saw
+    the ids and the tenants its workload holds, counted here from the generator itself."""
+    out = tmp_path / "sweep.json"
+    done = run_meterwax(
+        "bench",
+        "--brokers",
+        bootstrap,
+        "--sweep",
+        "--sweep-tenants",
+        "10,50",
+        "--sweep-events",
+        "2000,4000",
+        "--contestants",
+        "floor,meterwax",
+        "--runs",
+        "1",
+        "--json",
+        str(out),
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    result = json.loads(out.read_text())
+    assert result["problems"] == []
+    points = [(10, 2000), (50, 2000), (10, 4000)]
+    assert [tuple(point) for point in result["points"]] == points
+    assert [(r["tenants"], r["events"]) for r in result["sweep"]] == points
+
+    for (tenants, events), point in zip(points, result["sweep"], strict=True):
+        messages = list(generate(b1(events, tenants=tenants, end=datetime.now(UTC))))
+        ids = {m.event_id for m in messages if m.intent in {"valid", "late"}}
+        tenants_counted = {m.tenant_id for m in messages if m.intent == "valid"}
+        assert len(tenants_counted) == min(tenants, events)  # every tenant sent something
+
+        where = f"{tenants} tenants, {events} events"
+        assert point["totals_identical"] is True, where
+        assert point["problems"] == [], where
+        assert point["workload"]["tenants"] == tenants, where
+        assert sum(point["workload"]["intents"].values()) == events, where
+        assert set(point["contestants"]) == {"floor", "meterwax"}, where
+        assert point["dedupe_keys"] == len(ids), where
+        meterwax = point["contestants"]["meterwax"]
+        assert meterwax["window_tenants"] == len(tenants_counted), where
+        assert meterwax["dedupe_bytes_per_id"] > 0, where
+        for name, entry in point["contestants"].items():
+            assert [run["messages"] for run in entry["runs"]] == [events], (where, name)
+            # cpu_seconds is rounded to 10 ms, cpu_us_per_event to 0.01 µs
+            assert entry["cpu_us_per_event"] == pytest.approx(
+                entry["cpu_seconds"] / events * 1e6, abs=0.005 / events * 1e6 + 0.01
+            ), (where, name)
+
+    flatness = result["cpu_per_event_across_tenants"]
+    assert flatness["events"] == 2000
+    assert flatness["tenants"] == [10, 50]
+    assert set(flatness["contestants"]) == {"floor", "meterwax"}
+    table = done.stdout.splitlines()
+    assert sum(1 for line in table if line.split()[:3] == ["50", "2,000", "meterwax"]) == 1
+    assert sum(1 for line in table if line.startswith("CPU per event, 10 → 50 tenants")) == 2
 
 
 @pytest.mark.parametrize("processes", [1, 2])
