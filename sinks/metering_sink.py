@@ -36,8 +36,10 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable
+from dataclasses import replace
 from typing import NamedTuple
 
+import pyarrow as pa
 from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
 from deltalake import Transaction
 
@@ -203,6 +205,8 @@ class _PartitionWriter(StatefulSinkPartition[PartitionOutput, None]):
         self._guard = fence(catalog_version)
         self._flush_rows = flush_rows
         self._buffer: list[PartitionOutput] = []
+        """What arrived since the last flush, its ledger rows moved to ``_ledger_buffer``."""
+        self._ledger_buffer: list[pa.Table] = []
         self._buffered_rows = 0
         self._lake = lake
         self._run_stats = stats
@@ -238,11 +242,15 @@ class _PartitionWriter(StatefulSinkPartition[PartitionOutput, None]):
         self._voided_slices: VoidedSlices | None = None
 
     def write_batch(self, values: list[PartitionOutput]) -> None:
-        self._buffer.extend(values)
-        self._buffered_rows += sum(
-            len(o.ledger) + len(o.windows) + len(o.late) + len(o.quarantine) + len(o.recompute)
-            for o in values
-        )
+        for out in values:
+            self._buffered_rows += (
+                len(out.ledger) + len(out.windows) + len(out.late) + len(out.quarantine)
+            ) + len(out.recompute)
+            if out.ledger:
+                # Held as Arrow until the flush: a fraction of the memory of the row objects.
+                self._ledger_buffer.append(ledger_table(self._where, out.ledger, FLOW_NAME))
+                out = replace(out, ledger=[])
+            self._buffer.append(out)
         if self._buffered_rows >= self._flush_rows:
             self._flush()
 
@@ -282,8 +290,9 @@ class _PartitionWriter(StatefulSinkPartition[PartitionOutput, None]):
         if not self._buffer:
             return
         values, self._buffer, self._buffered_rows = self._buffer, [], 0
+        ledger_parts, self._ledger_buffer = self._ledger_buffer, []
         where = self._where
-        ledger = [row for out in values for row in out.ledger]
+        ledger = pa.concat_tables(ledger_parts) if ledger_parts else EVENTS.schema.empty_table()
         windows = [row for out in values for row in out.windows]
         late = [row for out in values for row in out.late]
         quarantine = [row for out in values for row in out.quarantine]
@@ -295,11 +304,7 @@ class _PartitionWriter(StatefulSinkPartition[PartitionOutput, None]):
         )
 
         markers = _markers(where, values, self._catalog_version)
-        written = self._ledger.append(
-            ledger,
-            lambda r: r.offset,
-            lambda rows: ledger_table(where, rows, FLOW_NAME),
-        )
+        written = self._ledger.append_table(ledger, "origin_offset")
         crash_point("sink.after_events")
         first_totals = insert_first_totals(
             self._lake,
@@ -345,7 +350,7 @@ class _PartitionWriter(StatefulSinkPartition[PartitionOutput, None]):
         # A rerun or a resume re-read what an earlier run committed: say so.
         self._run_stats.add(
             Counter(
-                already_committed=len(ledger) - written,
+                already_committed=ledger.num_rows - written,
                 windows_already_written=first_totals.already_written,
             )
         )

@@ -11,7 +11,7 @@ import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 
 from meterwax.errors import BrokerError
-from meterwax.flows.kafka_source import KafkaSource
+from meterwax.flows.kafka_source import PREFETCH_DEFAULTS, KafkaSource, overridable_settings
 from meterwax.kafka.clients import Cluster
 from meterwax.kafka.producer import Record
 from meterwax.operators.records import SourceBatch, SourcePartition
@@ -164,3 +164,35 @@ def test_the_backlog_is_what_a_stop_at_end_run_reads_from_where_it_resumes(
     assert run.returncode == 0, run.stderr
     assert run.stderr.splitlines()[-1].startswith(f"reading kafka:{topic} [")
     assert "100% 12/12" in run.stderr
+
+
+def test_read_ahead_is_bounded_by_default_and_kafka_config_replaces_each_bound():
+    plain = overridable_settings(Cluster("localhost:1"), "usage", 3)
+    assert {key: plain[key] for key in PREFETCH_DEFAULTS} == PREFETCH_DEFAULTS
+    assert plain["client.id"] == "meterwax-usage-3"
+    tuned = Cluster("localhost:1", {"queued.max.messages.kbytes": "1", "group.id": "acl-group"})
+    chosen = overridable_settings(tuned, "usage", 3)
+    # What the user gave is left out here, so the user's value is the one librdkafka gets.
+    assert "queued.max.messages.kbytes" not in chosen and "group.id" not in chosen
+    assert chosen["queued.min.messages"] == PREFETCH_DEFAULTS["queued.min.messages"]
+    assert tuned.config(**chosen)["queued.max.messages.kbytes"] == "1"
+    # librdkafka refuses a fetch smaller than the largest message: the bound makes room.
+    roomy = overridable_settings(Cluster("localhost:1", {"message.max.bytes": "9000000"}), "u", 0)
+    assert roomy["fetch.max.bytes"] == 9_000_000
+
+
+def test_messages_larger_than_the_read_ahead_bound_are_all_read(cluster, new_topic):
+    # A 1 KiB queue and 2 KiB partition fetches, with 3 KiB messages: librdkafka still
+    # hands over whole messages, and none is lost.
+    topic = new_topic(1)
+    big = [Record(b"key", bytes([65 + i]) * 3000, 0) for i in range(20)]
+    produce(cluster, topic, big)
+    tight = Cluster(
+        cluster.brokers, {"queued.max.messages.kbytes": "1", "fetch.message.max.bytes": "2048"}
+    )
+    source = KafkaSource(tight, topic, batch_size=7, stop_at_end=True)
+    partition = source.build_part("read", part_key(topic, 0), None)
+    batches = read_to_end(partition)
+    assert offsets(batches) == list(range(20))
+    assert [p for b in batches for p in b.payloads] == [r.value for r in big]
+    partition.close()

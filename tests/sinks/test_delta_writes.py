@@ -133,6 +133,41 @@ def test_a_writer_racing_between_its_check_and_its_commit_conflicts_and_then_ski
     assert table_rows(table_uri) == [(0, "a"), (1, "b")]
 
 
+def append_arrow(writer: OffsetAppender, rows: list[tuple[int, str]]) -> int:
+    return writer.append_table(rows_table(rows), "position")
+
+
+def test_an_arrow_append_writes_each_position_once_like_a_row_append(tmp_path):
+    # The same calls through both appends (the main flow's ledger goes through Arrow) leave
+    # the same rows, return the same counts and record the same position.
+    calls = [[(0, "a"), (1, "b"), (1, "b2")], [(1, "b"), (1, "b2"), (2, "c")], [], [(0, "a")]]
+    results = {}
+    for name, write in (("rows", append), ("arrow", append_arrow)):
+        uri = str(tmp_path / name)
+        DeltaTable.create(uri, schema=SCHEMA)
+        writer = appender(uri)
+        counts = [write(writer, rows) for rows in calls]
+        results[name] = (counts, table_rows(uri), writer.committed_offset())
+    assert results["arrow"] == results["rows"]
+    assert results["arrow"] == ([3, 1, 0, 0], [(0, "a"), (1, "b"), (1, "b2"), (2, "c")], 2)
+
+
+def test_an_arrow_append_racing_a_writer_conflicts_and_then_skips(table_uri):
+    winner = appender(table_uri)
+    raced = []
+
+    def winner_commits_first(_table):
+        # The guard runs after the loser read the committed position, before it commits.
+        if not raced:
+            raced.append(append(winner, [(0, "a"), (1, "b")]))
+
+    loser = OffsetAppender(DeltaTable(table_uri), "app.p0", guard=winner_commits_first)
+    assert append_arrow(loser, [(0, "a"), (1, "b"), (2, "c")]) == 1
+    assert raced == [2]
+    assert loser.stats.retries == 1
+    assert table_rows(table_uri) == [(0, "a"), (1, "b"), (2, "c")]
+
+
 def test_two_source_partitions_append_independently(table_uri):
     assert append(appender(table_uri, "app.p0"), [(5, "p0")]) == 1
     assert append(appender(table_uri, "app.p1"), [(5, "p1")]) == 1  # same position, other app
