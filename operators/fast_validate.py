@@ -47,9 +47,10 @@ _UNSET = msgspec.UNSET
 # trailing newline.
 _Id = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_ID_CHARS)]
 _Tenant = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_TENANT_CHARS)]
-_Meter = Annotated[
-    str, msgspec.Meta(min_length=1, max_length=MAX_METER_CHARS, pattern=rf"^{METER_CHARS}\Z")
-]
+# The meter's character set is checked by ``_plain_meter`` against a cache instead: a
+# pattern here runs a regular expression on every message (40% of msgspec's decode of a B1
+# event), while a stream has a handful of meter names.
+_Meter = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_METER_CHARS)]
 _Source = Annotated[str, msgspec.Meta(max_length=MAX_SOURCE_CHARS)]
 _Dimensions = Annotated[
     dict[
@@ -126,6 +127,8 @@ def fast_event(raw: bytes, *, quantity_required: bool = True) -> Event | None:
         return _fast_cloudevent(raw, quantity_required)
     if native.specversion is not _UNSET or native.meterwax_control is not _UNSET:
         return None  # a CloudEvents key or a control record's: the contract decides
+    if native.meter not in _PLAIN_METERS and not _plain_meter(native.meter):
+        return None
     nanos = _nanos(bytes(native.quantity))
     if nanos is None:
         return None
@@ -141,6 +144,22 @@ def fast_event(raw: bytes, *, quantity_required: bool = True) -> Event | None:
         native.dimensions or None,
         native.source,
     )
+
+
+_METER = re.compile(METER_CHARS)
+_PLAIN_METERS: set[str] = set()
+"""Meter names seen to be made of the contract's characters only."""
+_METER_CACHE_LIMIT = 10_000
+
+
+def _plain_meter(meter: str) -> bool:
+    """Whether ``meter`` is made of the contract's characters (remembered when it is)."""
+    if _METER.fullmatch(meter) is None:
+        return False
+    if len(_PLAIN_METERS) >= _METER_CACHE_LIMIT:
+        _PLAIN_METERS.clear()
+    _PLAIN_METERS.add(meter)
+    return True
 
 
 def _is_utf8(raw: bytes) -> bool:
@@ -159,6 +178,8 @@ def _fast_cloudevent(raw: bytes, quantity_required: bool) -> Event | None:
     if envelope.meterwax_control is not _UNSET:
         return None
     if envelope.specversion != "1.0":
+        return None
+    if envelope.type not in _PLAIN_METERS and not _plain_meter(envelope.type):
         return None
     content_type = envelope.datacontenttype
     if content_type is not None and content_type != "application/json":

@@ -490,3 +490,25 @@ def test_data_fields_decide_nothing_without_a_catalog(extra):
     under_catalog = decode(raw, quantity_required=False)
     assert under_catalog == decode(raw, fast=False, quantity_required=False)
     assert isinstance(under_catalog, Rejection)
+
+
+@pytest.mark.parametrize(
+    "meter",
+    ["api", "API", "a b", "a-b.c_d", "é", "a/b", "", "x" * 128, "x" * 129, "api\u00a0", "٣"],
+)
+def test_both_paths_judge_a_meter_name_alike_before_and_after_it_was_seen(meter):
+    # The fast path remembers names it found plain instead of matching each message against
+    # the pattern: a second look must decide exactly as the first, and as the contract.
+    native = {"id": "e1", "tenant_id": "acme", "meter": meter, "quantity": 1, "timestamp": iso(T0)}
+    cloudevent = {
+        "specversion": "1.0",
+        "id": "e1",
+        "source": "s",
+        "subject": "acme",
+        "type": meter,
+        "time": iso(T0),
+        "data": {"quantity": 1},
+    }
+    for document in (native, cloudevent, native, cloudevent):
+        raw = orjson.dumps(document)
+        assert decode(raw) == decode(raw, fast=False)
