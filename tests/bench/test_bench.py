@@ -79,3 +79,17 @@ def test_help_shows_the_sweep_with_examples():
     )
     for option in ("--tenants", "--sweep-tenants", "--sweep-events"):
         assert option in result.output
+
+
+def test_the_per_event_costs_cover_every_step_and_sum_the_unavoidable_ones():
+    from meterwax.bench.per_event import UNAVOIDABLE, measure, render, report
+
+    costs = measure(events=3_000, repeat=1)
+    assert set(UNAVOIDABLE) <= set(costs)
+    assert all(cost > 0 for cost in costs.values())
+    result = report(costs, floor=400_000)
+    assert result["unavoidable_us_per_event"] == pytest.approx(
+        sum(costs[name] for name in UNAVOIDABLE), abs=1e-6
+    )
+    assert result["budget_at_half_floor_us"] == 5.0  # 1 / 200,000 events/s
+    assert "budget at 0.5× floor" in render(result)

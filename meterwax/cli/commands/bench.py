@@ -158,13 +158,7 @@ def bench(
     except ContestantFailedError as error:
         click.echo(f"error: {error}", err=True)
         ctx.exit(1)
-    click.echo(render_table(result))
-    if json_path is not None:
-        json_path.write_text(json.dumps(result, indent=2) + "\n")
-    for problem in result["problems"]:
-        click.echo(f"error: {problem}", err=True)
-    if result["problems"]:
-        ctx.exit(1)
+    _report(ctx, render_table(result), result, json_path)
 
 
 def _given_options(ctx: click.Context) -> set[str]:
@@ -204,7 +198,12 @@ def _run_sweep(
     result: dict[str, Any] = sweeps.run_sweep(
         options, points, lambda line: click.echo(line, err=True)
     )
-    click.echo(sweeps.render_sweep(result))
+    _report(ctx, sweeps.render_sweep(result), result, json_path)
+
+
+def _report(ctx: click.Context, table: str, result: dict[str, Any], json_path: Path | None) -> None:
+    """Print the table, write the JSON, and exit 1 after naming each problem, if any."""
+    click.echo(table)
     if json_path is not None:
         json_path.write_text(json.dumps(result, indent=2) + "\n")
     for problem in result["problems"]:
