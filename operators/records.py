@@ -36,8 +36,12 @@ class SourcePartition:
         return cls(source, int(partition))
 
 
-DEFAULT_BATCH_SIZE = 10_000
-"""Messages per source read unless the run says otherwise (``--batch-size``)."""
+DEFAULT_BATCH_SIZE = 2_500
+"""Messages per source read unless the run says otherwise (``--batch-size``).
+
+Throughput is the same from 1,000 to 10,000 (B1, one process: 50–57k events/s either way), but
+every message of a read is held three times while it is processed (raw, decoded, as a row):
+10,000-message reads of four partitions peaked 80 MiB higher than 2,500-message ones."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -77,7 +77,7 @@ _KAFKA_ONLY = ("topic", "stop_at_end", "kafka_config", "recovery")
 @click.option(
     "--workers", type=int, help="Worker threads in this process (per process).  [default 1]"
 )
-@click.option("--batch-size", type=int, help="Messages read per batch.  [default 10000]")
+@click.option("--batch-size", type=int, help="Messages read per batch.  [default 2500]")
 @click.option(
     "--snapshot-interval",
     "--commit-interval",
