@@ -493,18 +493,8 @@ class PartitionMeter:
         if isinstance(windows, OpenWindows):
             closed = windows.close_all() if until_us is None else windows.close_until(until_us)
             out.counters["windows_closed"] += len(closed)
-            out.windows.extend(
-                WindowRow(
-                    w.tenant_id,
-                    w.meter,
-                    w.start_us,
-                    w.end_us,
-                    w.quantity_nanos,
-                    w.event_count,
-                    position,
-                )
-                for w in closed
-            )
+            # A closed window is (tenant, meter, start, end, total, count): a row's first fields.
+            out.windows.extend(WindowRow(*w, position) for w in closed)
             return
         closed_meters, tainted = (
             windows.close_all() if until_us is None else windows.close_until(until_us)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from meterwax.operators.aggregates import (
     WindowValue,
@@ -38,9 +39,12 @@ def window_days(start_us: int, length_us: int) -> range:
     return range(start_us // DAY_US, (start_us + length_us - 1) // DAY_US + 1)
 
 
-@dataclass(frozen=True, slots=True)
-class ClosedWindow:
-    """The final on-time total of one (tenant, meter, window)."""
+class ClosedWindow(NamedTuple):
+    """The final on-time total of one (tenant, meter, window).
+
+    A named tuple, not a frozen dataclass: one is built per window closed, and with many
+    tenants that is nearly one per event (a tuple is built about three times faster).
+    """
 
     tenant_id: str
     meter: str

@@ -185,35 +185,64 @@ def window_key_columns(
     table with a row per window: usage_windows, window_conflicts, usage_corrections), and its
     group_key and groups.
     """
-    starts = [key[2] for key in keys]
-    group_keys = [key[3] for key in keys]
+    tenants, meters, starts, group_keys = zip(*keys, strict=True) if keys else ((),) * 4
+    return _key_columns(tenants, meters, starts, ends_us, group_keys)
+
+
+def _key_columns(
+    tenants: Sequence[str],
+    meters: Sequence[str],
+    starts: Sequence[int],
+    ends_us: Sequence[int],
+    group_keys: Sequence[str],
+) -> dict[str, pa.Array]:
+    """:func:`window_key_columns` from its columns."""
     return {
-        "tenant_id": pa.array([key[0] for key in keys], pa.string()),
-        "meter": pa.array([key[1] for key in keys], pa.string()),
+        "tenant_id": pa.array(tenants, pa.string()),
+        "meter": pa.array(meters, pa.string()),
         "window_start": timestamp_column(starts),
         "window_end": timestamp_column(ends_us),
         "window_date": date_column(starts),
         "group_key": pa.array(group_keys, pa.string()),
-        "groups": pa.array([groups_of(key) for key in group_keys], GROUPS),
+        "groups": pa.array([groups_of(key) for key in group_keys], GROUPS)
+        if any(group_keys)
+        else pa.nulls(len(group_keys), GROUPS),  # no meter groups: every groups_of is None
+    }
+
+
+def window_value_columns(values: Sequence[WindowValue]) -> dict[str, pa.Array]:
+    """What a meter window holds besides its quantity and count (see ``schemas``)."""
+    return _value_columns(
+        [value.unvalued_count for value in values],
+        [value.distinct for value in values],
+        [value.latest for value in values],
+    )
+
+
+def _value_columns(
+    unvalued: Sequence[int],
+    distinct: Sequence[tuple[str, ...] | None],
+    latest: Sequence[tuple[int, str] | None],
+) -> dict[str, pa.Array]:
+    """:func:`window_value_columns` from its columns; all-null ones are made as such."""
+    count = len(unvalued)
+    no_latest = latest.count(None) == count
+    return {
+        "unvalued_count": pa.array(unvalued, pa.int64()),
+        "distinct_values": pa.nulls(count, pa.list_(pa.string()))
+        if distinct.count(None) == count
+        else pa.array([None if d is None else list(d) for d in distinct], pa.list_(pa.string())),
+        "latest_time": pa.nulls(count, TIMESTAMP)
+        if no_latest
+        else timestamp_column([None if x is None else x[0] for x in latest]),
+        "latest_id": pa.nulls(count, pa.string())
+        if no_latest
+        else pa.array([None if x is None else x[1] for x in latest], pa.string()),
     }
 
 
 def _row_key(row: WindowRow) -> tuple[str, str, int, str]:
     return (row.tenant_id, row.meter, row.window_start_us, row.group_key)
-
-
-def window_value_columns(values: Sequence[WindowValue]) -> dict[str, pa.Array]:
-    """What a meter window holds besides its quantity and count (see ``schemas``)."""
-    latest = [value.latest for value in values]
-    return {
-        "unvalued_count": pa.array([value.unvalued_count for value in values], pa.int64()),
-        "distinct_values": pa.array(
-            [None if v.distinct is None else list(v.distinct) for v in values],
-            pa.list_(pa.string()),
-        ),
-        "latest_time": timestamp_column([None if x is None else x[0] for x in latest]),
-        "latest_id": pa.array([None if x is None else x[1] for x in latest], pa.string()),
-    }
 
 
 def row_value(row: WindowRow) -> WindowValue:
@@ -226,17 +255,37 @@ def row_value(row: WindowRow) -> WindowValue:
 def windows_table(
     rows: Sequence[WindowRow], *, revision: int, updated_at: datetime, catalog_version: int
 ) -> pa.Table:
-    """Rows for ``usage_windows``, all at one revision."""
+    """Rows for ``usage_windows``, all at one revision.
+
+    The rows are transposed once (in C): with many tenants there is about a window per event,
+    and a pass per column cost more than the insert itself.
+    """
+    (
+        tenants,
+        meters,
+        starts,
+        ends,
+        nanos,
+        counts,
+        _positions,
+        group_keys,
+        unvalued,
+        aggregations,
+        distinct,
+        latest,
+        _event_meters,
+    ) = zip(*rows, strict=True) if rows else ((),) * len(WindowRow._fields)
+    count = len(rows)
     return pa.Table.from_pydict(
         {
-            **window_key_columns([_row_key(r) for r in rows], [r.window_end_us for r in rows]),
-            "quantity": nullable_decimal_column([r.quantity_nanos for r in rows]),
-            "event_count": pa.array([r.event_count for r in rows], pa.int64()),
-            "revision": pa.array([revision] * len(rows), pa.int64()),
-            "updated_at": pa.array([updated_at] * len(rows), TIMESTAMP),
-            **window_value_columns([row_value(r) for r in rows]),
-            "aggregation": pa.array([r.aggregation for r in rows], pa.string()),
-            "catalog_version": pa.array([catalog_version] * len(rows), pa.int64()),
+            **_key_columns(tenants, meters, starts, ends, group_keys),
+            "quantity": nullable_decimal_column(nanos),
+            "event_count": pa.array(counts, pa.int64()),
+            "revision": pa.array([revision] * count, pa.int64()),
+            "updated_at": pa.array([updated_at] * count, TIMESTAMP),
+            **_value_columns(unvalued, distinct, latest),
+            "aggregation": pa.array(aggregations, pa.string()),
+            "catalog_version": pa.array([catalog_version] * count, pa.int64()),
         },
         schema=USAGE_WINDOWS.schema,
     )

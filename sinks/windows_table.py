@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import pyarrow as pa
+import pyarrow.compute as pc
 from deltalake import CommitProperties, DeltaTable, QueryBuilder, Transaction, write_deltalake
 
 from meterwax.operators.corrections import CurrentWindow, WindowKey
@@ -51,7 +52,7 @@ def window_dates(keys: Iterable[WindowKey]) -> list[str]:
 
 
 def _iso_dates(column: pa.Array | pa.ChunkedArray) -> list[str]:
-    return sorted({day.isoformat() for day in column.to_pylist()})
+    return sorted(day.isoformat() for day in pc.unique(column).to_pylist())
 
 
 def rows_of_windows(
