@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import json
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 from hypothesis import given
 from hypothesis import strategies as st
 
 from meterwax.operators.contract import MAX_QUANTITY_NANOS
-from meterwax.sinks.arrow_rows import date_column, decimal_column, decimal_to_nanos
+from meterwax.operators.records import WindowRow
+from meterwax.sinks.arrow_rows import date_column, decimal_column, decimal_to_nanos, windows_table
+from meterwax.sinks.schemas import USAGE_WINDOWS
 
 nanos = st.integers(-MAX_QUANTITY_NANOS, MAX_QUANTITY_NANOS)
 
@@ -28,3 +32,59 @@ def test_decimal_column_round_trips_every_quantity_exactly(values):
 def test_date_column_is_the_utc_calendar_day(micros):
     days = date_column(micros).cast("int32").to_pylist()
     assert days == [m // 86_400_000_000 for m in micros]
+
+
+_texts = st.text(alphabet="abcé-_.0", min_size=1, max_size=6)
+_window_rows = st.builds(
+    WindowRow,
+    tenant_id=_texts,
+    meter=_texts,
+    window_start_us=st.integers(-(10**15), 10**15),
+    window_end_us=st.integers(-(10**15), 10**15),
+    quantity_nanos=st.one_of(st.none(), nanos),
+    event_count=st.integers(0, 10**6),
+    position=st.integers(0, 10**6),
+    group_key=st.one_of(
+        st.just(""), st.dictionaries(_texts, st.one_of(st.none(), _texts)).map(json.dumps)
+    ),
+    unvalued_count=st.integers(0, 10),
+    aggregation=st.sampled_from(["sum", "count", "latest", "unique_count"]),
+    distinct=st.one_of(st.none(), st.lists(_texts, max_size=3).map(tuple)),
+    latest=st.one_of(st.none(), st.tuples(st.integers(0, 10**15), _texts)),
+)
+
+
+@given(st.lists(_window_rows, max_size=8))
+def test_window_rows_become_the_same_table_as_row_by_row(rows):
+    # The columns are built from one transpose, with all-null columns made as such; a plain
+    # row-by-row build must give the same table.
+    updated = datetime(2026, 3, 2, tzinfo=UTC)
+    table = windows_table(rows, revision=3, updated_at=updated, catalog_version=2)
+    expected = [
+        {
+            "tenant_id": r.tenant_id,
+            "meter": r.meter,
+            "window_start": _instant(r.window_start_us),
+            "window_end": _instant(r.window_end_us),
+            "window_date": _instant(r.window_start_us).date(),
+            "group_key": r.group_key,
+            "groups": list(json.loads(r.group_key).items()) if r.group_key else None,
+            "quantity": None if r.quantity_nanos is None else Decimal(f"{r.quantity_nanos}e-9"),
+            "event_count": r.event_count,
+            "revision": 3,
+            "updated_at": updated,
+            "unvalued_count": r.unvalued_count,
+            "distinct_values": None if r.distinct is None else list(r.distinct),
+            "latest_time": None if r.latest is None else _instant(r.latest[0]),
+            "latest_id": None if r.latest is None else r.latest[1],
+            "aggregation": r.aggregation,
+            "catalog_version": 2,
+        }
+        for r in rows
+    ]
+    assert table.schema == USAGE_WINDOWS.schema
+    assert table.to_pylist() == expected
+
+
+def _instant(micros: int) -> datetime:
+    return datetime(1970, 1, 1, tzinfo=UTC) + timedelta(microseconds=micros)
