@@ -6,11 +6,14 @@ retry, is about 6·10⁻¹²) and stored with a 32-bit fingerprint of what the e
 meter, quantity and time) and the minute of its event time. A copy of a key with another
 fingerprint is a *conflicting* duplicate: a producer bug billing must see, not a retry.
 
-Recent keys live in a dict; older ones are merged into three sorted numpy columns, 20 bytes a
-key (key and fingerprint in two 64-bit words, the minute in 32 bits), searched once per batch
-with one vectorised call. Recent keys are merged once they are 8,192 or a sixteenth of the
-frozen ones, whichever is more, which keeps the whole index near 21 bytes a key in steady
-state; the fingerprints cost nothing extra.
+Keys are kept in three sorted numpy columns, 20 bytes a key (key and fingerprint in two 64-bit
+words, the minute in 32 bits), searched once per batch with one vectorised call. There are two
+sets of them: the *frozen* columns hold almost every key, and the *recent* columns the keys of
+the last batches, merged into the frozen ones once they are 8,192 or a sixteenth of them,
+whichever is more (a merge copies the frozen columns, so it must be rare). Only the keys of the
+batch being processed live in a dict (about 170 bytes a key), and maintenance moves them into
+the recent columns after every batch (a copy of the recent columns only). The whole index
+stays within a byte or two of 20 bytes a key; the fingerprints cost nothing extra.
 
 Semantics (deterministic, independent of batch sizes and of when maintenance runs): a key is
 seen if it was remembered before and its minute ``b`` is still alive, i.e.
@@ -144,6 +147,9 @@ class DedupeIndex:
         self._merge_every = merge_every
         self._swept_below = NOT_FOUND
         """Every stored key's bucket is at least this (the last sweep's ``oldest_alive``)."""
+        self._recent0 = np.empty(0, dtype=np.uint64)
+        self._recent1 = np.empty(0, dtype=np.uint64)
+        self._recent_buckets = np.empty(0, dtype=np.int32)
         if snapshot is None:
             self._word0 = np.empty(0, dtype=np.uint64)
             self._word1 = np.empty(0, dtype=np.uint64)
@@ -183,53 +189,37 @@ class DedupeIndex:
         self._contents = dict.fromkeys(self._pending, UNKNOWN_CONTENT)
 
     def __len__(self) -> int:
-        return len(self._word0) + len(self._pending)
+        return len(self._word0) + len(self._recent0) + len(self._pending)
 
     @property
     def nbytes(self) -> int:
-        """Approximate memory held by the index (frozen columns plus the recent-keys dict)."""
+        """Approximate memory held by the index (both sets of columns plus the dict)."""
         pending = 0
         if self._pending:
             # Two dict slots (~3 words + load factor each), a 12-byte bytes object (45 bytes)
             # and two small ints (28 bytes each) per key.
             pending = len(self._pending) * (2 * (8 * 3 * 3 // 2) + 45 + 2 * 28)
-        return self._word0.nbytes + self._word1.nbytes + self._buckets.nbytes + pending
+        columns = (self._word0, self._word1, self._buckets)
+        recent = (self._recent0, self._recent1, self._recent_buckets)
+        return sum(c.nbytes for c in columns) + sum(c.nbytes for c in recent) + pending
 
     def lookup(self, keys: Sequence[bytes]) -> tuple[np.ndarray, np.ndarray]:
-        """For each key, the newest (bucket, fingerprint) in the frozen columns.
+        """For each key, the newest (bucket, fingerprint) in the frozen and recent columns.
 
-        The bucket is NOT_FOUND where the key has no frozen entry.
+        The bucket is NOT_FOUND where the key has no entry in either.
         """
-        found = np.full(len(keys), NOT_FOUND, dtype=np.int32)
-        contents = np.zeros(len(keys), dtype=np.uint32)
-        size = len(self._word0)
-        if not keys or size == 0:
-            return found, contents
+        if not keys:
+            return np.full(0, NOT_FOUND, dtype=np.int32), np.zeros(0, dtype=np.uint32)
         query = np.frombuffer(_PAD.join(keys) + _PAD, dtype="<u8").reshape(-1, 2)
-        query0, query1 = query[:, 0], query[:, 1]
-        position = np.searchsorted(self._word0, query0)
-        clipped = np.minimum(position, size - 1)
-        first_word = self._word0[clipped] == query0
-        exact = first_word & ((self._word1[clipped] & _LOW_32) == query1)
-        found[exact] = self._buckets[clipped[exact]]
-        contents[exact] = (self._word1[clipped[exact]] >> np.uint64(32)).astype(np.uint32)
-        # A first word shared by more than one stored key: a re-added key, or a 64-bit collision.
-        # Rare; resolve those exactly by scanning the run.
-        following = np.minimum(clipped + 1, size - 1)
-        run = first_word & (clipped + 1 < size) & (self._word0[following] == query0)
-        for i in np.flatnonzero(run | (first_word & ~exact)):
-            found[i], contents[i] = self._scan_run(int(clipped[i]), int(query0[i]), int(query1[i]))
+        found, contents = _search(self._word0, self._word1, self._buckets, query)
+        if len(self._recent0):
+            newer, newer_contents = _search(
+                self._recent0, self._recent1, self._recent_buckets, query
+            )
+            take = newer > found
+            found[take] = newer[take]
+            contents[take] = newer_contents[take]
         return found, contents
-
-    def _scan_run(self, start: int, word0: int, key_low: int) -> tuple[int, int]:
-        newest, content = NOT_FOUND, UNKNOWN_CONTENT
-        index = start
-        while index < len(self._word0) and int(self._word0[index]) == word0:
-            word1 = int(self._word1[index])
-            if word1 & 0xFFFF_FFFF == key_low and int(self._buckets[index]) > newest:
-                newest, content = int(self._buckets[index]), word1 >> 32
-            index += 1
-        return newest, content
 
     def find(
         self, key: bytes, frozen_bucket: int, frozen_content: int, oldest_alive: int
@@ -252,43 +242,124 @@ class DedupeIndex:
             self._contents[key] = content
 
     def maintain(self, oldest_alive: int) -> None:
-        """Merge recent keys into the frozen columns when there are many; drop dead keys.
+        """Move the dict's keys into the recent columns (and those, when many, into the frozen).
 
+        Then drop dead keys.
         Keys die only when ``oldest_alive`` moves (once a minute of event time), and no dead
         key is ever added, so the sweep over every key runs only then, not once per batch.
         """
-        if len(self._pending) >= max(self._merge_every, len(self._word0) // 16):
+        if self._pending:
             self._merge_pending()
+        if len(self._recent0) >= max(self._merge_every, len(self._word0) // 16):
+            self._freeze_recent()
         if oldest_alive <= self._swept_below:
             return
         self._swept_below = oldest_alive
-        if len(self._buckets) and int(self._buckets.min()) < oldest_alive:
-            keep = self._buckets >= oldest_alive
-            self._word0, self._word1 = self._word0[keep], self._word1[keep]
-            self._buckets = self._buckets[keep]
-        if self._pending and min(self._pending.values()) < oldest_alive:
-            self._pending = {k: b for k, b in self._pending.items() if b >= oldest_alive}
-            self._contents = {k: self._contents[k] for k in self._pending}
+        self._word0, self._word1, self._buckets = _alive(
+            self._word0, self._word1, self._buckets, oldest_alive
+        )
+        self._recent0, self._recent1, self._recent_buckets = _alive(
+            self._recent0, self._recent1, self._recent_buckets, oldest_alive
+        )
 
     def _merge_pending(self) -> None:
+        """The dict's keys into the recent columns (a copy of those only)."""
         # Both dicts hold the same keys in the same order (every change goes to both).
         count = len(self._pending)
         words = np.frombuffer(_PAD.join(self._pending) + _PAD, dtype="<u8").reshape(-1, 2)
         contents = np.fromiter(self._contents.values(), dtype=np.uint64, count=count)
         buckets = np.fromiter(self._pending.values(), dtype=np.int32, count=count)
         order = np.argsort(words[:, 0], kind="stable")
-        new0 = words[order, 0]
-        new1 = words[order, 1] | (contents[order] << np.uint64(32))
-        new_buckets = buckets[order]
-        at = np.searchsorted(self._word0, new0)
-        self._word0 = np.insert(self._word0, at, new0)
-        self._word1 = np.insert(self._word1, at, new1)
-        self._buckets = np.insert(self._buckets, at, new_buckets)
+        self._recent0, self._recent1, self._recent_buckets = _merged(
+            (self._recent0, self._recent1, self._recent_buckets),
+            (
+                words[order, 0],
+                words[order, 1] | (contents[order] << np.uint64(32)),
+                buckets[order],
+            ),
+        )
         self._pending = {}
         self._contents = {}
 
+    def _freeze_recent(self) -> None:
+        """The recent columns into the frozen ones (a copy of every key: done rarely)."""
+        self._word0, self._word1, self._buckets = _merged(
+            (self._word0, self._word1, self._buckets),
+            (self._recent0, self._recent1, self._recent_buckets),
+        )
+        self._recent0 = self._recent0[:0]
+        self._recent1 = self._recent1[:0]
+        self._recent_buckets = self._recent_buckets[:0]
+
     def snapshot(self) -> DedupeSnapshot:
-        """Recovery state; cheap (the columns are shared, only recent keys are copied)."""
+        """Recovery state; cheap (the columns are shared, only recent keys are copied).
+
+        The recent columns are frozen first, so a snapshot has the one set of columns every
+        version of meterwax reads (a copy of every key once an epoch).
+        """
+        if len(self._recent0):
+            self._freeze_recent()
         return DedupeSnapshot(
             self._word0, self._word1, self._buckets, dict(self._pending), dict(self._contents)
         )
+
+
+Columns = tuple[np.ndarray, np.ndarray, np.ndarray]
+"""A set of sorted key columns: first words, second words with fingerprints, buckets."""
+
+
+def _search(
+    word0: np.ndarray, word1: np.ndarray, buckets: np.ndarray, query: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """For each query key (two words), the newest (bucket, fingerprint) in these columns."""
+    found = np.full(len(query), NOT_FOUND, dtype=np.int32)
+    contents = np.zeros(len(query), dtype=np.uint32)
+    size = len(word0)
+    if size == 0:
+        return found, contents
+    query0, query1 = query[:, 0], query[:, 1]
+    position = np.searchsorted(word0, query0)
+    clipped = np.minimum(position, size - 1)
+    first_word = word0[clipped] == query0
+    exact = first_word & ((word1[clipped] & _LOW_32) == query1)
+    found[exact] = buckets[clipped[exact]]
+    contents[exact] = (word1[clipped[exact]] >> np.uint64(32)).astype(np.uint32)
+    # A first word shared by more than one stored key: a re-added key, or a 64-bit collision.
+    # Rare; resolve those exactly by scanning the run.
+    following = np.minimum(clipped + 1, size - 1)
+    run = first_word & (clipped + 1 < size) & (word0[following] == query0)
+    for i in np.flatnonzero(run | (first_word & ~exact)):
+        found[i], contents[i] = _scan_run(
+            (word0, word1, buckets), int(clipped[i]), int(query0[i]), int(query1[i])
+        )
+    return found, contents
+
+
+def _scan_run(columns: Columns, start: int, first: int, key_low: int) -> tuple[int, int]:
+    word0, word1, buckets = columns
+    newest, content = NOT_FOUND, UNKNOWN_CONTENT
+    index = start
+    while index < len(word0) and int(word0[index]) == first:
+        second = int(word1[index])
+        if second & 0xFFFF_FFFF == key_low and int(buckets[index]) > newest:
+            newest, content = int(buckets[index]), second >> 32
+        index += 1
+    return newest, content
+
+
+def _merged(into: Columns, new: Columns) -> Columns:
+    """``new`` (sorted by first word) inserted into ``into`` (sorted the same way)."""
+    at = np.searchsorted(into[0], new[0])
+    return (
+        np.insert(into[0], at, new[0]),
+        np.insert(into[1], at, new[1]),
+        np.insert(into[2], at, new[2]),
+    )
+
+
+def _alive(word0: np.ndarray, word1: np.ndarray, buckets: np.ndarray, oldest: int) -> Columns:
+    """The columns without the keys whose bucket is older than ``oldest``."""
+    if not len(buckets) or int(buckets.min()) >= oldest:
+        return word0, word1, buckets
+    keep = buckets >= oldest
+    return word0[keep], word1[keep], buckets[keep]
