@@ -158,7 +158,9 @@ def test_resume_benchmark_resumes_to_the_clean_lake(bootstrap, tmp_path, process
             "--brokers",
             bootstrap,
             "--events",
-            "30000",
+            # Long enough that the killed run cannot finish before its first commit is seen,
+            # even with the machine loaded (30,000 once did, on two processes under the suite).
+            "80000",
             "--rounds",
             "1",
             "--snapshot-interval",
