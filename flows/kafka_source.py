@@ -87,10 +87,38 @@ def overridable_settings(cluster: Cluster, topic: str, partition: int) -> dict[s
         "client.id": f"meterwax-{topic}-{partition}",
         **PREFETCH_DEFAULTS,
     }
-    largest = cluster.extra.get("message.max.bytes")
-    if largest is not None and largest.isdigit():  # librdkafka wants a fetch to hold one
-        defaults["fetch.max.bytes"] = max(PREFETCH_DEFAULTS["fetch.max.bytes"], int(largest))
+    fetch = _fetch_bound(cluster.extra)
+    if fetch is None:
+        del defaults["fetch.max.bytes"]
+    else:
+        defaults["fetch.max.bytes"] = fetch
     return {key: value for key, value in defaults.items() if key not in cluster.extra}
+
+
+_RECEIVE_MARGIN = 512
+"""librdkafka wants ``receive.message.max.bytes`` ≥ ``fetch.max.bytes`` + 512."""
+
+
+def _fetch_bound(extra: dict[str, str]) -> int | None:
+    """Our ``fetch.max.bytes``, within the limits the user's own settings put on it.
+
+    librdkafka refuses a fetch smaller than ``message.max.bytes`` or larger than
+    ``receive.message.max.bytes`` − 512, so a user who sets either must not be refused for a
+    default of ours. None: leave it to librdkafka (a value it will judge, or limits that
+    cannot both hold).
+    """
+    try:
+        smallest = int(extra.get("message.max.bytes", "0").strip())
+        receive = extra.get("receive.message.max.bytes")
+        largest = None if receive is None else int(receive.strip()) - _RECEIVE_MARGIN
+    except ValueError:
+        return None
+    fetch = max(PREFETCH_DEFAULTS["fetch.max.bytes"], smallest)
+    if largest is not None:
+        fetch = min(fetch, largest)
+        if fetch < smallest:
+            return None
+    return fetch
 
 
 class KafkaSource(FixedPartitionedSource[SourceBatch, int]):

@@ -181,6 +181,26 @@ def test_read_ahead_is_bounded_by_default_and_kafka_config_replaces_each_bound()
     assert roomy["fetch.max.bytes"] == 9_000_000
 
 
+@pytest.mark.parametrize(
+    "extra",
+    [
+        {"message.max.bytes": "9000000"},
+        {"message.max.bytes": " 9000000 "},
+        {"receive.message.max.bytes": "2000000"},
+        {"receive.message.max.bytes": "1000512", "message.max.bytes": "1000000"},
+        {"message.max.bytes": "2000000", "receive.message.max.bytes": "3000000"},
+        {"fetch.message.max.bytes": "8000000"},
+    ],
+)
+def test_a_legal_setting_of_the_users_is_never_refused_for_a_read_ahead_bound(extra):
+    # librdkafka ties fetch.max.bytes to message.max.bytes and receive.message.max.bytes:
+    # the bound meterwax adds must fit whatever the user set (or step aside).
+    cluster = Cluster("localhost:1", extra)
+    settings = overridable_settings(cluster, "u", 0)
+    consumer = Consumer(cluster.config(**settings))
+    consumer.close()
+
+
 def test_messages_larger_than_the_read_ahead_bound_are_all_read(cluster, new_topic):
     # A 1 KiB queue and 2 KiB partition fetches, with 3 KiB messages: librdkafka still
     # hands over whole messages, and none is lost.
