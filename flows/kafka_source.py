@@ -61,13 +61,15 @@ IDLE_WAIT = timedelta(milliseconds=50)
 PREFETCH_DEFAULTS: dict[str, int] = {
     "queued.max.messages.kbytes": 4096,
     "queued.min.messages": 10_000,
-    "fetch.max.bytes": 4 * 1024 * 1024,
 }
 """How much librdkafka reads ahead, per partition consumer, unless ``--kafka-config`` says
-otherwise. Its defaults (64 MiB queued and up to 50 MiB per fetch response, per consumer) made
-read-ahead the largest part of a run's memory: about 250 MiB with four partitions, for no
-gain, since the processor, not the broker, is the bottleneck. 4 MiB per partition is more
-than a second of B1 per partition; on B1 the run was no slower and peaked 200 MiB lower."""
+otherwise. Its defaults (64 MiB and 100,000 messages queued per consumer) made read-ahead the
+largest part of a run's memory: about 200 MiB more with four partitions, for no gain, since
+the processor, not the broker, is the bottleneck. 4 MiB per partition is more than a second
+of B1 per partition; on B1 the run was no slower. A fetch is already bounded by
+``fetch.message.max.bytes`` (1 MiB), each consumer reading one partition; setting
+``fetch.max.bytes`` too would clash with a user's ``message.max.bytes`` or
+``receive.message.max.bytes`` (librdkafka ties the three together)."""
 GROUP_ID = "meterwax-unused"
 """librdkafka needs a group id even for assign(); meterwax never joins or commits to it."""
 
@@ -87,38 +89,7 @@ def overridable_settings(cluster: Cluster, topic: str, partition: int) -> dict[s
         "client.id": f"meterwax-{topic}-{partition}",
         **PREFETCH_DEFAULTS,
     }
-    fetch = _fetch_bound(cluster.extra)
-    if fetch is None:
-        del defaults["fetch.max.bytes"]
-    else:
-        defaults["fetch.max.bytes"] = fetch
     return {key: value for key, value in defaults.items() if key not in cluster.extra}
-
-
-_RECEIVE_MARGIN = 512
-"""librdkafka wants ``receive.message.max.bytes`` ≥ ``fetch.max.bytes`` + 512."""
-
-
-def _fetch_bound(extra: dict[str, str]) -> int | None:
-    """Our ``fetch.max.bytes``, within the limits the user's own settings put on it.
-
-    librdkafka refuses a fetch smaller than ``message.max.bytes`` or larger than
-    ``receive.message.max.bytes`` − 512, so a user who sets either must not be refused for a
-    default of ours. None: leave it to librdkafka (a value it will judge, or limits that
-    cannot both hold).
-    """
-    try:
-        smallest = int(extra.get("message.max.bytes", "0").strip())
-        receive = extra.get("receive.message.max.bytes")
-        largest = None if receive is None else int(receive.strip()) - _RECEIVE_MARGIN
-    except ValueError:
-        return None
-    fetch = max(PREFETCH_DEFAULTS["fetch.max.bytes"], smallest)
-    if largest is not None:
-        fetch = min(fetch, largest)
-        if fetch < smallest:
-            return None
-    return fetch
 
 
 class KafkaSource(FixedPartitionedSource[SourceBatch, int]):
