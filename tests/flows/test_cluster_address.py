@@ -42,15 +42,20 @@ def _listening(port: int) -> bool:
         )
 
 
-def test_a_process_waiting_for_its_peers_stops_on_sigterm(tmp_path):
-    source = tmp_path / "events.jsonl"
-    source.write_bytes(event("e1") + b"\n")
+def free_cluster_addresses(count: int) -> tuple[list[int], str]:
+    """``count`` free loopback ports, and the ``--addresses`` value that names them."""
     ports = []
-    for _ in range(2):
+    for _ in range(count):
         with socket.socket() as probe:
             probe.bind(("127.0.0.1", 0))
             ports.append(probe.getsockname()[1])
-    addresses = ";".join(f"127.0.0.1:{port}" for port in ports)
+    return ports, ";".join(f"127.0.0.1:{port}" for port in ports)
+
+
+def test_a_process_waiting_for_its_peers_stops_on_sigterm(tmp_path):
+    source = tmp_path / "events.jsonl"
+    source.write_bytes(event("e1") + b"\n")
+    ports, addresses = free_cluster_addresses(2)
     alone = subprocess.Popen(
         meterwax_command(
             "run", "--input", str(source), "--lake", str(tmp_path / "lake"),
@@ -75,12 +80,7 @@ def test_a_process_waiting_for_its_peers_stops_on_sigterm(tmp_path):
 def test_processes_of_one_cluster_pointed_at_two_lakes_are_both_refused(tmp_path):
     source = tmp_path / "events.jsonl"
     source.write_bytes(b"".join(event(f"e{n}", at=float(n)) + b"\n" for n in range(20)))
-    ports = []
-    for _ in range(2):
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            ports.append(probe.getsockname()[1])
-    addresses = ";".join(f"127.0.0.1:{port}" for port in ports)
+    _, addresses = free_cluster_addresses(2)
 
     def start(process: int) -> subprocess.Popen[str]:
         lake = str(tmp_path / f"lake-{process}")
