@@ -28,6 +28,7 @@ import json
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 
@@ -116,6 +117,22 @@ def alive_from(max_event_us: int | None, horizon_us: int) -> int:
     return (max_event_us - horizon_us) // BUCKET_US
 
 
+class Columns(NamedTuple):
+    """Keys sorted by their first word, 20 bytes each: the arrays the index searches."""
+
+    first: np.ndarray
+    """The key's first 64 bits (uint64)."""
+    second: np.ndarray
+    """Its last 32 bits, and the content fingerprint in the high 32 (uint64)."""
+    buckets: np.ndarray
+    """The minute of its event time (int32)."""
+
+
+_EMPTY = Columns(
+    np.empty(0, dtype=np.uint64), np.empty(0, dtype=np.uint64), np.empty(0, dtype=np.int32)
+)
+
+
 @dataclass(frozen=True, slots=True)
 class DedupeSnapshot:
     """Recovery state. The arrays are never mutated after creation, so sharing them is safe."""
@@ -147,13 +164,10 @@ class DedupeIndex:
         self._merge_every = merge_every
         self._swept_below = NOT_FOUND
         """Every stored key's bucket is at least this (the last sweep's ``oldest_alive``)."""
-        self._recent0 = np.empty(0, dtype=np.uint64)
-        self._recent1 = np.empty(0, dtype=np.uint64)
-        self._recent_buckets = np.empty(0, dtype=np.int32)
+        self._recent = _EMPTY
+        """Keys of the last batches, merged into ``_frozen`` once they are many."""
         if snapshot is None:
-            self._word0 = np.empty(0, dtype=np.uint64)
-            self._word1 = np.empty(0, dtype=np.uint64)
-            self._buckets = np.empty(0, dtype=np.int32)
+            self._frozen = _EMPTY
             self._pending: dict[bytes, int] = {}
             self._contents: dict[bytes, int] = {}
         elif getattr(snapshot, "key_format", 1) == 1:
@@ -161,8 +175,7 @@ class DedupeIndex:
         elif snapshot.key_format == 2:
             self._load_format_2(snapshot)
         else:
-            self._word0, self._word1 = snapshot.word0, snapshot.word1
-            self._buckets = snapshot.buckets
+            self._frozen = Columns(snapshot.word0, snapshot.word1, snapshot.buckets)
             self._pending = dict(snapshot.pending)
             self._contents = dict(snapshot.contents or {})
 
@@ -171,9 +184,7 @@ class DedupeIndex:
 
         The first 96 bits of each digest are this version's key; the content is unknown.
         """
-        self._word0 = snapshot.word0
-        self._word1 = snapshot.word1 & _LOW_32
-        self._buckets = snapshot.buckets
+        self._frozen = Columns(snapshot.word0, snapshot.word1 & _LOW_32, snapshot.buckets)
         self._pending = {digest[:KEY_BYTES]: bucket for digest, bucket in snapshot.pending.items()}
         self._contents = dict.fromkeys(self._pending, UNKNOWN_CONTENT)
 
@@ -183,13 +194,12 @@ class DedupeIndex:
         Compared with today's fingerprints they would make every retry look conflicting; as
         unknown content a copy of such a key is a plain duplicate, as before fingerprints.
         """
-        self._word0, self._buckets = snapshot.word0, snapshot.buckets
-        self._word1 = snapshot.word1 & _LOW_32
+        self._frozen = Columns(snapshot.word0, snapshot.word1 & _LOW_32, snapshot.buckets)
         self._pending = dict(snapshot.pending)
         self._contents = dict.fromkeys(self._pending, UNKNOWN_CONTENT)
 
     def __len__(self) -> int:
-        return len(self._word0) + len(self._recent0) + len(self._pending)
+        return len(self._frozen.first) + len(self._recent.first) + len(self._pending)
 
     @property
     def nbytes(self) -> int:
@@ -199,9 +209,7 @@ class DedupeIndex:
             # Two dict slots (~3 words + load factor each), a 12-byte bytes object (45 bytes)
             # and two small ints (28 bytes each) per key.
             pending = len(self._pending) * (2 * (8 * 3 * 3 // 2) + 45 + 2 * 28)
-        columns = (self._word0, self._word1, self._buckets)
-        recent = (self._recent0, self._recent1, self._recent_buckets)
-        return sum(c.nbytes for c in columns) + sum(c.nbytes for c in recent) + pending
+        return sum(c.nbytes for c in (*self._frozen, *self._recent)) + pending
 
     def lookup(self, keys: Sequence[bytes]) -> tuple[np.ndarray, np.ndarray]:
         """For each key, the newest (bucket, fingerprint) in the frozen and recent columns.
@@ -211,11 +219,9 @@ class DedupeIndex:
         if not keys:
             return np.full(0, NOT_FOUND, dtype=np.int32), np.zeros(0, dtype=np.uint32)
         query = np.frombuffer(_PAD.join(keys) + _PAD, dtype="<u8").reshape(-1, 2)
-        found, contents = _search(self._word0, self._word1, self._buckets, query)
-        if len(self._recent0):
-            newer, newer_contents = _search(
-                self._recent0, self._recent1, self._recent_buckets, query
-            )
+        found, contents = _search(self._frozen, query)
+        if len(self._recent.first):
+            newer, newer_contents = _search(self._recent, query)
             take = newer > found
             found[take] = newer[take]
             contents[take] = newer_contents[take]
@@ -250,17 +256,13 @@ class DedupeIndex:
         """
         if self._pending:
             self._merge_pending()
-        if len(self._recent0) >= max(self._merge_every, len(self._word0) // 16):
+        if len(self._recent.first) >= max(self._merge_every, len(self._frozen.first) // 16):
             self._freeze_recent()
         if oldest_alive <= self._swept_below:
             return
         self._swept_below = oldest_alive
-        self._word0, self._word1, self._buckets = _alive(
-            self._word0, self._word1, self._buckets, oldest_alive
-        )
-        self._recent0, self._recent1, self._recent_buckets = _alive(
-            self._recent0, self._recent1, self._recent_buckets, oldest_alive
-        )
+        self._frozen = _alive(self._frozen, oldest_alive)
+        self._recent = _alive(self._recent, oldest_alive)
 
     def _merge_pending(self) -> None:
         """The dict's keys into the recent columns (a copy of those only)."""
@@ -270,9 +272,9 @@ class DedupeIndex:
         contents = np.fromiter(self._contents.values(), dtype=np.uint64, count=count)
         buckets = np.fromiter(self._pending.values(), dtype=np.int32, count=count)
         order = np.argsort(words[:, 0], kind="stable")
-        self._recent0, self._recent1, self._recent_buckets = _merged(
-            (self._recent0, self._recent1, self._recent_buckets),
-            (
+        self._recent = _merged(
+            self._recent,
+            Columns(
                 words[order, 0],
                 words[order, 1] | (contents[order] << np.uint64(32)),
                 buckets[order],
@@ -283,13 +285,8 @@ class DedupeIndex:
 
     def _freeze_recent(self) -> None:
         """The recent columns into the frozen ones (a copy of every key: done rarely)."""
-        self._word0, self._word1, self._buckets = _merged(
-            (self._word0, self._word1, self._buckets),
-            (self._recent0, self._recent1, self._recent_buckets),
-        )
-        self._recent0 = self._recent0[:0]
-        self._recent1 = self._recent1[:0]
-        self._recent_buckets = self._recent_buckets[:0]
+        self._frozen = _merged(self._frozen, self._recent)
+        self._recent = _EMPTY
 
     def snapshot(self) -> DedupeSnapshot:
         """Recovery state; cheap (the columns are shared, only recent keys are copied).
@@ -297,21 +294,14 @@ class DedupeIndex:
         The recent columns are frozen first, so a snapshot has the one set of columns every
         version of meterwax reads (a copy of every key once an epoch).
         """
-        if len(self._recent0):
+        if len(self._recent.first):
             self._freeze_recent()
-        return DedupeSnapshot(
-            self._word0, self._word1, self._buckets, dict(self._pending), dict(self._contents)
-        )
+        return DedupeSnapshot(*self._frozen, dict(self._pending), dict(self._contents))
 
 
-Columns = tuple[np.ndarray, np.ndarray, np.ndarray]
-"""A set of sorted key columns: first words, second words with fingerprints, buckets."""
-
-
-def _search(
-    word0: np.ndarray, word1: np.ndarray, buckets: np.ndarray, query: np.ndarray
-) -> tuple[np.ndarray, np.ndarray]:
+def _search(columns: Columns, query: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """For each query key (two words), the newest (bucket, fingerprint) in these columns."""
+    word0, word1, buckets = columns
     found = np.full(len(query), NOT_FOUND, dtype=np.int32)
     contents = np.zeros(len(query), dtype=np.uint32)
     size = len(word0)
@@ -329,9 +319,7 @@ def _search(
     following = np.minimum(clipped + 1, size - 1)
     run = first_word & (clipped + 1 < size) & (word0[following] == query0)
     for i in np.flatnonzero(run | (first_word & ~exact)):
-        found[i], contents[i] = _scan_run(
-            (word0, word1, buckets), int(clipped[i]), int(query0[i]), int(query1[i])
-        )
+        found[i], contents[i] = _scan_run(columns, int(clipped[i]), int(query0[i]), int(query1[i]))
     return found, contents
 
 
@@ -349,17 +337,13 @@ def _scan_run(columns: Columns, start: int, first: int, key_low: int) -> tuple[i
 
 def _merged(into: Columns, new: Columns) -> Columns:
     """``new`` (sorted by first word) inserted into ``into`` (sorted the same way)."""
-    at = np.searchsorted(into[0], new[0])
-    return (
-        np.insert(into[0], at, new[0]),
-        np.insert(into[1], at, new[1]),
-        np.insert(into[2], at, new[2]),
-    )
+    at = np.searchsorted(into.first, new.first)
+    return Columns(*(np.insert(old, at, added) for old, added in zip(into, new, strict=True)))
 
 
-def _alive(word0: np.ndarray, word1: np.ndarray, buckets: np.ndarray, oldest: int) -> Columns:
+def _alive(columns: Columns, oldest: int) -> Columns:
     """The columns without the keys whose bucket is older than ``oldest``."""
-    if not len(buckets) or int(buckets.min()) >= oldest:
-        return word0, word1, buckets
-    keep = buckets >= oldest
-    return word0[keep], word1[keep], buckets[keep]
+    if not len(columns.buckets) or int(columns.buckets.min()) >= oldest:
+        return columns
+    keep = columns.buckets >= oldest
+    return Columns(*(column[keep] for column in columns))

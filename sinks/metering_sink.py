@@ -216,7 +216,8 @@ class _PartitionWriter(StatefulSinkPartition[PartitionOutput, None]):
         self._guard = fence(catalog_version)
         self._flush_rows = flush_rows
         self._buffer: list[PartitionOutput] = []
-        """What arrived since the last flush, its ledger rows moved to ``_ledger_buffer``."""
+        """What arrived since the last flush, without its ledger rows (``_ledger_rows``, then
+        ``_ledger_buffer``)."""
         self._ledger_buffer: list[pa.Table] = []
         self._ledger_rows: list[LedgerRow] = []
         """Ledger rows not yet in ``_ledger_buffer`` (fewer than ``LEDGER_CHUNK_ROWS``)."""
@@ -256,9 +257,9 @@ class _PartitionWriter(StatefulSinkPartition[PartitionOutput, None]):
 
     def write_batch(self, values: list[PartitionOutput]) -> None:
         for out in values:
-            self._buffered_rows += (
-                len(out.ledger) + len(out.windows) + len(out.late) + len(out.quarantine)
-            ) + len(out.recompute)
+            self._buffered_rows += sum(
+                map(len, (out.ledger, out.windows, out.late, out.quarantine, out.recompute))
+            )
             if out.ledger:
                 self._ledger_rows.extend(out.ledger)
                 out = replace(out, ledger=[])
