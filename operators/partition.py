@@ -39,9 +39,11 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from itertools import repeat
 
+import numpy as np
+
 from meterwax.durations import format_duration_us
 from meterwax.operators.catalog import LEGACY, LEGACY_VERSION, Catalog, CatalogSchedule
-from meterwax.operators.decode import DEFAULT_MAX_EVENT_BYTES, Event, Rejection, decode
+from meterwax.operators.decode import DEFAULT_MAX_EVENT_BYTES, Event, Heartbeat, Rejection, decode
 from meterwax.operators.dedupe import (
     BUCKET_US,
     NOT_FOUND,
@@ -297,27 +299,47 @@ class PartitionMeter:
             )
             raise ValueError(msg)
         out = PartitionOutput(self.where)
-        rules = self.rules
-        limit = rules.max_event_bytes
-        # The fast path first (a plainly valid event), the full contract for everything else.
-        legacy = self._legacy
-        if legacy:
-            decoded = [
-                (payload and len(payload) <= limit and fast_event(payload))
-                or decode(payload, max_bytes=limit, fast=False)
-                for payload in batch.payloads
-            ]
-        else:  # under a catalog, an event's meters may read fields other than its quantity
-            decoded = [
-                (payload and len(payload) <= limit and fast_event(payload, quantity_required=False))
-                or decode(payload, max_bytes=limit, fast=False, quantity_required=False)
-                for payload in batch.payloads
-            ]
+        decoded = self._decode(batch.payloads)
         keys = [
             dedupe_key(item.tenant_id, item.id) if type(item) is Event else None for item in decoded
         ]
-        frozen_buckets, frozen_contents = self._frozen(keys)
+        self._classify(out, batch, decoded, keys, self._frozen(keys))
+        self._close_part(out, batch)
+        return out
 
+    def _decode(self, payloads: list[bytes]) -> list[Event | Heartbeat | Rejection]:
+        """Every payload, decoded by the fast path or else by the full contract."""
+        limit = self.rules.max_event_bytes
+        if self._legacy:
+            return [
+                (payload and len(payload) <= limit and fast_event(payload))
+                or decode(payload, max_bytes=limit, fast=False)
+                for payload in payloads
+            ]
+        # Under a catalog, an event's meters may read fields other than its quantity.
+        return [
+            (payload and len(payload) <= limit and fast_event(payload, quantity_required=False))
+            or decode(payload, max_bytes=limit, fast=False, quantity_required=False)
+            for payload in payloads
+        ]
+
+    def _classify(
+        self,
+        out: PartitionOutput,
+        batch: SourceBatch,
+        decoded: list[Event | Heartbeat | Rejection],
+        keys: list[bytes | None],
+        frozen: tuple[np.ndarray, np.ndarray],
+        first: int = 0,
+    ) -> None:
+        """Decide messages ``first`` onwards of ``batch``, one by one, into ``out``.
+
+        ``frozen`` is the dedupe index's answer for every key (see :meth:`_frozen`). The
+        partition's event time and closed windows move on as the messages are decided.
+        """
+        frozen_buckets, frozen_contents = frozen[0].tolist(), frozen[1].tolist()
+        rules = self.rules
+        legacy = self._legacy
         # The loop below is the hot path of the whole flow: state lives in locals, "no time yet"
         # is a sentinel instead of None, and counters are plain ints until the end.
         lateness, window_us = rules.allowed_lateness_us, rules.window_us
@@ -330,8 +352,12 @@ class PartitionMeter:
         ledger, late = out.ledger, out.late
         counted = duplicates = late_count = heartbeats = 0
         kafka_clock = batch.timestamps_ms or repeat(None)
+        offsets = batch.offsets
+        if first:
+            offsets, decoded = offsets[first:], decoded[first:]
+            kafka_clock = batch.timestamps_ms[first:] if batch.timestamps_ms else kafka_clock
         for i, (offset, item, timestamp_ms) in enumerate(
-            zip(batch.offsets, decoded, kafka_clock, strict=False)
+            zip(offsets, decoded, kafka_clock, strict=False), first
         ):
             kind = type(item)
             if kind is Rejection:
@@ -349,8 +375,7 @@ class PartitionMeter:
                         batch,
                         i,
                         Reason.FUTURE_TIMESTAMP,
-                        f"timestamp is {_seconds(time_us - clock)} ahead of the partition "
-                        f"clock (limit {_seconds(max_future)})",
+                        future_detail(time_us, clock, max_future),
                         item if kind is Event else None,
                     )
                     continue
@@ -383,8 +408,7 @@ class PartitionMeter:
                         batch,
                         i,
                         Reason.TOO_LATE,
-                        f"timestamp is {_seconds(watermark - time_us)} behind the watermark "
-                        f"(correction horizon {_seconds(correction_horizon)})",
+                        too_late_detail(time_us, watermark, correction_horizon),
                         item,
                     )
                     continue
@@ -421,28 +445,23 @@ class PartitionMeter:
                     due = windows.earliest_end_us
                     if due is not None and due <= closed_until:
                         self._emit_windows(out, closed_until, closed_at(offset))
-        if not legacy:
-            self._count_catalog_outcomes(out)
         self._max_event_us = None if max_event == _NO_TIME else max_event
         self._closed_until_us = None if closed_until == _NO_TIME else closed_until
-        counters = out.counters
-        counters["read"] += len(decoded)
-        for name, value in (
-            ("counted", counted),
-            ("duplicates", duplicates),
-            ("late", late_count),
-            ("heartbeats", heartbeats),
-        ):
-            if value:
-                counters[name] += value
+        _add_counts(out, counted, duplicates, late_count, heartbeats)
+
+    def _close_part(self, out: PartitionOutput, batch: SourceBatch) -> None:
+        """What follows the decisions on a batch: counters, position, the dedupe index's upkeep."""
+        if not self._legacy:
+            self._count_catalog_outcomes(out)
+        out.counters["read"] += len(batch)
         if batch.offsets:
             self._next_offset = batch.offsets[-1] + 1
             out.through_offset = batch.offsets[-1]
         out.content = batch.content
-        dedupe.maintain(alive_from(self._max_event_us, horizon))
+        dedupe = self._dedupe
+        dedupe.maintain(alive_from(self._max_event_us, self.rules.dedupe_horizon_us))
         out.watermark_us = self.watermark_us
         out.dedupe_keys, out.dedupe_bytes = len(dedupe), dedupe.nbytes
-        return out
 
     def finish(self) -> PartitionOutput:
         """End of input: close every open window and mark the partition closed through them."""
@@ -472,20 +491,20 @@ class PartitionMeter:
             tainted=tainted,
         )
 
-    def _frozen(self, keys: list[bytes | None]) -> tuple[list[int], list[int]]:
-        """The dedupe index's frozen (bucket, fingerprint) of each message's key.
+    def _frozen(self, keys: list[bytes | None]) -> tuple[np.ndarray, np.ndarray]:
+        """The dedupe index's columns' (bucket, fingerprint) of each message's key.
 
-        NOT_FOUND where the message has no key or the key no frozen entry.
+        NOT_FOUND where the message has no key or the key no entry.
         """
         present = [k for k in keys if k is not None]
         buckets, contents = self._dedupe.lookup(present)
         if len(present) == len(keys):
-            return buckets.tolist(), contents.tolist()
-        found_buckets, found_contents = iter(buckets.tolist()), iter(contents.tolist())
-        return (
-            [next(found_buckets) if k is not None else NOT_FOUND for k in keys],
-            [next(found_contents) if k is not None else UNKNOWN_CONTENT for k in keys],
-        )
+            return buckets, contents
+        has_key = np.fromiter((k is not None for k in keys), bool, len(keys))
+        all_buckets = np.full(len(keys), NOT_FOUND, dtype=buckets.dtype)
+        all_contents = np.full(len(keys), UNKNOWN_CONTENT, dtype=contents.dtype)
+        all_buckets[has_key], all_contents[has_key] = buckets, contents
+        return all_buckets, all_contents
 
     def _emit_windows(self, out: PartitionOutput, until_us: int | None, position: int) -> None:
         """Close the windows that end at or before ``until_us`` (None: all) into ``out``."""
@@ -565,6 +584,37 @@ class PartitionMeter:
                 event_id=event.id if event is not None else None,
             )
         )
+
+
+def _add_counts(
+    out: PartitionOutput, counted: int, duplicates: int, late: int, heartbeats: int
+) -> None:
+    """Add a run of decisions' counts to ``out`` (a zero adds no key)."""
+    counters = out.counters
+    for name, value in (
+        ("counted", counted),
+        ("duplicates", duplicates),
+        ("late", late),
+        ("heartbeats", heartbeats),
+    ):
+        if value:
+            counters[name] += value
+
+
+def future_detail(time_us: int, clock_us: int, max_future_us: int) -> str:
+    """What a ``future_timestamp`` quarantine row says."""
+    return (
+        f"timestamp is {_seconds(time_us - clock_us)} ahead of the partition "
+        f"clock (limit {_seconds(max_future_us)})"
+    )
+
+
+def too_late_detail(time_us: int, watermark_us: int, correction_horizon_us: int) -> str:
+    """What a ``too_late`` quarantine row says."""
+    return (
+        f"timestamp is {_seconds(watermark_us - time_us)} behind the watermark "
+        f"(correction horizon {_seconds(correction_horizon_us)})"
+    )
 
 
 def _seconds(micros: int) -> str:
