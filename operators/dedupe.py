@@ -32,6 +32,8 @@ from typing import NamedTuple
 
 import numpy as np
 
+from meterwax.operators.event import Event
+
 BUCKET_US = 60_000_000
 """Keys are aged by the minute of their event time."""
 NOT_FOUND = np.iinfo(np.int32).min
@@ -71,14 +73,36 @@ def content_fingerprint(meter: str, quantity_nanos: int, time_us: int) -> int:
     """
     start = _METER_CRC.get(meter)
     if start is None:
-        start = zlib.crc32(meter.encode())
-        if len(_METER_CRC) >= _CACHE_LIMIT:
-            _METER_CRC.clear()
-        _METER_CRC[meter] = start
+        start = _meter_crc(meter)
     if quantity_nanos >> 64:  # rare: fold the high bits in, multiplied so none aliases
         quantity_nanos ^= (quantity_nanos >> 64) * _ODD_C
     mixed = (quantity_nanos * _ODD_A ^ time_us * _ODD_B ^ start) & _LOW_64
     return ((mixed >> 32) ^ mixed) & _LOW_32_INT or 1  # 0: UNKNOWN_CONTENT
+
+
+def content_fingerprints(events: Sequence[Event]) -> np.ndarray:
+    """:func:`event_content` of each event, as int64, computed a column at a time.
+
+    The same arithmetic in 64-bit words, where numpy's products wrap exactly as ``& _LOW_64``
+    does; events whose quantity is missing or needs more than 64 bits take the function.
+    """
+    count = len(events)
+    try:
+        quantities = np.fromiter((e.quantity_nanos for e in events), np.uint64, count)
+    except (TypeError, OverflowError, ValueError):
+        return np.fromiter(
+            (event_content(e.meter, e.quantity_nanos, e.time_us, e.data) for e in events),
+            np.int64,
+            count,
+        )
+    times = np.fromiter((e.time_us for e in events), np.int64, count).view(np.uint64)
+    meters = [e.meter for e in events]
+    crcs = {meter: _meter_crc(meter) for meter in set(meters)}
+    starts = np.fromiter(map(crcs.__getitem__, meters), np.uint64, count)
+    mixed = quantities * np.uint64(_ODD_A) ^ times * np.uint64(_ODD_B) ^ starts
+    folded = ((mixed >> np.uint64(32)) ^ mixed) & np.uint64(_LOW_32_INT)
+    folded[folded == 0] = 1  # 0 is UNKNOWN_CONTENT
+    return folded.astype(np.int64)
 
 
 def event_content(
@@ -94,6 +118,17 @@ def event_content(
         text = json.dumps(data or {}, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
         quantity_nanos = -1 - zlib.crc32(text.encode())
     return content_fingerprint(meter, quantity_nanos, time_us)
+
+
+def _meter_crc(meter: str) -> int:
+    """The CRC-32 of a meter name, from a cache (a stream has few meters)."""
+    start = _METER_CRC.get(meter)
+    if start is None:
+        start = zlib.crc32(meter.encode())
+        if len(_METER_CRC) >= _CACHE_LIMIT:
+            _METER_CRC.clear()
+        _METER_CRC[meter] = start
+    return start
 
 
 _METER_CRC: dict[str, int] = {}
@@ -246,6 +281,18 @@ class DedupeIndex:
         if bucket >= oldest_alive:  # a key already dead could never match: not worth keeping
             self._pending[key] = bucket
             self._contents[key] = content
+
+    @property
+    def has_pending(self) -> bool:
+        """Whether keys wait in the dict (between batches, only after an old store's restore)."""
+        return bool(self._pending)
+
+    def remember_alive(
+        self, keys: Sequence[bytes], buckets: Sequence[int], contents: Sequence[int]
+    ) -> None:
+        """:meth:`remember` each key, in order, all known to be alive."""
+        self._pending.update(zip(keys, buckets, strict=True))
+        self._contents.update(zip(keys, contents, strict=True))
 
     def maintain(self, oldest_alive: int) -> None:
         """Move the dict's keys into the recent columns (and those, when many, into the frozen).
