@@ -12,8 +12,10 @@ time per event a given throughput allows:
   32 bits that tell a retry from a conflicting duplicate;
 - ``window update``: adding the quantity to its open window;
 - ``ledger columns``: the event's Arrow columns for the ``events`` table;
-- ``whole processor``: ``PartitionMeter.process`` over the same batches (all of the above plus
-  classification, counters, window closing and the dedupe index's upkeep).
+- ``whole processor``: the processor over the same batches (all of the above plus
+  classification, counters, window closing and the dedupe index's upkeep), both the per-event
+  reference (``PartitionMeter``) and the columnar one the flow runs
+  (``ColumnarPartitionMeter``).
 
     python -m meterwax.bench.per_event --events 200000 --floor 386250
 
@@ -35,6 +37,7 @@ from typing import Any
 
 from meterwax.bench.workload import b1
 from meterwax.operators import fast_validate
+from meterwax.operators.columnar import ColumnarPartitionMeter
 from meterwax.operators.dedupe import content_fingerprint, dedupe_key
 from meterwax.operators.event import Event
 from meterwax.operators.fast_validate import fast_event
@@ -82,14 +85,19 @@ def measure(events: int, repeat: int) -> dict[str, float]:
             for e in valid
         ]
 
-    def processor() -> object:
-        where = SourcePartition("file:per-event", 0)
-        meter = PartitionMeter(where, MeteringRules(max_future_us=None))
-        offsets = range(len(payloads))
-        return [
-            meter.process(SourceBatch(where, list(offsets[i : i + BATCH]), payloads[i : i + BATCH]))
-            for i in range(0, len(payloads), BATCH)
-        ]
+    def processor(kind: type[PartitionMeter]) -> Callable[[], object]:
+        def run() -> object:
+            where = SourcePartition("file:per-event", 0)
+            meter = kind(where, MeteringRules(max_future_us=None))
+            offsets = range(len(payloads))
+            return [
+                meter.process(
+                    SourceBatch(where, list(offsets[i : i + BATCH]), payloads[i : i + BATCH])
+                )
+                for i in range(0, len(payloads), BATCH)
+            ]
+
+        return run
 
     steps: dict[str, Callable[[], object]] = {
         "decode": lambda: [fast_event(p) for p in plain],
@@ -100,7 +108,8 @@ def measure(events: int, repeat: int) -> dict[str, float]:
         ],
         "window update": window_updates,
         "ledger columns": lambda: [event_columns(chunk) for chunk in _batches(valid)],
-        "whole processor": processor,
+        "whole processor, per event": processor(PartitionMeter),
+        "whole processor, columnar": processor(ColumnarPartitionMeter),
     }
     previous = gc.get_threshold()
     gc.set_threshold(50_000, 20, 100)  # as the flow runs (flows.metering.fewer_gc_passes)

@@ -3,7 +3,7 @@
 ::
 
     read (one batch per source read) ─► key by source partition ─► meter_<window>
-        (decode, dedupe, watermark, windows; PartitionMeter) ─► write (MeteringSink)
+        (decode, dedupe, watermark, windows; ColumnarPartitionMeter) ─► write (MeteringSink)
 
 The flow is a factory so the command line passes a file or Kafka source and the lake sink,
 and tests pass ``bytewax.testing`` sources and sinks.

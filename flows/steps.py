@@ -1,7 +1,7 @@
 """The pure steps as Bytewax operators, for meterwax's flows and for users' own tests.
 
 Each operator is a thin adapter: the logic lives in the pure operators (``decode``,
-``PartitionMeter``) and the adapter only moves items and state in and out of Bytewax.
+``ColumnarPartitionMeter``) and the adapter only moves items and state in and out of Bytewax.
 
 Recovery: step ids are part of the recovery schema (renaming a step silently starts it
 empty), so the flows derive them from the settings that shape the state, e.g. ``meter_1m``.
@@ -16,8 +16,9 @@ from bytewax.dataflow import Stream, operator
 from bytewax.operators import KeyedStream, StatefulBatchLogic
 
 from meterwax.operators.catalog import LEGACY, Catalog, CatalogSchedule
+from meterwax.operators.columnar import ColumnarPartitionMeter
 from meterwax.operators.decode import DEFAULT_MAX_EVENT_BYTES, Event, Rejection, decode
-from meterwax.operators.partition import MeteringRules, PartitionMeter, PartitionState
+from meterwax.operators.partition import MeteringRules, PartitionState
 from meterwax.operators.records import PartitionOutput, SourceBatch
 
 
@@ -58,7 +59,9 @@ class _PartitionLogic(StatefulBatchLogic[SourceBatch, PartitionOutput, Partition
         self._catalog = catalog
         self._schedules = schedules
         self._meter = (
-            PartitionMeter(resume.where, rules, resume, catalog, schedules.get(resume.where.key))
+            ColumnarPartitionMeter(
+                resume.where, rules, resume, catalog, schedules.get(resume.where.key)
+            )
             if resume is not None
             else None
         )
@@ -66,7 +69,7 @@ class _PartitionLogic(StatefulBatchLogic[SourceBatch, PartitionOutput, Partition
     def on_batch(self, values: list[SourceBatch]) -> tuple[Iterable[PartitionOutput], bool]:
         if self._meter is None:
             where = values[0].where
-            self._meter = PartitionMeter(
+            self._meter = ColumnarPartitionMeter(
                 where, self._rules, catalog=self._catalog, schedule=self._schedules.get(where.key)
             )
         return [self._meter.process(batch) for batch in values], StatefulBatchLogic.RETAIN
@@ -91,7 +94,7 @@ def meter_partitions(
     catalog: Catalog = LEGACY,
     schedules: Mapping[str, CatalogSchedule] | None = None,
 ) -> KeyedStream[PartitionOutput]:
-    """Run a :class:`PartitionMeter` per source partition (the stream must be keyed by it).
+    """Run a :class:`ColumnarPartitionMeter` per source partition (the stream must be keyed by it).
 
     One output per input batch, plus one at end of input carrying the flushed windows.
     ``catalog`` is the meter catalog to count with (default: none, every event meter a sum);

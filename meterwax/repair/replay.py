@@ -33,8 +33,9 @@ from itertools import groupby
 
 from meterwax.errors import ConfigError
 from meterwax.kafka.ranges import Message
+from meterwax.operators.columnar import ColumnarPartitionMeter
 from meterwax.operators.corrections import ChangeReason, LateEvent, SliceKey, WindowChange
-from meterwax.operators.partition import PartitionMeter, RangeOutcome, classify_range
+from meterwax.operators.partition import RangeOutcome, classify_range
 from meterwax.operators.records import DEFAULT_BATCH_SIZE, SourceBatch, SourcePartition
 from meterwax.operators.windows import window_start
 from meterwax.sinks.corrections_store import CorrectionStore
@@ -80,7 +81,7 @@ def replay(
         _check_main_flow_passed(store, where, topic, stop)
         # Each offset decided under the catalog version the main flow decided it with.
         schedule = store.catalogs.schedule(where.key, store.catalog)
-        meter = PartitionMeter(where, store.rules, schedule=schedule)
+        meter = ColumnarPartitionMeter(where, store.rules, schedule=schedule)
         outcomes[partition] = classify_range(meter, _batches(where, stream), start, stop)
 
     late: list[LateEvent] = []
