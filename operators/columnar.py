@@ -40,9 +40,9 @@ import numpy as np
 from meterwax.operators.decode import Event, Heartbeat, Rejection
 from meterwax.operators.dedupe import BUCKET_US, NOT_FOUND, UNKNOWN_CONTENT, content_fingerprints
 from meterwax.operators.partition import (
-    _NO_TIME,
+    NO_TIME,
     PartitionMeter,
-    _add_counts,
+    add_counts,
     future_detail,
     too_late_detail,
 )
@@ -104,7 +104,7 @@ class _Plan:
 
     outcomes: np.ndarray
     max_before: np.ndarray
-    """The partition's max event time before each message (``_NO_TIME``: none yet)."""
+    """The partition's max event time before each message (``NO_TIME``: none yet)."""
     max_after: int
     clocks: np.ndarray | None
     remembered: np.ndarray
@@ -218,14 +218,14 @@ class ColumnarPartitionMeter(PartitionMeter):
         """Every message's outcome, given which messages move event time and are remembered."""
         rules = self.rules
         lateness, window_us = rules.allowed_lateness_us, rules.window_us
-        start_max = _NO_TIME if self._max_event_us is None else self._max_event_us
-        start_closed = _NO_TIME if self._closed_until_us is None else self._closed_until_us
+        start_max = NO_TIME if self._max_event_us is None else self._max_event_us
+        start_closed = NO_TIME if self._closed_until_us is None else self._closed_until_us
         kinds, times = columns.kinds, columns.times
         running = np.maximum.accumulate(
-            np.concatenate(([start_max], np.where(moves, times, _NO_TIME)))
+            np.concatenate(([start_max], np.where(moves, times, NO_TIME)))
         )
         max_before = running[:-1]
-        has_time = max_before != _NO_TIME
+        has_time = max_before != NO_TIME
         watermark = max_before - lateness
         closed_before = np.maximum(start_closed, watermark)
         oldest_alive = np.maximum(
@@ -290,7 +290,7 @@ class ColumnarPartitionMeter(PartitionMeter):
         go into their windows before the windows due there are closed.
         """
         lateness, window_us = self.rules.allowed_lateness_us, self.rules.window_us
-        start_closed = _NO_TIME if self._closed_until_us is None else self._closed_until_us
+        start_closed = NO_TIME if self._closed_until_us is None else self._closed_until_us
         outcomes, max_before = plan.outcomes, plan.max_before
         size = len(outcomes)
         max_after = np.append(max_before[1:], plan.max_after)
@@ -366,7 +366,7 @@ class ColumnarPartitionMeter(PartitionMeter):
                 [rows.buckets[i] for i in remember],
                 [rows.contents[i] for i in remember],
             )
-        _add_counts(
+        add_counts(
             out,
             len(counted),
             len(rows.between(rows.duplicates, begin, end)),
@@ -432,7 +432,7 @@ class _Rows:
 
 
 def _or_none(time_us: int) -> int | None:
-    return None if time_us == _NO_TIME else time_us
+    return None if time_us == NO_TIME else time_us
 
 
 def _repeats(events: np.ndarray, keys: list[bytes]) -> _Repeats | None:

@@ -72,8 +72,9 @@ from meterwax.operators.records import (
 from meterwax.operators.timeline import DAY_US, MINUTE_US, SECOND_US
 from meterwax.operators.windows import CatalogWindows, OpenWindows, open_slices, window_start
 
-_NO_TIME = -(1 << 62)
-"""Stands for "no event time seen yet" inside the hot loop (the state itself uses None)."""
+NO_TIME = -(1 << 62)
+"""Stands for "no event time seen yet" inside the hot loop and the columns (the state itself
+uses None)."""
 
 
 MAX_WINDOW = "366d"
@@ -345,8 +346,8 @@ class PartitionMeter:
         lateness, window_us = rules.allowed_lateness_us, rules.window_us
         horizon, max_future = rules.dedupe_horizon_us, rules.max_future_us
         correction_horizon = rules.correction_horizon_us
-        max_event = _NO_TIME if self._max_event_us is None else self._max_event_us
-        closed_until = _NO_TIME if self._closed_until_us is None else self._closed_until_us
+        max_event = NO_TIME if self._max_event_us is None else self._max_event_us
+        closed_until = NO_TIME if self._closed_until_us is None else self._closed_until_us
         oldest_alive = max(NOT_FOUND + 1, (max_event - horizon) // BUCKET_US)
         dedupe, windows = self._dedupe, self._windows
         ledger, late = out.ledger, out.late
@@ -368,7 +369,7 @@ class PartitionMeter:
                 if timestamp_ms is not None and timestamp_ms > 0:
                     clock = timestamp_ms * 1000
                 else:
-                    clock = max_event - lateness if max_event != _NO_TIME else None
+                    clock = max_event - lateness if max_event != NO_TIME else None
                 if clock is not None and time_us > clock + max_future:
                     self._quarantine(
                         out,
@@ -400,7 +401,7 @@ class PartitionMeter:
                 watermark = max_event - lateness
                 if (
                     correction_horizon is not None
-                    and max_event != _NO_TIME
+                    and max_event != NO_TIME
                     and time_us < watermark - correction_horizon
                 ):
                     self._quarantine(
@@ -445,9 +446,9 @@ class PartitionMeter:
                     due = windows.earliest_end_us
                     if due is not None and due <= closed_until:
                         self._emit_windows(out, closed_until, closed_at(offset))
-        self._max_event_us = None if max_event == _NO_TIME else max_event
-        self._closed_until_us = None if closed_until == _NO_TIME else closed_until
-        _add_counts(out, counted, duplicates, late_count, heartbeats)
+        self._max_event_us = None if max_event == NO_TIME else max_event
+        self._closed_until_us = None if closed_until == NO_TIME else closed_until
+        add_counts(out, counted, duplicates, late_count, heartbeats)
 
     def _close_part(self, out: PartitionOutput, batch: SourceBatch) -> None:
         """What follows the decisions on a batch: counters, position, the dedupe index's upkeep."""
@@ -586,7 +587,7 @@ class PartitionMeter:
         )
 
 
-def _add_counts(
+def add_counts(
     out: PartitionOutput, counted: int, duplicates: int, late: int, heartbeats: int
 ) -> None:
     """Add a run of decisions' counts to ``out`` (a zero adds no key)."""
