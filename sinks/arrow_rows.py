@@ -15,7 +15,7 @@ import pyarrow.compute as pc
 
 from meterwax.operators.aggregates import WindowValue
 from meterwax.operators.catalog import groups_of
-from meterwax.operators.contract import MAX_QUANTITY_NANOS
+from meterwax.operators.contract import MAX_EVENT_US, MAX_QUANTITY_NANOS, MIN_EVENT_US
 from meterwax.operators.decode import Event
 from meterwax.operators.records import (
     LateRow,
@@ -163,9 +163,7 @@ def quarantine_table(
     columns["line_number"] = pa.array(
         [o + 1 for o in offsets] if line_numbers else [None] * len(rows), pa.int64()
     )
-    columns["kafka_timestamp"] = timestamp_column(
-        [r.kafka_timestamp_ms * 1000 if r.kafka_timestamp_ms is not None else None for r in rows]
-    )
+    columns["kafka_timestamp"] = timestamp_column([_kafka_timestamp_us(r) for r in rows])
     columns["kafka_key"] = pa.array([r.key for r in rows], pa.binary())
     columns["raw"] = pa.array([r.raw for r in rows], pa.binary())
     columns["reason"] = pa.array([r.reason for r in rows], pa.string())
@@ -174,6 +172,20 @@ def quarantine_table(
     columns["tenant_id"] = pa.array([r.tenant_id for r in rows], pa.string())
     columns["event_id"] = pa.array([r.event_id for r in rows], pa.string())
     return pa.Table.from_pydict(columns, schema=QUARANTINE.schema)
+
+
+def _kafka_timestamp_us(row: QuarantineRow) -> int | None:
+    """The row's Kafka timestamp in microseconds; None when there is none or it is absurd.
+
+    A topic may accept any 64-bit timestamp a producer sets. One outside the instants event
+    times may have (1970 to 3000) cannot be read back by every reader of the table, and one
+    past about the year 292,000 does not even fit the column: the row keeps the message's
+    coordinates and raw bytes, so the message itself can still be found.
+    """
+    stamp = row.kafka_timestamp_ms
+    if stamp is None or not MIN_EVENT_US <= stamp * 1000 < MAX_EVENT_US:
+        return None
+    return stamp * 1000
 
 
 def window_key_columns(

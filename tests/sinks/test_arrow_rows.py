@@ -9,9 +9,15 @@ from decimal import Decimal
 from hypothesis import given
 from hypothesis import strategies as st
 
-from meterwax.operators.contract import MAX_QUANTITY_NANOS
-from meterwax.operators.records import WindowRow
-from meterwax.sinks.arrow_rows import date_column, decimal_column, decimal_to_nanos, windows_table
+from meterwax.operators.contract import MAX_EVENT_US, MAX_QUANTITY_NANOS, MIN_EVENT_US
+from meterwax.operators.records import QuarantineRow, SourcePartition, WindowRow
+from meterwax.sinks.arrow_rows import (
+    date_column,
+    decimal_column,
+    decimal_to_nanos,
+    quarantine_table,
+    windows_table,
+)
 from meterwax.sinks.schemas import USAGE_WINDOWS
 
 nanos = st.integers(-MAX_QUANTITY_NANOS, MAX_QUANTITY_NANOS)
@@ -88,3 +94,28 @@ def test_window_rows_become_the_same_table_as_row_by_row(rows):
 
 def _instant(micros: int) -> datetime:
     return datetime(1970, 1, 1, tzinfo=UTC) + timedelta(microseconds=micros)
+
+
+@given(
+    stamps=st.lists(
+        st.one_of(
+            st.none(),
+            st.integers(-(1 << 63), (1 << 63) - 1),
+            st.integers(0, MAX_EVENT_US // 1000 + 10),
+        ),
+        max_size=20,
+    )
+)
+def test_any_kafka_timestamp_a_topic_accepts_becomes_a_quarantine_row(stamps):
+    """A producer may set any 64-bit timestamp; the row keeps it when readers can hold it."""
+    rows = [
+        QuarantineRow(offset=i, reason="malformed_json", detail="x", raw=b"{", kafka_timestamp_ms=s)
+        for i, s in enumerate(stamps)
+    ]
+    table = quarantine_table(SourcePartition("kafka:t", 0), rows, flow="main", line_numbers=False)
+    kept = table.column("kafka_timestamp").to_pylist()  # readable back as datetimes
+    for stamp, value in zip(stamps, kept, strict=True):
+        if stamp is not None and MIN_EVENT_US <= stamp * 1000 < MAX_EVENT_US:
+            assert value == datetime(1970, 1, 1, tzinfo=UTC) + timedelta(milliseconds=stamp)
+        else:
+            assert value is None
