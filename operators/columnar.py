@@ -158,7 +158,11 @@ class ColumnarPartitionMeter(PartitionMeter):
             times = np.array(time_list, np.int64)
             clocks = None
             if batch.timestamps_ms is not None and rules.max_future_us is not None:
-                stamps = np.array(batch.timestamps_ms, np.int64)
+                # A message without a timestamp (None) is judged by the watermark, as at 0.
+                stamped = batch.timestamps_ms
+                if None in stamped:
+                    stamped = [0 if stamp is None else stamp for stamp in stamped]
+                stamps = np.array(stamped, np.int64)
                 if len(stamps) != size or stamps.max(initial=0) >= _SAFE // 1000:
                     return None
                 clocks = np.where(stamps > 0, stamps * 1000, -1)

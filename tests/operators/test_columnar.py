@@ -129,7 +129,7 @@ clocks = st.one_of(
     st.tuples(
         st.lists(st.one_of(st.integers(-10, 5), st.integers(-60, 600)), min_size=200, max_size=200),
         # Now and then a clock no broker should give (absent, negative, far out of range).
-        st.dictionaries(st.integers(0, 199), st.sampled_from([0, -1, 1 << 62, -(1 << 63)])),
+        st.dictionaries(st.integers(0, 199), st.sampled_from([None, 0, -1, 1 << 62, -(1 << 63)])),
     ),
 )
 
@@ -173,7 +173,7 @@ def _iso(seconds: int, grid: int = 1) -> str:
     return np.datetime_as_string(np.datetime64(seconds, "s")) + "Z"
 
 
-def stamps(chosen: tuple | None, count: int, grid: int) -> list[int] | None:
+def stamps(chosen: tuple | None, count: int, grid: int) -> list[int | None] | None:
     """Kafka timestamps in milliseconds: near each message's clock, absent, or absurd."""
     if chosen is None:
         return None
