@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from heapq import heapify, heappop, heappush
 from typing import NamedTuple
 
 from meterwax.operators.aggregates import (
@@ -71,6 +72,9 @@ class OpenWindows:
         self._by_start: dict[int, dict[tuple[str, str], list[int]]] = (
             state if state is not None else {}
         )
+        self._starts = list(self._by_start)
+        """The open windows' starts as a heap: closing is a pop, not a sort of every window."""
+        heapify(self._starts)
         self.earliest_end_us: int | None = None
         """End of the earliest open window (None when nothing is open): a cheap "anything due?"."""
         self._refresh_earliest_end()
@@ -88,6 +92,7 @@ class OpenWindows:
         group = self._by_start.get(start)
         if group is None:
             group = self._by_start[start] = {}
+            heappush(self._starts, start)
             end = start + self.length_us
             if self.earliest_end_us is None or end < self.earliest_end_us:
                 self.earliest_end_us = end
@@ -101,13 +106,17 @@ class OpenWindows:
             totals[1] += 1
         return True
 
+    def open_starts(self) -> list[int]:
+        """The starts of the open windows, in no particular order."""
+        return list(self._starts)
+
     def close_until(self, watermark_us: int) -> list[ClosedWindow]:
         """Remove and return every window with ``end <= watermark_us``, sorted by key."""
-        due = sorted(start for start in self._by_start if start + self.length_us <= watermark_us)
-        return list(self._emit(due))
+        return list(self._emit(_pop_due(self._starts, watermark_us - self.length_us)))
 
     def close_all(self) -> list[ClosedWindow]:
         """Remove and return every open window (end of input)."""
+        self._starts = []
         return list(self._emit(sorted(self._by_start)))
 
     def _emit(self, starts: Iterable[int]) -> Iterable[ClosedWindow]:
@@ -118,7 +127,7 @@ class OpenWindows:
         self._refresh_earliest_end()
 
     def _refresh_earliest_end(self) -> None:
-        self.earliest_end_us = min(self._by_start) + self.length_us if self._by_start else None
+        self.earliest_end_us = self._starts[0] + self.length_us if self._starts else None
 
     def snapshot(self) -> dict[int, dict[tuple[str, str], list[int]]]:
         """A copy that later adds cannot change (totals are small lists, so copy them)."""
@@ -181,6 +190,9 @@ class CatalogWindows:
         self.catalog = catalog
         self._by_start: CatalogState = state if state is not None else {}
         self._tainted: dict[int, set[tuple[str, str]]] = tainted if tainted is not None else {}
+        self._starts = list(set(self._by_start) | set(self._tainted))
+        """The starts of open windows and tainted slices, each once, as a heap."""
+        heapify(self._starts)
         self.unmetered = 0
         """Events added that no meter takes (they are in the ledger all the same)."""
         self.unvalued = 0
@@ -199,6 +211,8 @@ class CatalogWindows:
             return True
         group = self._by_start.get(start)
         if group is None:
+            if start not in self._tainted:
+                heappush(self._starts, start)
             group = self._by_start[start] = {}
             end = start + self.length_us
             if self.earliest_end_us is None or end < self.earliest_end_us:
@@ -223,18 +237,24 @@ class CatalogWindows:
     def taint_all(self, slices: dict[int, set[tuple[str, str]]]) -> None:
         """Mark these open slices tainted (see :class:`TaintedSlice`)."""
         for start, found in slices.items():
+            if start not in self._tainted and start not in self._by_start:
+                heappush(self._starts, start)
             self._tainted.setdefault(start, set()).update(found)
             end = start + self.length_us
             if self.earliest_end_us is None or end < self.earliest_end_us:
                 self.earliest_end_us = end
 
+    def open_starts(self) -> list[int]:
+        """The starts of the open windows and tainted slices, in no particular order."""
+        return list(self._starts)
+
     def close_until(self, watermark_us: int) -> tuple[list[ClosedMeterWindow], list[TaintedSlice]]:
         """Remove and return every window (and tainted slice) with ``end <= watermark_us``."""
-        starts = set(self._by_start) | set(self._tainted)
-        return self._emit(sorted(s for s in starts if s + self.length_us <= watermark_us))
+        return self._emit(_pop_due(self._starts, watermark_us - self.length_us))
 
     def close_all(self) -> tuple[list[ClosedMeterWindow], list[TaintedSlice]]:
         """Remove and return every open window and tainted slice (end of input)."""
+        self._starts = []
         return self._emit(sorted(set(self._by_start) | set(self._tainted)))
 
     def _emit(self, starts: list[int]) -> tuple[list[ClosedMeterWindow], list[TaintedSlice]]:
@@ -260,8 +280,7 @@ class CatalogWindows:
         return closed, tainted
 
     def _refresh_earliest_end(self) -> None:
-        starts = set(self._by_start) | set(self._tainted)
-        self.earliest_end_us = min(starts) + self.length_us if starts else None
+        self.earliest_end_us = self._starts[0] + self.length_us if self._starts else None
 
     def snapshot(self) -> tuple[CatalogState, dict[int, set[tuple[str, str]]]]:
         """Copies later adds cannot change: the open windows and the tainted slices."""
@@ -270,6 +289,14 @@ class CatalogWindows:
             for start, group in self._by_start.items()
         }
         return windows, {start: set(found) for start, found in self._tainted.items()}
+
+
+def _pop_due(starts: list[int], last_start: int) -> list[int]:
+    """Pop, in order, the starts of a heap that are at most ``last_start``."""
+    due = []
+    while starts and starts[0] <= last_start:
+        due.append(heappop(starts))
+    return due
 
 
 def open_slices(
