@@ -114,6 +114,8 @@ class ColumnarPartitionMeter(PartitionMeter):
     """:class:`PartitionMeter` with the decisions on a batch made column by column."""
 
     max_rounds = MAX_ROUNDS
+    _aligned = False
+    """Whether every open window is known to start on a multiple of the window length."""
 
     def _classify(
         self,
@@ -190,9 +192,21 @@ class ColumnarPartitionMeter(PartitionMeter):
         )
 
     def _windows_are_open_past(self, closed_until_us: int | None) -> bool:
-        """Whether every open window ends after ``closed_until_us`` (as the reference keeps it)."""
+        """Whether every open window ends after the closed mark, on a multiple of its length.
+
+        Both hold in every state the processors make: windows close as soon as the mark
+        passes their end, and start where the window length divides time. A state made by hand,
+        or with another window length, may break either; the columns could then not tell where
+        windows close, so the loop decides.
+        """
         due = self._windows.earliest_end_us
-        return due is None or closed_until_us is None or due > closed_until_us
+        if due is not None and closed_until_us is not None and due <= closed_until_us:
+            return False
+        if self._aligned:
+            return True
+        window_us = self.rules.window_us
+        self._aligned = all(start % window_us == 0 for start in self._windows.open_starts())
+        return self._aligned
 
     def _closed_follows_max(self) -> bool:
         """Whether the closed-until mark is at least the watermark, as the reference keeps it.
@@ -308,24 +322,24 @@ class ColumnarPartitionMeter(PartitionMeter):
         rows = _Rows(decoded, batch.offsets, keys, columns, plan)
         windows = self._windows
         add = self._catalog_add if isinstance(windows, CatalogWindows) else self._legacy_add
+        closed_marks = closed_after.tolist()
         begin = 0
-        for cut in cuts:
+        for cut in cuts:  # only the windows depend on where they close; rows are written after
             end = cut + 1
             stop = add(rows.counted_between(begin, end), decoded, columns)
             if stop is not None:  # that event would overflow its window: the reference decides
-                self._write(out, batch, rows, begin, stop)
+                self._write(out, batch, rows, 0, stop)
                 self._max_event_us = _or_none(int(max_before[stop]))
                 self._closed_until_us = _or_none(int(closed_before[stop]))
                 super()._classify(out, batch, decoded, keys, frozen, stop)
                 return
-            self._write(out, batch, rows, begin, end)
-            until = int(closed_after[cut])
             due = windows.earliest_end_us
-            if due is not None and due <= until:
-                self._emit_windows(out, until, closed_at(batch.offsets[cut]))
+            if due is not None and due <= closed_marks[cut]:
+                self._emit_windows(out, closed_marks[cut], closed_at(batch.offsets[cut]))
             begin = end
+        self._write(out, batch, rows, 0, size)
         self._max_event_us = _or_none(plan.max_after)
-        self._closed_until_us = _or_none(max(start_closed, int(closed_after[-1])))
+        self._closed_until_us = _or_none(max(start_closed, closed_marks[-1]))
 
     def _legacy_add(self, counted: list[int], decoded: list, columns: _Batch) -> int | None:
         """Add counted events to their windows; the first one that would overflow, if any."""

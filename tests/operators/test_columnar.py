@@ -356,3 +356,26 @@ def test_typical_batches_are_decided_without_the_per_event_loop(monkeypatch):
         columnar = ColumnarPartitionMeter(WHERE, RULES[1], catalog=catalog)
         for start, end in itertools.pairwise([0, 100, 250, 400]):
             columnar.process(SourceBatch(WHERE, list(range(start, end)), payloads[start:end]))
+
+
+def test_windows_of_another_length_in_a_restored_state_are_closed_where_the_loop_closes_them():
+    """A state whose windows do not start on multiples of the window length (made with another
+    length, or by hand): the columns cannot see where they close, so the loop decides."""
+    made = MeteringRules(window_us=MINUTE, allowed_lateness_us=0, dedupe_horizon_us=MINUTE)
+    resumed = replace(made, window_us=7 * SECOND, dedupe_horizon_us=7 * SECOND)
+    first = render([("event", "acme", 1, "api_calls", 1, "1", None)])
+    meter = PartitionMeter(WHERE, made)
+    meter.process(SourceBatch(WHERE, [0], first))
+    state = meter.snapshot()
+    assert any(start % resumed.window_us for start in state.windows)
+    later = render(
+        [
+            ("event", "acme", n, "api_calls", delta, "1", None)
+            for n, delta in ((2, 2), (3, 2), (4, 9))
+        ]
+    )
+    batch = SourceBatch(WHERE, [1, 2, 3], later)
+    reference = PartitionMeter(WHERE, resumed, pickle.loads(pickle.dumps(state)))
+    columnar = ColumnarPartitionMeter(WHERE, resumed, pickle.loads(pickle.dumps(state)))
+    assert columnar.process(batch) == reference.process(batch)
+    assert columnar.finish() == reference.finish()
