@@ -8,7 +8,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TypeVar
 
@@ -49,20 +49,37 @@ def wait_for(
     *,
     what: str,
     timeout_s: float = 60,
-    process: subprocess.Popen[str] | None = None,
+    process: subprocess.Popen[str] | Sequence[subprocess.Popen[str]] | None = None,
 ) -> T:
-    """Poll ``condition`` until it returns something truthy; fail at the deadline or if
-    ``process`` exits meanwhile (with its output)."""
+    """Poll ``condition`` until it returns something truthy; fail at the deadline or if a
+    watched ``process`` exits meanwhile, with the end of each one's log."""
+    watched = (
+        [] if process is None else [process] if isinstance(process, subprocess.Popen) else process
+    )
     deadline = time.monotonic() + timeout_s
     while True:
         result = condition()
         if result:
             return result
-        if process is not None and process.poll() is not None:
-            raise AssertionError(f"meterwax exited ({process.returncode}) before {what}")
+        for running in watched:
+            if running.poll() is not None:
+                problem = f"meterwax exited ({running.returncode}) before {what}"
+                raise AssertionError(problem + _log_tails(watched))
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout_s:.0f}s waiting for {what}")
+            problem = f"timed out after {timeout_s:.0f}s waiting for {what}"
+            raise AssertionError(problem + _log_tails(watched))
         time.sleep(0.2)
+
+
+def _log_tails(processes: Sequence[subprocess.Popen[str]], lines: int = 15) -> str:
+    """The last lines of each process's log (see :func:`start_meterwax`), for a failure."""
+    tails = []
+    for running in processes:
+        log: Path | None = getattr(running, "log_path", None)
+        if log is not None and log.exists():
+            tail = log.read_text(errors="replace").splitlines()[-lines:]
+            tails.append(f"\n--- {log.name} (exit {running.poll()}) ---\n" + "\n".join(tail))
+    return "".join(tails)
 
 
 def start_meterwax(
@@ -71,13 +88,15 @@ def start_meterwax(
     """Start meterwax in the background, its output going to ``log`` (never a pipe that could
     fill up and block it)."""
     with log.open("w") as handle:
-        return subprocess.Popen(
+        process = subprocess.Popen(
             meterwax_command(*args),
             stdout=handle,
             stderr=subprocess.STDOUT,
             text=True,
             env={**os.environ, **(env_extra or {})},
         )
+    process.log_path = log  # type: ignore[attr-defined]  # read by wait_for on a failure
+    return process
 
 
 def stop(process: subprocess.Popen[str], sig: int = signal.SIGTERM, timeout: float = 60) -> int:

@@ -63,7 +63,7 @@ def test_two_processes_of_one_cluster_compaction_and_replay_on_one_s3_lake(
             lambda: lake.exists(EVENTS) and len(rows(lake, EVENTS)) > 1000,
             what="both processes committing",
             timeout_s=180,
-            process=processes[0],
+            process=processes,
         )
         # A compaction while both processes commit to the same tables: its commit races theirs.
         compacted = run_meterwax("maintain", "--lake", lake.root, "--compact", env_extra=env)
@@ -77,7 +77,7 @@ def test_two_processes_of_one_cluster_compaction_and_replay_on_one_s3_lake(
             lambda: window_totals(lake) == expected,
             what="every window written",
             timeout_s=180,
-            process=processes[1],
+            process=processes,
         )
     finally:
         # Both at once: one process of a cluster stops only when the whole cluster does.
