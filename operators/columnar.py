@@ -42,6 +42,7 @@ from meterwax.operators.dedupe import BUCKET_US, NOT_FOUND, UNKNOWN_CONTENT, con
 from meterwax.operators.partition import (
     NO_TIME,
     PartitionMeter,
+    Prepared,
     add_counts,
     future_detail,
     too_late_detail,
@@ -83,8 +84,8 @@ class _Batch:
     """Indices of the events."""
     buckets: np.ndarray
     contents: np.ndarray
-    frozen_buckets: np.ndarray
-    frozen_contents: np.ndarray
+    seen_buckets: np.ndarray
+    seen_contents: np.ndarray
     repeats: _Repeats | None
 
 
@@ -117,30 +118,17 @@ class ColumnarPartitionMeter(PartitionMeter):
     _aligned = False
     """Whether every open window is known to start on a multiple of the window length."""
 
-    def _classify(
-        self,
-        out: PartitionOutput,
-        batch: SourceBatch,
-        decoded: list[Event | Heartbeat | Rejection],
-        keys: list[bytes | None],
-        frozen: tuple[np.ndarray, np.ndarray],
-        first: int = 0,
-    ) -> None:
-        columns = self._columns(batch, decoded, keys, frozen) if decoded and not first else None
+    def _classify(self, out: PartitionOutput, prepared: Prepared, first: int = 0) -> None:
+        columns = self._columns(prepared) if prepared.items and not first else None
         plan = self._plan(columns) if columns is not None else None
         if columns is None or plan is None:
-            super()._classify(out, batch, decoded, keys, frozen, first)
+            super()._classify(out, prepared, first)
             return
-        self._apply(out, batch, decoded, keys, frozen, columns, plan)
+        self._apply(out, prepared, columns, plan)
 
-    def _columns(
-        self,
-        batch: SourceBatch,
-        decoded: list[Event | Heartbeat | Rejection],
-        keys: list[bytes | None],
-        frozen: tuple[np.ndarray, np.ndarray],
-    ) -> _Batch | None:
+    def _columns(self, prepared: Prepared) -> _Batch | None:
         """The batch as columns, or None when it must be decided message by message."""
+        batch, decoded, keys = prepared.batch, prepared.items, prepared.keys
         rules = self.rules
         settings = (
             rules.window_us,
@@ -177,7 +165,6 @@ class ColumnarPartitionMeter(PartitionMeter):
         event_keys = [keys[i] for i in events.tolist()]
         contents = np.zeros(size, np.int64)
         contents[events] = content_fingerprints(event_items)
-        frozen_buckets, frozen_contents = frozen
         return _Batch(
             kinds=kinds,
             times=times,
@@ -186,8 +173,8 @@ class ColumnarPartitionMeter(PartitionMeter):
             events=events,
             buckets=times // BUCKET_US,
             contents=contents,
-            frozen_buckets=frozen_buckets.astype(np.int64),
-            frozen_contents=frozen_contents.astype(np.int64),
+            seen_buckets=prepared.seen_buckets.astype(np.int64),
+            seen_contents=prepared.seen_contents.astype(np.int64),
             repeats=_repeats(events, event_keys),
         )
 
@@ -266,9 +253,9 @@ class ColumnarPartitionMeter(PartitionMeter):
         outcomes[valid & (kinds == _HEARTBEAT)] = _HEARTBEAT_SEEN
         events = valid & (kinds == _EVENT)
 
-        # The dedupe index: the frozen columns first, then keys remembered earlier in the batch.
-        found = events & (columns.frozen_buckets >= oldest_alive)
-        found_content = np.where(found, columns.frozen_contents, UNKNOWN_CONTENT)
+        # The dedupe index: its columns first, then keys remembered earlier in the batch.
+        found = events & (columns.seen_buckets >= oldest_alive)
+        found_content = np.where(found, columns.seen_contents, UNKNOWN_CONTENT)
         if columns.repeats is not None:
             earlier, later = _remembered_before(columns.repeats, remembered)
             alive = (columns.buckets[earlier] >= oldest_alive[later]) & ~found[later]
@@ -293,14 +280,7 @@ class ColumnarPartitionMeter(PartitionMeter):
         return _Plan(outcomes, max_before, int(running[-1]), clocks, now_remembered)
 
     def _apply(
-        self,
-        out: PartitionOutput,
-        batch: SourceBatch,
-        decoded: list[Event | Heartbeat | Rejection],
-        keys: list[bytes | None],
-        frozen: tuple[np.ndarray, np.ndarray],
-        columns: _Batch,
-        plan: _Plan,
+        self, out: PartitionOutput, prepared: Prepared, columns: _Batch, plan: _Plan
     ) -> None:
         """Write the plan's rows and updates in offset order, closing windows where due.
 
@@ -319,7 +299,8 @@ class ColumnarPartitionMeter(PartitionMeter):
         cuts = np.flatnonzero(closed_after // window_us > closed_before // window_us).tolist()
         if not cuts or cuts[-1] != size - 1:
             cuts.append(size - 1)
-        rows = _Rows(decoded, batch.offsets, keys, columns, plan)
+        batch, decoded = prepared.batch, prepared.items
+        rows = _Rows(prepared, columns, plan)
         windows = self._windows
         add = self._catalog_add if isinstance(windows, CatalogWindows) else self._legacy_add
         closed_marks = closed_after.tolist()
@@ -331,7 +312,7 @@ class ColumnarPartitionMeter(PartitionMeter):
                 self._write(out, batch, rows, 0, stop)
                 self._max_event_us = _or_none(int(max_before[stop]))
                 self._closed_until_us = _or_none(int(closed_before[stop]))
-                super()._classify(out, batch, decoded, keys, frozen, stop)
+                super()._classify(out, prepared, stop)
                 return
             due = windows.earliest_end_us
             if due is not None and due <= closed_marks[cut]:
@@ -418,16 +399,13 @@ class ColumnarPartitionMeter(PartitionMeter):
 class _Rows:
     """The plan as Python lists: the message indices of each outcome, in offset order."""
 
-    def __init__(
-        self,
-        decoded: list,
-        offsets: list[int],
-        keys: list[bytes | None],
-        columns: _Batch,
-        plan: _Plan,
-    ) -> None:
+    def __init__(self, prepared: Prepared, columns: _Batch, plan: _Plan) -> None:
         outcomes = plan.outcomes
-        self.decoded, self.offsets, self.keys = decoded, offsets, keys
+        self.decoded, self.offsets, self.keys = (
+            prepared.items,
+            prepared.batch.offsets,
+            prepared.keys,
+        )
         self.outcomes = outcomes.tolist()
         self.max_before = plan.max_before.tolist()
         self.clocks = plan.clocks.tolist() if plan.clocks is not None else None

@@ -38,6 +38,7 @@ from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from itertools import repeat
+from typing import NamedTuple
 
 import numpy as np
 
@@ -174,6 +175,20 @@ def _state_catalog_version(state: PartitionState) -> int:
         return LEGACY_VERSION
 
 
+class Prepared(NamedTuple):
+    """A batch and what the rules read of each of its messages before deciding it."""
+
+    batch: SourceBatch
+    items: list[Event | Heartbeat | Rejection]
+    """Each message decoded."""
+    keys: list[bytes | None]
+    """Each event's idempotency key (None for other messages)."""
+    seen_buckets: np.ndarray
+    """The minute of the key's newest copy in the dedupe index's columns (NOT_FOUND: none)."""
+    seen_contents: np.ndarray
+    """That copy's content fingerprint."""
+
+
 class PartitionMeter:
     """Turns one partition's messages, in offset order, into rows for every table.
 
@@ -300,13 +315,18 @@ class PartitionMeter:
             )
             raise ValueError(msg)
         out = PartitionOutput(self.where)
-        decoded = self._decode(batch.payloads)
-        keys = [
-            dedupe_key(item.tenant_id, item.id) if type(item) is Event else None for item in decoded
-        ]
-        self._classify(out, batch, decoded, keys, self._frozen(keys))
+        self._classify(out, self._prepare(batch))
         self._close_part(out, batch)
         return out
+
+    def _prepare(self, batch: SourceBatch) -> Prepared:
+        """What the rules read of each message: its decoding, key and remembered copy."""
+        items = self._decode(batch.payloads)
+        keys = [
+            dedupe_key(item.tenant_id, item.id) if type(item) is Event else None for item in items
+        ]
+        seen_buckets, seen_contents = self._seen(keys)
+        return Prepared(batch, items, keys, seen_buckets, seen_contents)
 
     def _decode(self, payloads: list[bytes]) -> list[Event | Heartbeat | Rejection]:
         """Every payload, decoded by the fast path or else by the full contract."""
@@ -324,21 +344,14 @@ class PartitionMeter:
             for payload in payloads
         ]
 
-    def _classify(
-        self,
-        out: PartitionOutput,
-        batch: SourceBatch,
-        decoded: list[Event | Heartbeat | Rejection],
-        keys: list[bytes | None],
-        frozen: tuple[np.ndarray, np.ndarray],
-        first: int = 0,
-    ) -> None:
-        """Decide messages ``first`` onwards of ``batch``, one by one, into ``out``.
+    def _classify(self, out: PartitionOutput, prepared: Prepared, first: int = 0) -> None:
+        """Decide messages ``first`` onwards of the batch, one by one, into ``out``.
 
-        ``frozen`` is the dedupe index's answer for every key (see :meth:`_frozen`). The
-        partition's event time and closed windows move on as the messages are decided.
+        The partition's event time and closed windows move on as the messages are decided.
         """
-        frozen_buckets, frozen_contents = frozen[0].tolist(), frozen[1].tolist()
+        batch, decoded, keys = prepared.batch, prepared.items, prepared.keys
+        frozen_buckets = prepared.seen_buckets.tolist()
+        frozen_contents = prepared.seen_contents.tolist()
         rules = self.rules
         legacy = self._legacy
         # The loop below is the hot path of the whole flow: state lives in locals, "no time yet"
@@ -492,7 +505,7 @@ class PartitionMeter:
             tainted=tainted,
         )
 
-    def _frozen(self, keys: list[bytes | None]) -> tuple[np.ndarray, np.ndarray]:
+    def _seen(self, keys: list[bytes | None]) -> tuple[np.ndarray, np.ndarray]:
         """The dedupe index's columns' (bucket, fingerprint) of each message's key.
 
         NOT_FOUND where the message has no key or the key no entry.
