@@ -212,7 +212,10 @@ class PartitionMeter:
         self.where = where
         self.rules = rules
         self._schedule = schedule or CatalogSchedule.constant(catalog)
-        self.catalog = self._schedule.at(state.next_offset if state is not None else 0)
+        # The version that decided the last offset read: a switch takes effect when a batch
+        # reaches it, as in a run that never stopped, not when the processor is built.
+        last_read = state.next_offset - 1 if state is not None else 0
+        self.catalog = self._schedule.at(max(last_read, 0))
         self._legacy = self.catalog.is_legacy
         if state is None:
             self._max_event_us: int | None = None
@@ -270,15 +273,18 @@ class PartitionMeter:
     def process(self, batch: SourceBatch) -> PartitionOutput:
         """Classify every message of ``batch`` (which must continue this partition's log).
 
-        A batch that reaches a switch of the catalog schedule is decided in two parts, each
-        under its own version.
+        A batch that reaches switches of the catalog schedule is decided in parts, cut at each
+        switch, each part under its own version.
         """
         if not batch.offsets:
             return self._process_part(batch)
+        parts, rest = [], batch
         switch = self._schedule.next_switch(batch.offsets[0])
-        parts = (
-            _cut(batch, switch) if switch is not None and switch <= batch.offsets[-1] else [batch]
-        )
+        while switch is not None and switch <= batch.offsets[-1]:
+            *before, rest = _cut(rest, switch)
+            parts += before
+            switch = self._schedule.next_switch(switch)
+        parts.append(rest)
         outputs = []
         for part in parts:
             wanted = self._schedule.at(part.offsets[0])
