@@ -38,7 +38,13 @@ from dataclasses import dataclass
 import numpy as np
 
 from meterwax.operators.decode import Event, Heartbeat, Rejection
-from meterwax.operators.dedupe import BUCKET_US, NOT_FOUND, UNKNOWN_CONTENT, content_fingerprints
+from meterwax.operators.dedupe import (
+    BUCKET_US,
+    NOT_FOUND,
+    UNKNOWN_CONTENT,
+    content_fingerprints,
+    key_words,
+)
 from meterwax.operators.partition import (
     NO_TIME,
     PartitionMeter,
@@ -309,7 +315,7 @@ class ColumnarPartitionMeter(PartitionMeter):
             end = cut + 1
             stop = add(rows.counted_between(begin, end), decoded, columns)
             if stop is not None:  # that event would overflow its window: the reference decides
-                self._write(out, batch, rows, 0, stop)
+                self._write(out, batch, rows, stop)
                 self._max_event_us = _or_none(int(max_before[stop]))
                 self._closed_until_us = _or_none(int(closed_before[stop]))
                 super()._classify(out, prepared, stop)
@@ -318,7 +324,7 @@ class ColumnarPartitionMeter(PartitionMeter):
             if due is not None and due <= closed_marks[cut]:
                 self._emit_windows(out, closed_marks[cut], closed_at(batch.offsets[cut]))
             begin = end
-        self._write(out, batch, rows, 0, size)
+        self._write(out, batch, rows, size)
         self._max_event_us = _or_none(plan.max_after)
         self._closed_until_us = _or_none(max(start_closed, closed_marks[-1]))
 
@@ -342,23 +348,21 @@ class ColumnarPartitionMeter(PartitionMeter):
                 return i
         return None
 
-    def _write(
-        self, out: PartitionOutput, batch: SourceBatch, rows: _Rows, begin: int, end: int
-    ) -> None:
-        """The rows, counts and remembered keys of messages [begin, end)."""
+    def _write(self, out: PartitionOutput, batch: SourceBatch, rows: _Rows, end: int) -> None:
+        """The rows, counts and remembered keys of the messages before ``end``."""
         rules = self.rules
-        counted = rows.counted_between(begin, end)
+        counted = rows.counted_between(0, end)
         decoded, offsets = rows.decoded, rows.offsets
         out.ledger.extend(LedgerRow(decoded[i], offsets[i]) for i in counted)
-        late = rows.between(rows.late, begin, end)
+        late = rows.between(rows.late, 0, end)
         for i in late:
             item = decoded[i]
             watermark = rows.max_before[i] - rules.allowed_lateness_us
             start = item.time_us - item.time_us % rules.window_us
             out.late.append(LateRow(item, offsets[i], watermark, start))
-        for i in rows.between(rows.quarantined, begin, end):
+        for i in rows.between(rows.quarantined, 0, end):
             self._quarantine_planned(out, batch, rows, i)
-        remember = rows.between(rows.remembered, begin, end)
+        remember = rows.between(rows.remembered, 0, end)
         if remember:
             self._dedupe.remember_alive(
                 [rows.keys[i] for i in remember],
@@ -368,9 +372,9 @@ class ColumnarPartitionMeter(PartitionMeter):
         add_counts(
             out,
             len(counted),
-            len(rows.between(rows.duplicates, begin, end)),
+            len(rows.between(rows.duplicates, 0, end)),
             len(late),
-            len(rows.between(rows.heartbeats, begin, end)),
+            len(rows.between(rows.heartbeats, 0, end)),
         )
 
     def _quarantine_planned(
@@ -435,7 +439,7 @@ def _repeats(events: np.ndarray, keys: list[bytes]) -> _Repeats | None:
     """The events whose key occurs again in the batch (None when every key is new)."""
     if len(keys) < 2:
         return None
-    words = np.frombuffer(b"\0\0\0\0".join(keys) + b"\0\0\0\0", dtype="<u8").reshape(-1, 2)
+    words = key_words(keys)
     by_key = np.lexsort((words[:, 1], words[:, 0]))
     sorted_words = words[by_key]
     same = np.zeros(len(keys), bool)

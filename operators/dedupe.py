@@ -26,7 +26,7 @@ from __future__ import annotations
 import hashlib
 import json
 import zlib
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -138,6 +138,11 @@ _ODD_B = 0xC2B2_AE3D_27D4_EB4F
 _ODD_C = 0x1656_67B1_9E37_79F9
 _LOW_64 = (1 << 64) - 1
 _LOW_32_INT = (1 << 32) - 1
+
+
+def key_words(keys: Iterable[bytes]) -> np.ndarray:
+    """12-byte keys as rows of two 64-bit words (the second holds 4 bytes), in one copy."""
+    return np.frombuffer(_PAD.join(keys) + _PAD, dtype="<u8").reshape(-1, 2)
 
 
 def bucket_of(time_us: int) -> int:
@@ -253,7 +258,7 @@ class DedupeIndex:
         """
         if not keys:
             return np.full(0, NOT_FOUND, dtype=np.int32), np.zeros(0, dtype=np.uint32)
-        query = np.frombuffer(_PAD.join(keys) + _PAD, dtype="<u8").reshape(-1, 2)
+        query = key_words(keys)
         found, contents = _search(self._frozen, query)
         if len(self._recent.first):
             newer, newer_contents = _search(self._recent, query)
@@ -315,7 +320,7 @@ class DedupeIndex:
         """The dict's keys into the recent columns (a copy of those only)."""
         # Both dicts hold the same keys in the same order (every change goes to both).
         count = len(self._pending)
-        words = np.frombuffer(_PAD.join(self._pending) + _PAD, dtype="<u8").reshape(-1, 2)
+        words = key_words(self._pending)
         contents = np.fromiter(self._contents.values(), dtype=np.uint64, count=count)
         buckets = np.fromiter(self._pending.values(), dtype=np.int32, count=count)
         order = np.argsort(words[:, 0], kind="stable")
